@@ -1,0 +1,1 @@
+"""augserve.clients: typed gRPC clients for augserve. Imports neither torch nor Ray."""

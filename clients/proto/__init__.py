@@ -1,0 +1,10 @@
+"""Generated protobuf stubs (bash protos/generate.sh).
+
+Every augserve message is registered in POOL, a descriptor pool of its own, so
+that these stubs and tritonclient's (same `inference.*` names, default pool)
+import side by side in one process.
+"""
+
+from google.protobuf.descriptor_pool import DescriptorPool
+
+POOL = DescriptorPool()

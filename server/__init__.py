@@ -1,0 +1,1 @@
+"""augserve.server: the grpc.aio server, its Ray runtime, services and benchmarks."""

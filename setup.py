@@ -1,0 +1,18 @@
+"""Maps the repository's folders onto the `augserve.*` import names.
+
+`server/`, `kernels/` and `clients/` become `augserve.server`, `augserve.kernels`
+and `augserve.clients`; every sub-package below them is found, so a new folder
+with an `__init__.py` needs no edit here.
+"""
+
+from setuptools import find_packages, setup
+
+FOLDERS = {"server": "augserve.server", "kernels": "augserve.kernels", "clients": "augserve.clients"}
+
+packages: list[str] = []
+package_dir: dict[str, str] = {}
+for folder, name in FOLDERS.items():
+    package_dir[name] = folder
+    packages += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
+
+setup(packages=packages, package_dir=package_dir, package_data={"augserve.clients": ["py.typed"]})
