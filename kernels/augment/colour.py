@@ -37,6 +37,7 @@ def apply_colour(
 
     Returns:
         None; `out` holds the result.
+
     """
     height, width = image.shape[:2]
     scratch = {} if scratch is None else scratch

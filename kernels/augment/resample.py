@@ -37,6 +37,7 @@ def crop_resize(
 
     Returns:
         The (out_h, out_w[, C]) array, same dtype as `image`.
+
     """
     x0, y0, w, h = (int(v) for v in box)
     height, width = image.shape[:2]
@@ -77,6 +78,7 @@ def warp_affine(
 
     Returns:
         The warped (out_h, out_w[, C]) array, same dtype as `image`.
+
     """
     forward3 = np.eye(3)
     forward3[:2] = np.asarray(forward, dtype=np.float64)[:2]

@@ -1,0 +1,1 @@
+"""Generated protobuf stubs (bash protos/generate.sh)."""
