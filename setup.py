@@ -7,7 +7,11 @@ with an `__init__.py` needs no edit here.
 
 from setuptools import find_packages, setup
 
-FOLDERS = {"server": "augserve.server", "kernels": "augserve.kernels", "clients": "augserve.clients"}
+FOLDERS = {
+    "server": "augserve.server",
+    "kernels": "augserve.kernels",
+    "clients": "augserve.clients",
+}
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

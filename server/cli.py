@@ -1,4 +1,4 @@
-"""The `augserve` command line: serve, bench and the model tools."""
+"""The `augserve` command line: `serve` and `bench NAME`."""
 
 from __future__ import annotations
 
@@ -7,28 +7,30 @@ import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from augserve.server.bench import BENCHMARKS
+from augserve.server.config import add_serve_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one sub-command per capability."""
+    """The top-level parser; a benchmark's own flags are parsed by `bench_parser`."""
     parser = argparse.ArgumentParser(prog="augserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-
-    from augserve.server.config import add_serve_arguments
-
-    serve = commands.add_parser("serve", help="run the gRPC server")
-    add_serve_arguments(serve)
-
-    bench = commands.add_parser("bench", help="measure augserve beside a baseline")
-    benches = bench.add_subparsers(dest="bench", required=True)
-    for name, module_name in BENCHMARKS.items():
-        module = importlib.import_module(module_name)
-        sub = benches.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        sub.add_argument("--json", type=Path, help="also write the report as JSON to this file")
-        module.add_arguments(sub)
+    add_serve_arguments(commands.add_parser("serve", help="run the gRPC server"))
+    bench = commands.add_parser("bench", help="measure augserve beside a named baseline")
+    bench.add_argument("bench", choices=sorted(BENCHMARKS), help="which benchmark")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's flags")
     return parser
+
+
+def bench_parser(name: str) -> tuple[argparse.ArgumentParser, ModuleType]:
+    """The parser of `augserve bench NAME` (with `--json`) and the benchmark's module."""
+    module = importlib.import_module(BENCHMARKS[name])
+    parser = argparse.ArgumentParser(prog=f"augserve bench {name}", description=module.__doc__)
+    parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    module.add_arguments(parser)
+    return parser, module
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,11 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from augserve.server.app import serve_forever
 
         return serve_forever(args)
-    module = importlib.import_module(BENCHMARKS[args.bench])
-    report = module.run(args)
+    parser, module = bench_parser(args.bench)
+    bench_args = parser.parse_args(args.bench_args)
+    report = module.run(bench_args)
     print(report.render())
-    if args.json:
-        report.write_json(args.json)
+    if bench_args.json:
+        report.write_json(bench_args.json)
     return 0
 
 

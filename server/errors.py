@@ -5,6 +5,7 @@ turns them into the status the client receives, in one place.
 
 Example:
     >>> raise InvalidArgument("input 'x': expected FP32, got INT8")  # doctest: +SKIP
+
 """
 
 from __future__ import annotations

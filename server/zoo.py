@@ -10,6 +10,7 @@ Example:
     >>> model = resnet20(num_classes=10)
     >>> model(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
+
 """
 
 from __future__ import annotations

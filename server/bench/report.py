@@ -19,6 +19,7 @@ class BenchReport:
             names the benchmark's issue gives.
         targets: for each ratio that has a target, (comparison, threshold), e.g. (">=", 2.0).
         environment: what the figures were measured on (threads, CPU, versions).
+
     """
 
     name: str

@@ -1,0 +1,133 @@
+"""Builds and runs the grpc.aio server: services, health, reflection, limits, metrics, shutdown.
+
+Start-up order: connect Ray, open the port (ServerLive answers at once), load
+the models, then report ready (ServerReady, grpc.health.v1 SERVING). On SIGTERM
+or SIGINT: report not ready, stop accepting, drain in-flight requests for up to
+`shutdown_grace_s`, unload the models, shut down an embedded Ray, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import prometheus_client
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from augserve.clients.proto import POOL
+from augserve.clients.proto.inference import grpc_service_pb2 as pb
+from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from augserve.server.config import ServerConfig, config_from_args
+from augserve.server.inference.demo import build_demo_repository
+from augserve.server.inference.repository import ModelRepository
+from augserve.server.inference.servicer import InferenceServicer
+from augserve.server.interceptors import ErrorMappingInterceptor
+from augserve.server.runtime import RayRuntime
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it owns; `stop()` shuts all of it down in order."""
+
+    config: ServerConfig
+    server: aio.Server
+    port: int
+    runtime: RayRuntime
+    repository: ModelRepository
+    inference: InferenceServicer
+    health: health.aio.HealthServicer
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight calls, unload models, release Ray."""
+        self.inference.ready.clear()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.shutdown_grace_s)
+        await self.repository.unload_all()
+        self.runtime.stop()
+
+
+def _register_reflection(server: aio.Server, service_names: list[str]) -> None:
+    # Our stubs live in a private descriptor pool; reflection answers from it, so
+    # the health and reflection protos are added to it as well.
+    for descriptor in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        try:
+            POOL.FindFileByName(descriptor.name)
+        except KeyError:
+            POOL.AddSerializedFile(descriptor.serialized_pb)
+    reflection.enable_server_reflection([*service_names, reflection.SERVICE_NAME], server, POOL)
+
+
+async def start_server(config: ServerConfig) -> RunningServer:
+    """Start Ray, the gRPC server and the metrics endpoint; load models; report ready."""
+    runtime = RayRuntime(config.ray_address, config.ray_num_cpus)
+    runtime.start()
+    root = config.model_repository or build_demo_repository(config.demo_cache)
+    repository = ModelRepository(root, allow_pickle=config.allow_pickle)
+
+    server = aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    inference = InferenceServicer(repository)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = [INFERENCE_SERVICE, health.SERVICE_NAME]
+    _register_reflection(server, services)
+
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    await server.start()
+    log.info("augserve listening on %s:%d, models from %s", config.host, port, root)
+    if config.metrics_port:
+        prometheus_client.start_http_server(config.metrics_port, addr=config.host)
+
+    names = list(config.load_models) or repository.names_on_disk()
+    results = await asyncio.gather(*(repository.load(n) for n in names), return_exceptions=True)
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error("model %s failed to load: %s", name, result)
+
+    inference.ready.set()
+    for service in ("", INFERENCE_SERVICE):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    if config.ready_file:
+        config.ready_file.write_text(f"{port}\n")
+    log.info("augserve ready: %d model version(s) loaded", len(repository.loaded()))
+    return RunningServer(config, server, port, runtime, repository, inference, health_servicer)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_server(config)
+    # Installed after ray.init(), which sets handlers of its own for these signals.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("augserve stopping: draining in-flight requests")
+    await running.stop()
+    log.info("augserve stopped")
+
+
+def serve_forever(args: argparse.Namespace) -> int:
+    """`augserve serve`: parse the config and run the server; returns the exit status."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = config_from_args(args)
+    asyncio.run(serve(config))
+    return 0

@@ -1,0 +1,1 @@
+"""Inference: the KServe v2 / Triton-compatible service, its batcher, repository and replicas."""

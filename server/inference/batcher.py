@@ -1,0 +1,267 @@
+"""The dynamic batcher: one bounded queue per model version, feeding its replicas.
+
+Each request is one `_Item` with its own future. The dispatcher is
+work-conserving: when a replica is free it takes what is queued at once (no
+added wait when the server is idle), so batches grow only while every replica
+is busy. `max_queue_delay_microseconds` > 0 with a preferred batch size lets a
+batch wait that long to fill. Items whose caller went away (cancelled, deadline
+passed) are dropped before a batch is formed. A batch that fails fails exactly
+its own items; the queue keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from augserve.server.errors import (
+    AugserveError,
+    DeadlineExceeded,
+    Internal,
+    ResourceExhausted,
+    Unavailable,
+)
+from augserve.server.inference.model_config import BatchingSettings
+from augserve.server.inference.statistics import ModelStats
+
+log = logging.getLogger(__name__)
+
+# A replica call: inputs in, (outputs, compute ns) out.
+RunBatch = Callable[[list[np.ndarray]], Awaitable[tuple[list[np.ndarray], int]]]
+
+
+@dataclass
+class _Item:
+    inputs: list[np.ndarray]
+    rows: int
+    future: asyncio.Future[list[np.ndarray]]
+    enqueued_ns: int
+    deadline: float | None  # time.monotonic() seconds
+    signature: tuple[tuple[int, ...], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.signature = tuple(a.shape[1:] for a in self.inputs)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+
+@dataclass
+class _Replica:
+    run: RunBatch
+    in_flight: int = 0
+
+
+class BatchQueue:
+    """Queue, batch and run requests of one model version on its replicas.
+
+    Args:
+        replicas: one callable per replica that runs a batch (a Ray actor method).
+        max_batch_size: most rows per batch; 0 runs every request alone, unbatched.
+        batching: queue size, delay, preferred sizes, default timeout.
+        stats: where queue and compute times are recorded.
+        max_in_flight: batches sent to one replica before it is considered busy.
+
+    """
+
+    def __init__(
+        self,
+        replicas: Sequence[RunBatch],
+        max_batch_size: int,
+        batching: BatchingSettings,
+        stats: ModelStats,
+        max_in_flight: int = 1,
+    ) -> None:
+        self._replicas = [_Replica(run) for run in replicas]
+        self._max_batch_size = max_batch_size
+        self._batching = batching
+        self._stats = stats
+        self._max_in_flight = max_in_flight
+        self._queue: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._dispatcher = asyncio.create_task(self._dispatch_forever())
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a replica."""
+        return len(self._queue)
+
+    async def submit(self, inputs: list[np.ndarray], timeout_s: float | None) -> list[np.ndarray]:
+        """Queue one request and wait for its outputs.
+
+        Args:
+            inputs: one array per model input; with batching, dim 0 is the batch.
+            timeout_s: seconds the caller will wait (None: the model's default, if any).
+
+        Raises:
+            ResourceExhausted: the queue is full.
+            DeadlineExceeded: the timeout passed before the outputs were ready.
+            Unavailable: the model is being unloaded.
+
+        """
+        if self._closed:
+            raise Unavailable("the model is being unloaded")
+        if len(self._queue) >= self._batching.max_queue_size:
+            raise ResourceExhausted(
+                f"the model's queue is full ({self._batching.max_queue_size} requests); retry later"
+            )
+        default = self._batching.default_timeout_microseconds / 1e6 or None
+        timeouts = [t for t in (timeout_s, default) if t is not None]
+        timeout = min(timeouts) if timeouts else None
+        rows = inputs[0].shape[0] if self._max_batch_size else 1
+        item = _Item(
+            inputs=inputs,
+            rows=rows,
+            future=asyncio.get_running_loop().create_future(),
+            enqueued_ns=time.perf_counter_ns(),
+            deadline=time.monotonic() + timeout if timeout is not None else None,
+        )
+        self._queue.append(item)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no result within the {timeout:.3f}s timeout") from None
+        finally:
+            if not item.future.done():
+                item.future.cancel()  # the dispatcher skips it
+
+    async def close(self) -> None:
+        """Stop taking requests, let queued and running batches finish, stop the dispatcher."""
+        self._closed = True
+        while self._queue or any(r.in_flight for r in self._replicas):
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        self._dispatcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._dispatcher
+
+    def _free_replica(self) -> _Replica | None:
+        free = [r for r in self._replicas if r.in_flight < self._max_in_flight]
+        return min(free, key=lambda r: r.in_flight) if free else None
+
+    def _drop_dead_items(self) -> None:
+        now = time.monotonic()
+        while self._queue and (self._queue[0].future.done() or self._queue[0].expired(now)):
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
+
+    async def _wait_to_fill(self) -> None:
+        """With a delay configured, let the batch grow to a preferred size or the delay."""
+        delay = self._batching.max_queue_delay_microseconds / 1e6
+        if not delay or not self._max_batch_size:
+            return
+        target = max(self._batching.preferred_batch_size, default=self._max_batch_size)
+        oldest = self._queue[0].enqueued_ns / 1e9
+        while sum(i.rows for i in self._queue) < target:
+            remaining = oldest + delay - time.perf_counter_ns() / 1e9
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _take_batch(self) -> list[_Item]:
+        """Pop the head item and every later live item that fits and has its shapes."""
+        head = self._queue.popleft()
+        batch, rows = [head], head.rows
+        if not self._max_batch_size:
+            return batch
+        kept: deque[_Item] = deque()
+        now = time.monotonic()
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future.done() or item.expired(now):
+                if not item.future.done():
+                    item.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
+                continue
+            if item.signature == head.signature and rows + item.rows <= self._max_batch_size:
+                batch.append(item)
+                rows += item.rows
+            else:
+                kept.append(item)
+            if rows == self._max_batch_size:
+                break
+        kept.extend(self._queue)
+        self._queue = kept
+        return batch
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._drop_dead_items()
+            replica = self._free_replica()
+            if not self._queue or replica is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._wait_to_fill()
+            self._drop_dead_items()
+            if not self._queue:
+                continue
+            batch = self._take_batch()
+            replica.in_flight += 1
+            task = asyncio.create_task(self._run(replica, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, replica: _Replica, batch: list[_Item]) -> None:
+        started_ns = time.perf_counter_ns()
+        rows = sum(item.rows for item in batch)
+        try:
+            if len(batch) == 1:
+                inputs = batch[0].inputs
+            else:
+                inputs = [
+                    np.concatenate(parts) for parts in zip(*(i.inputs for i in batch), strict=True)
+                ]
+            outputs, infer_ns = await replica.run(inputs)
+            returned_ns = time.perf_counter_ns()
+            self._deliver(batch, outputs, rows)
+            done_ns = time.perf_counter_ns()
+            self._stats.record_batch(
+                rows, returned_ns - started_ns - infer_ns, infer_ns, done_ns - returned_ns
+            )
+            for item in batch:
+                self._stats.record_request(
+                    True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows
+                )
+        except Exception as error:  # one failed batch fails its own items only
+            failure = (
+                error
+                if isinstance(error, AugserveError)
+                else Internal(f"the model failed on this batch: {type(error).__name__}: {error}")
+            )
+            log.warning("batch of %d rows failed: %s", rows, error)
+            now_ns = time.perf_counter_ns()
+            for item in batch:
+                self._stats.record_request(False, now_ns - item.enqueued_ns, 0, item.rows)
+                if not item.future.done():
+                    item.future.set_exception(failure)
+        finally:
+            replica.in_flight -= 1
+            self._wake.set()
+
+    def _deliver(self, batch: list[_Item], outputs: list[np.ndarray], rows: int) -> None:
+        if not self._max_batch_size:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        for output in outputs:
+            if output.shape[0] != rows:
+                raise Internal(f"the model returned {output.shape[0]} rows for a batch of {rows}")
+        offset = 0
+        for item in batch:
+            part = [output[offset : offset + item.rows] for output in outputs]
+            offset += item.rows
+            if not item.future.done():
+                item.future.set_result(part)

@@ -1,0 +1,72 @@
+"""Turn a model version folder into a callable torch module, by platform.
+
+Model files can run code, so only formats that do not unpickle arbitrary
+objects are loaded by default: torch.export archives, TorchScript, weights-only
+state_dicts with an importable architecture, and augserve's compressed format.
+A pickled whole module (`platform = "pickle"`) needs the operator's opt-in.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from augserve.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from augserve.server.inference.model_config import ModelSettings
+
+
+def import_architecture(spec: str) -> Callable[..., nn.Module]:
+    """Resolve "package.module:function" to the callable that builds the architecture.
+
+    Raises:
+        InvalidArgument: the module or attribute does not exist.
+
+    """
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InvalidArgument(f"architecture {spec!r} cannot be imported: {error}") from None
+
+
+def load_module(settings: ModelSettings, version_dir: Path, allow_pickle: bool) -> nn.Module:
+    """Load the model stored in `version_dir` as an eval-mode module on the CPU.
+
+    Raises:
+        NotFound: the model file is missing.
+        FailedPrecondition: a pickled module without `allow_pickle`.
+        InvalidArgument: the file does not hold what the platform promises.
+
+    """
+    path = version_dir / settings.model_filename
+    if not path.exists():
+        raise NotFound(f"model {settings.name!r}: {path} does not exist")
+    platform = settings.platform
+    if platform == "torch_export":
+        module = torch.export.load(str(path)).module()
+    elif platform == "torchscript":
+        module = torch.jit.load(str(path), map_location="cpu")
+    elif platform == "state_dict":
+        module = import_architecture(settings.architecture)(**settings.architecture_kwargs)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    elif platform == "augserve_compressed":
+        from augserve.kernels.serialize import load_compressed
+
+        module = load_compressed(path)
+    else:
+        if not allow_pickle:
+            raise FailedPrecondition(
+                f"model {settings.name!r} is a pickled module; loading it can run arbitrary "
+                "code, so the server refuses it unless started with --allow-pickle"
+            )
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(module, nn.Module):
+        raise InvalidArgument(f"model {settings.name!r}: {path} does not hold a module")
+    if hasattr(module, "eval") and platform != "torch_export":
+        module.eval()
+    return module

@@ -1,0 +1,245 @@
+"""A model's configuration (`<model>/config.toml` or `config.json`), parsed and checked once.
+
+Example `config.toml`:
+
+    platform = "torch_export"          # torch_export | torchscript | state_dict |
+                                       # augserve_compressed | pickle
+    max_batch_size = 64                # 0: the model does not batch
+    precision = "fp32"                 # fp32 | bf16 (autocast + channels_last)
+    architecture = "augserve.server.zoo:resnet20"   # state_dict only
+    architecture_kwargs = { num_classes = 10 }
+
+    [[input]]
+    name = "input"
+    datatype = "FP32"
+    dims = [3, 32, 32]                 # without the batch dimension; -1 = variable
+
+    [[output]]
+    name = "logits"
+    datatype = "FP32"
+    dims = [10]
+
+    [version_policy]                   # one of: latest = N | all = true | specific = [..]
+    latest = 1
+
+    [dynamic_batching]
+    max_queue_delay_microseconds = 0   # 0: dispatch as soon as a replica is free
+    preferred_batch_size = []
+    max_queue_size = 1024              # a full queue answers RESOURCE_EXHAUSTED
+    default_timeout_microseconds = 0   # 0: only the client's deadline applies
+
+    [instance_group]
+    count = 1                          # replicas (Ray actors)
+    kind = "cpu"                       # cpu | gpu
+    num_threads = 0                    # torch threads per replica; 0 = Ray's CPU share
+
+    [warmup]
+    batch_sizes = [1]
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from augserve.clients.datatypes import DATATYPES
+from augserve.server.errors import InvalidArgument
+
+PLATFORMS: dict[str, str] = {
+    "torch_export": "model.pt2",
+    "torchscript": "model.pt",
+    "state_dict": "model.pth",
+    "augserve_compressed": "compressed",
+    "pickle": "model.pkl",
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: its name, KServe datatype and dims without the batch dimension."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which numbered versions are served: the latest N, all, or a specific list."""
+
+    latest: int | None = 1
+    all: bool = False
+    specific: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those found on disk, ascending."""
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        return ordered[-(self.latest or 1) :]
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    """The dynamic batcher's knobs (see the module docstring)."""
+
+    max_queue_delay_microseconds: int = 0
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_size: int = 1024
+    default_timeout_microseconds: int = 0
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    """How many replicas run the model, on which device, with how many threads."""
+
+    count: int = 1
+    kind: str = "cpu"
+    num_threads: int = 0
+    num_cpus: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The parsed, validated configuration of one model."""
+
+    name: str
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int = 0
+    precision: str = "fp32"
+    default_model_filename: str = ""
+    architecture: str = ""
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
+    instance_group: InstanceGroup = field(default_factory=InstanceGroup)
+    warmup_batch_sizes: tuple[int, ...] = (1,)
+
+    @property
+    def model_filename(self) -> str:
+        """The file (or folder) inside a version folder that holds the model."""
+        return self.default_model_filename or PLATFORMS[self.platform]
+
+    def input_named(self, name: str) -> TensorSpec | None:
+        """The input spec called `name`, or None."""
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+
+def _tensor_specs(entries: Any, what: str, model: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(entries, list) or not entries:
+        raise InvalidArgument(f"model {model!r}: config needs at least one [[{what}]]")
+    specs = []
+    for index, entry in enumerate(entries):
+        name = entry.get("name")
+        datatype = entry.get("datatype", entry.get("data_type", "")).removeprefix("TYPE_")
+        datatype = "BYTES" if datatype == "STRING" else datatype
+        dims = entry.get("dims")
+        if not name or datatype not in DATATYPES or not isinstance(dims, list):
+            raise InvalidArgument(
+                f"model {model!r}: {what}[{index}] needs name, datatype (one of "
+                f"{sorted(DATATYPES)}) and dims"
+            )
+        if any(not isinstance(d, int) or d == 0 or d < -1 for d in dims):
+            raise InvalidArgument(f"model {model!r}: {what} {name!r} dims must be >0 or -1")
+        specs.append(TensorSpec(name, datatype, tuple(dims)))
+    return tuple(specs)
+
+
+def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
+    """Check a model's raw config dict and build its ModelSettings.
+
+    Raises:
+        InvalidArgument: a field is missing or out of range; the message names it.
+
+    """
+    name = raw.get("name", folder_name)
+    if name != folder_name:
+        raise InvalidArgument(f"model folder {folder_name!r} holds a config named {name!r}")
+    platform = raw.get("platform", "")
+    if platform not in PLATFORMS:
+        raise InvalidArgument(
+            f"model {name!r}: platform {platform!r} is not one of {sorted(PLATFORMS)}"
+        )
+    precision = raw.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise InvalidArgument(f"model {name!r}: precision must be one of {PRECISIONS}")
+    max_batch_size = int(raw.get("max_batch_size", 0))
+    if max_batch_size < 0:
+        raise InvalidArgument(f"model {name!r}: max_batch_size must be >= 0")
+    if platform == "state_dict" and ":" not in raw.get("architecture", ""):
+        raise InvalidArgument(
+            f"model {name!r}: platform state_dict needs architecture = 'module:function'"
+        )
+
+    policy_raw = raw.get("version_policy", {})
+    policy = VersionPolicy(
+        latest=policy_raw.get("latest", None if policy_raw else 1),
+        all=bool(policy_raw.get("all", False)),
+        specific=tuple(policy_raw.get("specific", ())),
+    )
+    batching_raw = raw.get("dynamic_batching", {})
+    batching = BatchingSettings(
+        max_queue_delay_microseconds=int(batching_raw.get("max_queue_delay_microseconds", 0)),
+        preferred_batch_size=tuple(batching_raw.get("preferred_batch_size", ())),
+        max_queue_size=int(batching_raw.get("max_queue_size", 1024)),
+        default_timeout_microseconds=int(batching_raw.get("default_timeout_microseconds", 0)),
+    )
+    if batching.max_queue_size < 1:
+        raise InvalidArgument(f"model {name!r}: dynamic_batching.max_queue_size must be >= 1")
+    if any(size < 1 or size > max(max_batch_size, 1) for size in batching.preferred_batch_size):
+        raise InvalidArgument(
+            f"model {name!r}: dynamic_batching.preferred_batch_size must lie in 1..max_batch_size"
+        )
+    group_raw = raw.get("instance_group", {})
+    group = InstanceGroup(
+        count=int(group_raw.get("count", 1)),
+        kind=group_raw.get("kind", "cpu"),
+        num_threads=int(group_raw.get("num_threads", 0)),
+        num_cpus=float(group_raw.get("num_cpus", 1.0)),
+    )
+    if group.count < 1 or group.kind not in ("cpu", "gpu"):
+        raise InvalidArgument(f"model {name!r}: instance_group needs count >= 1, kind cpu|gpu")
+
+    return ModelSettings(
+        name=name,
+        platform=platform,
+        inputs=_tensor_specs(raw.get("input"), "input", name),
+        outputs=_tensor_specs(raw.get("output"), "output", name),
+        max_batch_size=max_batch_size,
+        precision=precision,
+        default_model_filename=raw.get("default_model_filename", ""),
+        architecture=raw.get("architecture", ""),
+        architecture_kwargs=dict(raw.get("architecture_kwargs", {})),
+        version_policy=policy,
+        batching=batching,
+        instance_group=group,
+        warmup_batch_sizes=tuple(raw.get("warmup", {}).get("batch_sizes", (1,))),
+    )
+
+
+def read_model_config(model_dir: Path) -> ModelSettings:
+    """Read `config.toml` (or `config.json`) from a model folder.
+
+    Raises:
+        InvalidArgument: the folder has no config, or the config is invalid.
+
+    """
+    toml_path, json_path = model_dir / "config.toml", model_dir / "config.json"
+    try:
+        if toml_path.is_file():
+            raw = tomllib.loads(toml_path.read_text())
+        elif json_path.is_file():
+            raw = json.loads(json_path.read_text())
+        else:
+            raise InvalidArgument(f"model {model_dir.name!r} has no config.toml or config.json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise InvalidArgument(f"model {model_dir.name!r}: unreadable config: {error}") from None
+    return parse_model_config(raw, model_dir.name)

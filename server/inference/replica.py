@@ -1,0 +1,117 @@
+"""A model replica: one loaded model version running inside a Ray actor.
+
+The actor owns everything that cannot cross processes (the module, the thread
+pool, autocast state) and is built lazily inside the worker. The batcher sends
+it a batch as a list of numpy arrays (through Ray's object store, read without
+a copy) and gets the outputs back with the measured compute time.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from augserve.clients.datatypes import numpy_dtype
+from augserve.server.inference.loading import load_module
+from augserve.server.inference.model_config import ModelSettings, TensorSpec
+
+_TORCH_DTYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool,
+    "UINT8": torch.uint8,
+    "UINT16": torch.uint16,
+    "UINT32": torch.uint32,
+    "UINT64": torch.uint64,
+    "INT8": torch.int8,
+    "INT16": torch.int16,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "FP16": torch.float16,
+    "FP32": torch.float32,
+    "FP64": torch.float64,
+    "BF16": torch.bfloat16,
+}
+
+
+def to_tensor(array: np.ndarray, datatype: str) -> torch.Tensor:
+    """A tensor over `array` (BF16 arrives as uint16 words and is viewed, not converted)."""
+    with warnings.catch_warnings():
+        # Arrays from the object store or a protobuf buffer are read-only; models
+        # never write to their inputs, so sharing the memory is safe.
+        warnings.simplefilter("ignore", UserWarning)
+        if datatype == "BF16":
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(array)
+
+
+def to_array(tensor: torch.Tensor, spec: TensorSpec) -> np.ndarray:
+    """The output tensor as a numpy array of the configured datatype (BF16 as uint16 words)."""
+    tensor = tensor.detach().to("cpu", _TORCH_DTYPES[spec.datatype]).contiguous()
+    if spec.datatype == "BF16":
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()
+
+
+class ModelReplica:
+    """Runs one model version; create with `ray.remote(ModelReplica).options(...).remote(...)`.
+
+    Args:
+        settings: the model's parsed configuration.
+        version_dir: the numbered version folder to load.
+        allow_pickle: whether a pickled whole module may be loaded.
+
+    """
+
+    def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool) -> None:
+        group = settings.instance_group
+        torch.set_num_threads(group.num_threads or max(1, int(group.num_cpus)))
+        self.settings = settings
+        self.device = torch.device("cuda" if group.kind == "gpu" else "cpu")
+        module = load_module(settings, Path(version_dir), allow_pickle).to(self.device)
+        self.channels_last = settings.precision == "bf16"
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+        self.load_finished = time.monotonic()
+
+    def ready(self) -> bool:
+        """Run the configured warm-up batches; True once the replica can serve."""
+        for batch_size in self.settings.warmup_batch_sizes:
+            inputs = []
+            for spec in self.settings.inputs:
+                dims = tuple(d if d > 0 else 1 for d in spec.dims)
+                shape = (batch_size, *dims) if self.settings.max_batch_size else dims
+                inputs.append(np.zeros(shape, dtype=numpy_dtype(spec.datatype)))
+            self.infer(inputs)
+        return True
+
+    def infer(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+        """Run one batch; return the outputs in config order and the compute time in ns."""
+        start = time.perf_counter_ns()
+        tensors = []
+        for array, spec in zip(inputs, self.settings.inputs, strict=True):
+            tensor = to_tensor(array, spec.datatype).to(self.device, non_blocking=True)
+            if self.channels_last and tensor.dim() == 4:
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
+            tensors.append(tensor)
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16"
+            ),
+        ):
+            result = self.module(*tensors)
+        if isinstance(result, torch.Tensor):
+            result = (result,)
+        elif isinstance(result, dict):
+            result = tuple(result[spec.name] for spec in self.settings.outputs)
+        if len(result) != len(self.settings.outputs):
+            raise ValueError(
+                f"model {self.settings.name!r} returned {len(result)} outputs, its config "
+                f"declares {len(self.settings.outputs)}"
+            )
+        outputs = [to_array(t, s) for t, s in zip(result, self.settings.outputs, strict=True)]
+        return outputs, time.perf_counter_ns() - start

@@ -1,0 +1,99 @@
+"""Per model-version inference statistics, for the ModelStatistics RPC and for Prometheus.
+
+Queue time (waiting in the batcher) is kept apart from compute time (the
+replica running the model), and executions are counted per batch size, as
+Triton does. The same figures feed Prometheus histograms and counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Histogram
+
+_LABELS = ("model", "version")
+REQUESTS = Counter("augserve_inference_requests", "Inference requests", (*_LABELS, "status"))
+QUEUE_SECONDS = Histogram(
+    "augserve_inference_queue_seconds",
+    "Time a request waited in the batcher's queue",
+    _LABELS,
+    buckets=(1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 0.5, 1.0),
+)
+COMPUTE_SECONDS = Histogram(
+    "augserve_inference_compute_seconds",
+    "Time a replica spent running one batch",
+    _LABELS,
+    buckets=(1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 0.5, 1.0),
+)
+BATCH_SIZE = Histogram(
+    "augserve_inference_batch_size",
+    "Rows per executed batch",
+    _LABELS,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+@dataclass
+class Duration:
+    """A count and a total in nanoseconds."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        """Record `count` events that took `ns` nanoseconds in total."""
+        self.count += count
+        self.ns += ns
+
+
+@dataclass
+class BatchDurations:
+    """Time spent per executed batch of one size: moving inputs, computing, splitting outputs."""
+
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass
+class ModelStats:
+    """Cumulative statistics of one model version."""
+
+    name: str
+    version: str
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+    batches: dict[int, BatchDurations] = field(default_factory=lambda: defaultdict(BatchDurations))
+
+    def record_request(self, ok: bool, total_ns: int, queue_ns: int, rows: int) -> None:
+        """One request finished (ok or failed) after `total_ns`, `queue_ns` of it queued."""
+        (self.success if ok else self.fail).add(total_ns)
+        if ok:
+            self.queue.add(queue_ns)
+            self.inference_count += rows
+        self.last_inference_ms = int(time.time() * 1000)
+        REQUESTS.labels(self.name, self.version, "ok" if ok else "error").inc()
+        QUEUE_SECONDS.labels(self.name, self.version).observe(queue_ns / 1e9)
+
+    def record_batch(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        """One batch of `rows` rows ran on a replica."""
+        self.execution_count += 1
+        durations = self.batches[rows]
+        for total, per_size, ns in (
+            (self.compute_input, durations.compute_input, input_ns),
+            (self.compute_infer, durations.compute_infer, infer_ns),
+            (self.compute_output, durations.compute_output, output_ns),
+        ):
+            total.add(ns)
+            per_size.add(ns)
+        COMPUTE_SECONDS.labels(self.name, self.version).observe(infer_ns / 1e9)
+        BATCH_SIZE.labels(self.name, self.version).observe(rows)

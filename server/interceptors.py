@@ -1,0 +1,80 @@
+"""Server interceptors: the one place where domain errors become gRPC statuses.
+
+Servicers raise `augserve.server.errors.AugserveError` subclasses; the
+`ErrorMappingInterceptor` aborts the call with the status bound to the class and
+the error's message. Any other exception becomes INTERNAL for that call only:
+the server keeps running and other calls are untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from augserve.server.errors import AugserveError
+
+log = logging.getLogger(__name__)
+
+
+async def _abort_for(error: BaseException, context: aio.ServicerContext, method: str) -> None:
+    if isinstance(error, AugserveError):
+        await context.abort(error.code, str(error))
+    log.exception("unhandled error in %s", method, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(error).__name__}: {error}")
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+    async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request_or_iterator, context)
+        except aio.AbortError:
+            raise
+        except Exception as error:  # mapped to a status for this call only
+            await _abort_for(error, context, method)
+
+    return wrapper
+
+
+def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
+        try:
+            async for response in behavior(request_or_iterator, context):
+                yield response
+        except aio.AbortError:
+            raise
+        except Exception as error:  # mapped to a status for this call only
+            await _abort_for(error, context, method)
+
+    return wrapper
+
+
+class ErrorMappingInterceptor(aio.ServerInterceptor):
+    """Maps `AugserveError` to its status code and anything else to INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the handler's behavior so that its exceptions become statuses."""
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, kind)
+            if behavior is None:
+                continue
+            if inspect.isasyncgenfunction(behavior):
+                wrapped = _wrap_stream(behavior, method)
+            elif inspect.iscoroutinefunction(behavior):
+                wrapped = _wrap_unary(behavior, method)
+            else:
+                return handler
+            return handler._replace(**{kind: wrapped})
+        return handler
