@@ -1,0 +1,202 @@
+"""What every op shares: typed per-sample params, the op base class, spec checks.
+
+An op is a frozen dataclass holding its spec (ranges, sizes, p). It never stores
+anything about a call: `sample(keys, sizes)` draws a frozen `OpParams` of per-sample
+tensors, and the backends apply those params. Ops declare a `kind` that tells the
+plan how to run them:
+
+- "flip": mirror (`horizontal` says which way).
+- "box": crop an integer box (fill outside) and resize it; `boxes()` and `out_sizes()`.
+- "warp": an affine warp of the same size; `forward()` gives source -> destination maps.
+- "colour": affine in RGB; `matrix()` gives a 3x4 matrix per sample (values in [0, 1]).
+- "blur" and "erase": their own routines.
+
+Geometry uses continuous coordinates: pixel (i, j) covers [j, j+1) x [i, i+1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import torch
+
+from augserve.server.augment.rng import Keys
+
+
+class SpecError(ValueError):
+    """A spec field is out of range; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclasses.dataclass(frozen=True)
+class OpParams:
+    """Per-sample params of one op; every field is a (n,) tensor.
+
+    Attributes:
+        applied: bool (n,), whether the op acts on each sample (drawn against p).
+
+    """
+
+    applied: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.applied.shape[0])
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """The float64 fields other than `applied`, by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "applied"}
+
+    @classmethod
+    def from_columns(cls, applied: Sequence[bool], columns: Mapping[str, Sequence[float]]) -> Self:
+        """Rebuild params from `applied` flags and named per-sample values (replay).
+
+        Raises:
+            ValueError: a field is missing or has the wrong length.
+
+        """
+        n = len(applied)
+        values: dict[str, torch.Tensor] = {"applied": torch.tensor(list(applied), dtype=torch.bool)}
+        for f in dataclasses.fields(cls):
+            if f.name == "applied":
+                continue
+            if f.name not in columns or len(columns[f.name]) != n:
+                raise ValueError(f"params of {cls.__name__}: missing or short field {f.name!r}")
+            values[f.name] = torch.tensor(list(columns[f.name]), dtype=torch.float64)
+        return cls(**values)
+
+    def take(self, index: torch.Tensor | Sequence[int]) -> Self:
+        """The params of the samples at `index`, in that order."""
+        index = torch.as_tensor(index, dtype=torch.int64)
+        fields = dataclasses.fields(self)
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields})
+
+    @classmethod
+    def cat(cls, parts: Sequence[Self]) -> Self:
+        """Concatenate the params of consecutive sample groups."""
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                      for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """Base of every op: a probability `p` and the sample / apply contract."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    params_type: ClassVar[type[OpParams]] = OpParams
+    #: Ops whose output size is fixed must run on every sample.
+    requires_p_one: ClassVar[bool] = False
+
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0 or math.isnan(self.p):
+            raise SpecError("p", f"must lie in [0, 1], got {self.p}")
+        if self.requires_p_one and self.p != 1.0:
+            raise SpecError("p", f"{self.name} always runs (it fixes the output size); p must be 1")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the spec's fields; raise SpecError naming the bad one."""
+
+    def draw_applied(self, keys: Keys) -> torch.Tensor:
+        """Whether the op acts on each sample: draw 0 against p."""
+        return keys.uniform(0) < self.p
+
+    def sample(self, keys: Keys, sizes: torch.Tensor) -> OpParams:
+        """Draw per-sample params for input sizes `sizes` ((n, 2) int64: height, width)."""
+        return self.params_type(applied=self.draw_applied(keys))
+
+    def out_sizes(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
+        """Output (height, width) per sample; the input sizes unless the op resizes."""
+        return sizes
+
+    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+        """Apply the op to sample `i` (float CHW in [0, 1]) with kornia's functional ops.
+
+        This is the op-by-op reference (and the kornia backend's path for this op).
+        """
+        raise NotImplementedError
+
+
+def check_range(
+    field: str, values: Sequence[float], low: float, high: float
+) -> tuple[float, float]:
+    """A [min, max] pair inside [low, high] with min <= max, or SpecError naming `field`."""
+    if len(values) != 2:
+        raise SpecError(field, f"expected [min, max], got {list(values)}")
+    a, b = float(values[0]), float(values[1])
+    if not (low <= a <= b <= high) or math.isnan(a) or math.isnan(b):
+        raise SpecError(field, f"expected {low} <= min <= max <= {high}, got [{a}, {b}]")
+    return a, b
+
+
+def check_size(field: str, values: Sequence[int], limit: int = 1 << 14) -> tuple[int, int]:
+    """A [height, width] pair of positive ints, or SpecError naming `field`."""
+    if len(values) != 2 or not all(0 < int(v) <= limit for v in values):
+        raise SpecError(field, f"expected [height, width] in 1..{limit}, got {list(values)}")
+    return int(values[0]), int(values[1])
+
+
+def check_fill(field: str, values: Sequence[float]) -> tuple[float, float, float]:
+    """Fill in uint8 units: none (0), one value or three; or SpecError naming `field`."""
+    if len(values) not in (0, 1, 3) or not all(0 <= float(v) <= 255 for v in values):
+        raise SpecError(field, f"expected 0, 1 or 3 values in [0, 255], got {list(values)}")
+    if not values:
+        return (0.0, 0.0, 0.0)
+    return tuple(float(v) for v in values) * (3 // len(values))  # type: ignore[return-value]
+
+
+def sample_area_ratio_boxes(
+    keys: Keys, sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
+    strict: bool, attempts: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torchvision's box search, per sample: area fraction in `scale`, aspect w/h in `ratio`.
+
+    Each of `attempts` tries draws an area and a log-uniform ratio, rounds w and h, and
+    is kept if the box fits (`strict`: also w < W and h < H, as RandomErasing wants) and
+    its rounded area and ratio still lie in their ranges, so the ranges hold exactly.
+    Draws 1.. of `keys` are used; draw 0 is left to the op's p.
+
+    Returns:
+        (boxes, found): boxes (n, 4) float64 as x0, y0, w, h; found (n,) bool.
+
+    """
+    n = len(keys)
+    height, width = sizes[:, 0].to(torch.float64), sizes[:, 1].to(torch.float64)
+    area = height * width
+    boxes = torch.zeros(n, 4, dtype=torch.float64)
+    found = torch.zeros(n, dtype=torch.bool)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for t in range(attempts):
+        target = keys.uniform(1 + 4 * t, scale[0], scale[1]) * area
+        r = torch.exp(keys.uniform(2 + 4 * t, log_lo, log_hi))
+        w = torch.round(torch.sqrt(target * r))
+        h = torch.round(torch.sqrt(target / r))
+        fits = (w > 0) & (h > 0) & ((w < width) & (h < height) if strict else
+                                    (w <= width) & (h <= height))
+        frac = w * h / area
+        ok = fits & (frac >= scale[0]) & (frac <= scale[1])
+        ok &= (w / h.clamp(min=1) >= ratio[0]) & (w / h.clamp(min=1) <= ratio[1]) & ~found
+        x0 = keys.integers(3 + 4 * t, (width - w + 1).clamp(min=1).to(torch.int64))
+        y0 = keys.integers(4 + 4 * t, (height - h + 1).clamp(min=1).to(torch.int64))
+        boxes[ok] = torch.stack([x0.to(torch.float64), y0.to(torch.float64), w, h], 1)[ok]
+        found |= ok
+    return boxes, found
+
+
+def fill_tensor(fill: tuple[float, float, float], like: torch.Tensor) -> torch.Tensor:
+    """The fill in [0, 1] units as a (3,) tensor on `like`'s device and dtype."""
+    return torch.tensor(fill, dtype=like.dtype, device=like.device) / 255.0
+
+
+def as_list(value: Any) -> list[Any]:
+    """A plain list from a tuple / repeated field / tensor."""
+    return list(value)

@@ -1,0 +1,48 @@
+"""Gaussian blur with a per-sample sigma."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+from kornia.filters import gaussian_blur2d
+
+from augserve.server.augment.ops.base import Op, OpParams, SpecError, check_range
+from augserve.server.augment.rng import Keys
+
+
+@dataclasses.dataclass(frozen=True)
+class BlurParams(OpParams):
+    """The standard deviation, in pixels, of each sample's kernel."""
+
+    sigma: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianBlur(Op):
+    """Blur with an odd `kernel_size` and sigma uniform in `sigma`; reflect-101 borders."""
+
+    name: ClassVar[str] = "gaussian_blur"
+    kind: ClassVar[str] = "blur"
+    params_type: ClassVar[type[OpParams]] = BlurParams
+    kernel_size: int = 3
+    sigma: tuple[float, float] = (0.1, 2.0)
+
+    def validate(self) -> None:
+        """Odd kernel size in 1..63; 0 < sigma <= 20."""
+        if not (1 <= self.kernel_size <= 63 and self.kernel_size % 2 == 1):
+            raise SpecError("kernel_size", f"expected an odd size in 1..63, got {self.kernel_size}")
+        check_range("sigma", self.sigma, 1e-3, 20.0)
+
+    def sample(self, keys: Keys, sizes: torch.Tensor) -> BlurParams:
+        """Sigma from draw 1."""
+        return BlurParams(self.draw_applied(keys), keys.uniform(1, *self.sigma))
+
+    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+        """Kornia's gaussian_blur2d with 'reflect' (= reflect-101) borders."""
+        if not bool(params.applied[i]):
+            return image
+        k = self.kernel_size
+        sigma = float(params.sigma[i])  # type: ignore[attr-defined]
+        return gaussian_blur2d(image[None], (k, k), (sigma, sigma), border_type="reflect")[0]

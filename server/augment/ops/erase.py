@@ -1,0 +1,72 @@
+"""Random erasing: overwrite a box with a value (torchvision's RandomErasing)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from augserve.server.augment.ops.base import (
+    Op,
+    OpParams,
+    SpecError,
+    check_range,
+    sample_area_ratio_boxes,
+)
+from augserve.server.augment.rng import Keys
+
+
+@dataclasses.dataclass(frozen=True)
+class EraseParams(OpParams):
+    """The erased box in pixels (x0, y0, w, h)."""
+
+    x0: torch.Tensor
+    y0: torch.Tensor
+    w: torch.Tensor
+    h: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomErasing(Op):
+    """Erase a box with area fraction in `scale` and aspect w/h in `ratio`.
+
+    `value` is written as-is into the image at this point of the pipeline: in [0, 1]
+    units before Normalize, in normalized units after it (torchvision's behaviour).
+    Where no box fits within 10 tries the sample is left alone (`applied` false).
+    """
+
+    name: ClassVar[str] = "random_erasing"
+    kind: ClassVar[str] = "erase"
+    params_type: ClassVar[type[OpParams]] = EraseParams
+    scale: tuple[float, float] = (0.02, 0.33)
+    ratio: tuple[float, float] = (0.3, 3.3)
+    value: float = 0.0
+
+    def validate(self) -> None:
+        """0 < scale < 1, 0 < ratio, |value| <= 100."""
+        check_range("scale", self.scale, 1e-6, 1.0)
+        check_range("ratio", self.ratio, 1e-3, 1e3)
+        if not -100 <= self.value <= 100:
+            raise SpecError("value", f"expected -100..100, got {self.value}")
+
+    def sample(self, keys: Keys, sizes: torch.Tensor) -> EraseParams:
+        """Box from draws 1..40 (w < W and h < H, as torchvision)."""
+        boxes, found = sample_area_ratio_boxes(keys, sizes, self.scale, self.ratio, strict=True)
+        applied = self.draw_applied(keys) & found
+        boxes[~applied] = 0.0
+        return EraseParams(applied, boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+
+    def box(self, params: OpParams, i: int) -> tuple[int, int, int, int]:
+        """Sample `i`'s box as ints (x0, y0, w, h)."""
+        p: EraseParams = params  # type: ignore[assignment]
+        return int(p.x0[i]), int(p.y0[i]), int(p.w[i]), int(p.h[i])
+
+    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+        """Write `value` into the box of sample `i`."""
+        if not bool(params.applied[i]):
+            return image
+        x0, y0, w, h = self.box(params, i)
+        out = image.clone()
+        out[:, y0 : y0 + h, x0 : x0 + w] = self.value
+        return out

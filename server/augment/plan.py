@@ -1,0 +1,81 @@
+"""Spec + params -> a plan of stages that both backends run with the same semantics.
+
+Consecutive colour ops fold into one stage (one 3x4 matrix per sample); every other
+op is a stage of its own. Geometry stages carry per-sample boxes or forward maps,
+computed here once for the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from augserve.server.augment.ops import BoxOp, ColourOp, Op, OpParams, WarpOp
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of the plan.
+
+    Attributes:
+        kind: "box", "warp", "flip", "colour", "blur" or "erase".
+        ops: the op (or, for "colour", the run of ops) of this stage.
+        params: their params, one per op.
+        out_sizes: (n, 2) output (height, width) per sample.
+        boxes: "box" only: (n, 4) int64 x0, y0, w, h.
+        forward: "warp" only: (n, 3, 3) source -> destination maps.
+    """
+
+    kind: str
+    ops: tuple[Op, ...]
+    params: tuple[OpParams, ...]
+    out_sizes: torch.Tensor
+    boxes: torch.Tensor | None = None
+    forward: torch.Tensor | None = None
+
+    def colour_matrices(self, mean_in: torch.Tensor) -> torch.Tensor:
+        """The run's composed (n, 3, 4) matrices on [0, 1] values, given the entering mean RGB."""
+        n = mean_in.shape[0]
+        m = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+        for op, params in zip(self.ops, self.params, strict=True):
+            mean = (m[:, :3, :3] @ mean_in[:, :, None])[:, :, 0] + m[:, :3, 3]
+            step = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+            step[:, :3] = op.matrix(params, mean)  # type: ignore[attr-defined]
+            m = step @ m
+        return m[:, :3]
+
+    def needs_mean(self) -> bool:
+        """Whether the colour run depends on the image's mean (contrast)."""
+        return any(getattr(op, "contrast", 0) for op in self.ops)
+
+
+def build_plan(
+    ops: tuple[Op, ...], params: tuple[OpParams, ...], sizes: torch.Tensor
+) -> list[Stage]:
+    """Group ops into stages and compute their geometry for input sizes `sizes` (n, 2)."""
+    stages: list[Stage] = []
+    for op, p in zip(ops, params, strict=True):
+        out = op.out_sizes(p, sizes)
+        if isinstance(op, ColourOp):
+            if stages and stages[-1].kind == "colour":
+                last = stages.pop()
+                stages.append(dataclasses.replace(last, ops=(*last.ops, op),
+                                                  params=(*last.params, p)))
+            else:
+                stages.append(Stage("colour", (op,), (p,), out))
+        elif isinstance(op, BoxOp):
+            stages.append(Stage("box", (op,), (p,), out, boxes=op.boxes(p)))  # type: ignore[arg-type]
+        elif isinstance(op, WarpOp):
+            stages.append(Stage("warp", (op,), (p,), out, forward=op.forward(p, sizes)))
+        else:
+            stages.append(Stage(op.kind, (op,), (p,), out))
+        sizes = out
+    return stages
+
+
+def geometry_forward(op: Op, params: OpParams, sizes: torch.Tensor) -> torch.Tensor | None:
+    """The (n, 3, 3) source -> destination maps of a geometric op, None for other ops."""
+    if op.kind in ("box", "warp", "flip"):
+        return op.forward(params, sizes)  # type: ignore[attr-defined]
+    return None

@@ -1,0 +1,156 @@
+"""Pipeline specs: the typed form, and its proto / JSON forms (the proto's JSON mapping).
+
+`parse_pipeline` accepts a `PipelineSpec`, a `augserve.v1.Pipeline` message, a JSON
+string or a dict, checks every field once, and raises `InvalidArgument` naming the
+op and the field at fault.
+
+Example:
+    >>> spec = parse_pipeline('{"ops": [{"horizontalFlip": {}, "p": 0.5}], "dtype": "uint8"}')
+    >>> spec.ops[0]
+    HorizontalFlip(p=0.5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from augserve.clients.proto import POOL
+from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
+from augserve.server.augment.ops import OPS, Normalize, Op, SpecError
+from augserve.server.augment.ops.base import check_fill
+from augserve.server.errors import InvalidArgument
+
+DTYPES = ("uint8", "float32", "float16", "bfloat16")
+LAYOUTS = ("NCHW", "NHWC")
+BOX_POLICIES = ("clip", "drop")
+MAX_OPS = 64
+_FILL_FIELDS = {"fill"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """A checked pipeline: ops in order, then the output's dtype and layout.
+
+    Attributes:
+        ops: the ops, applied in order.
+        dtype: "uint8", "float32", "float16" or "bfloat16".
+        layout: "NCHW" or "NHWC".
+        box_policy: "clip" (clip to the image; drop boxes left empty) or "drop" (drop
+            any box that leaves the image).
+    """
+
+    ops: tuple[Op, ...]
+    dtype: str = "float32"
+    layout: str = "NCHW"
+    box_policy: str = "clip"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise SpecError("dtype", f"expected one of {DTYPES}, got {self.dtype!r}")
+        if self.layout not in LAYOUTS:
+            raise SpecError("layout", f"expected one of {LAYOUTS}, got {self.layout!r}")
+        if self.box_policy not in BOX_POLICIES:
+            raise SpecError("box_policy", f"expected {BOX_POLICIES}, got {self.box_policy!r}")
+        if len(self.ops) > MAX_OPS:
+            raise SpecError("ops", f"at most {MAX_OPS} ops, got {len(self.ops)}")
+        if self.dtype == "uint8" and any(isinstance(op, Normalize) for op in self.ops):
+            raise SpecError("dtype", "normalize needs a float output dtype, not uint8")
+
+
+def _op_from_message(which: str, message: Any, p: float) -> Op:
+    cls = OPS[which]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {"p": p}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.name in _FILL_FIELDS:
+            kwargs["fill"] = check_fill("fill", list(value))
+        elif not isinstance(value, int | float | str | bool):
+            if len(value):
+                kwargs[field.name] = tuple(value)
+        elif value != 0 or defaults.get(field.name) in (0, 0.0):
+            kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def spec_from_proto(message: pb.Pipeline) -> PipelineSpec:
+    """Check a `Pipeline` message and build its typed spec.
+
+    Raises:
+        InvalidArgument: naming the op (index and name) and the field at fault.
+    """
+    if len(message.ops) > MAX_OPS:
+        raise InvalidArgument(f"pipeline.ops: at most {MAX_OPS} ops, got {len(message.ops)}")
+    ops = []
+    for i, op_spec in enumerate(message.ops):
+        which = op_spec.WhichOneof("op")
+        if which is None:
+            raise InvalidArgument(f"pipeline.ops[{i}]: no op set (known: {', '.join(OPS)})")
+        p = op_spec.p if op_spec.HasField("p") else 1.0
+        try:
+            ops.append(_op_from_message(which, getattr(op_spec, which), p))
+        except SpecError as error:
+            raise InvalidArgument(f"pipeline.ops[{i}] ({which}).{error}") from error
+    try:
+        return PipelineSpec(tuple(ops), message.dtype or "float32", message.layout or "NCHW",
+                            message.box_policy or "clip")
+    except SpecError as error:
+        raise InvalidArgument(f"pipeline.{error}") from error
+
+
+def spec_to_proto(spec: PipelineSpec) -> pb.Pipeline:
+    """The `Pipeline` message of a typed spec (the inverse of `spec_from_proto`)."""
+    message = pb.Pipeline(dtype=spec.dtype, layout=spec.layout, box_policy=spec.box_policy)
+    for op in spec.ops:
+        op_spec = message.ops.add(p=op.p)
+        body = getattr(op_spec, op.name)
+        body.SetInParent()
+        for field in body.DESCRIPTOR.fields:
+            value = getattr(op, field.name)
+            if not isinstance(value, int | float | str | bool):
+                getattr(body, field.name).extend(value)
+            else:
+                setattr(body, field.name, value)
+    return message
+
+
+def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any]) -> PipelineSpec:
+    """A checked `PipelineSpec` from any of its forms (typed, proto, JSON text, dict).
+
+    Raises:
+        InvalidArgument: unknown op, bad JSON, or a parameter out of range.
+    """
+    if isinstance(spec, PipelineSpec):
+        return spec
+    if isinstance(spec, pb.Pipeline):
+        return spec_from_proto(spec)
+    text = spec if isinstance(spec, str) else json.dumps(spec)
+    try:
+        message = json_format.Parse(text, pb.Pipeline(), descriptor_pool=POOL)
+    except json_format.ParseError as error:
+        raise InvalidArgument(f"pipeline JSON: {error}") from error
+    return spec_from_proto(message)
+
+
+def spec_to_json(spec: PipelineSpec) -> str:
+    """The JSON form of a spec (proto3 JSON mapping, original field names)."""
+    return json_format.MessageToJson(spec_to_proto(spec), preserving_proto_field_name=True)
+
+
+IMAGENET_TRAIN = PipelineSpec(
+    ops=(
+        OPS["random_resized_crop"](size=(224, 224), scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
+        OPS["horizontal_flip"](p=0.5),
+        OPS["color_jitter"](p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+        OPS["grayscale"](p=0.2),
+        OPS["normalize"](),
+    ),
+    dtype="float32",
+    layout="NCHW",
+)
+"""The standard ImageNet training pipeline (the benchmark's), registered as "imagenet_train"."""

@@ -1,0 +1,144 @@
+"""ImageNet training pipeline, images/s per core: augserve vs kornia and albumentations.
+
+All three run in this process on the same photos (scikit-image's astronaut, coffee,
+chelsea, rocket and scikit-learn's china and flower, resized to 256x256), one thread
+each (`cv2.setNumThreads(1)`, `torch.set_num_threads(1)`), so images/s is per core.
+The rounds are interleaved (ours, kornia, albumentations, ours, ...) so that load from
+other processes hits all three alike; each figure is the median over rounds.
+
+Pipeline: RandomResizedCrop 224 (scale 0.08-1), horizontal flip p 0.5, ColorJitter
+0.4/0.4/0.4/0.1 p 0.8, grayscale p 0.2, normalize; float32 NCHW batch out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from augserve.server.bench.report import BenchReport
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--batch`, `--rounds`, `--quick`."""
+    parser.add_argument("--batch", type=int, default=192, help="images per timed call")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
+    parser.add_argument("--kornia-batch", type=int, default=32,
+                        help="images per kornia call (it is slow on CPU)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds: small batch, 2 rounds")
+
+
+def load_photos(size: int = 256) -> list[Any]:
+    """The six bundled photos as uint8 RGB arrays, resized to size x size."""
+    import cv2
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    photos += list(load_sample_images().images)
+    return [cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA) for p in photos]
+
+
+def _albumentations(batch: list[Any]) -> Callable[[], Any]:
+    import albumentations as A
+    import numpy as np
+
+    transform = A.Compose([
+        A.RandomResizedCrop(size=(224, 224), scale=(0.08, 1.0)),
+        A.HorizontalFlip(p=0.5),
+        A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
+        A.ToGray(num_output_channels=3, p=0.2),
+        A.Normalize(mean=MEAN, std=STD),
+    ])
+    return lambda: np.stack([transform(image=im)["image"].transpose(2, 0, 1) for im in batch])
+
+
+def _kornia(batch: list[Any]) -> Callable[[], Any]:
+    import numpy as np
+    import torch
+    from kornia import augmentation as K
+
+    transform = K.AugmentationSequential(
+        K.RandomResizedCrop((224, 224), scale=(0.08, 1.0)),
+        K.RandomHorizontalFlip(p=0.5),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.RandomGrayscale(p=0.2),
+        K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
+    )
+    stacked = torch.from_numpy(np.stack(batch))
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return transform(stacked.permute(0, 3, 1, 2).float() / 255.0)
+
+    return call
+
+
+def _ours(batch: list[Any]) -> Callable[[], Any]:
+    from augserve.server.augment.pipeline import IMAGENET_TRAIN, Pipeline
+
+    pipeline = Pipeline(IMAGENET_TRAIN, backend="fast")
+    seed = iter(range(1 << 30))
+    return lambda: pipeline(batch, seed=next(seed)).images
+
+
+def _rate(call: Callable[[], Any], n: int) -> float:
+    start = time.perf_counter()
+    call()
+    return n / (time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> BenchReport:
+    """Time the three implementations, interleaved, and report images/s per core."""
+    import cv2
+    import kornia
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    batch_size = 24 if args.quick else args.batch
+    kornia_size = 8 if args.quick else args.kornia_batch
+    rounds = 2 if args.quick else args.rounds
+    photos = load_photos()
+    batch = [photos[i % len(photos)] for i in range(batch_size)]
+    small = batch[:kornia_size]
+    impls = {"augserve_fast": (_ours(batch), batch_size),
+             "kornia_cpu": (_kornia(small), kornia_size),
+             "albumentations": (_albumentations(batch), batch_size)}
+    rates: dict[str, list[float]] = {name: [] for name in impls}
+    for call, _ in impls.values():
+        call()  # warm-up: imports, caches, first allocations
+    for _ in range(rounds):
+        for name, (call, n) in impls.items():
+            rates[name].append(_rate(call, n))
+    med = {name: statistics.median(values) for name, values in rates.items()}
+    import albumentations
+
+    report = BenchReport(
+        name="augment",
+        figures={
+            "augserve_fast_images_per_s_per_core": med["augserve_fast"],
+            "kornia_cpu_images_per_s_per_core": med["kornia_cpu"],
+            "albumentations_images_per_s_per_core": med["albumentations"],
+            "batch": batch_size,
+            "kornia_batch": kornia_size,
+            "rounds": rounds,
+        },
+        ratios={
+            "fast_vs_albumentations_per_core": med["augserve_fast"] / med["albumentations"],
+            "fast_vs_kornia_cpu": med["augserve_fast"] / med["kornia_cpu"],
+        },
+        targets={"fast_vs_albumentations_per_core": (">=", 2.0)},
+        environment={
+            "threads": "1 per implementation (cv2.setNumThreads(1), torch.set_num_threads(1))",
+            "images": "astronaut, coffee, chelsea, rocket, china, flower at 256x256",
+            "torch": torch.__version__, "kornia": kornia.__version__,
+            "albumentations": albumentations.__version__, "opencv": cv2.__version__,
+        },
+    )
+    return report
