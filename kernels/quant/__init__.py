@@ -1,0 +1,31 @@
+"""Quantization: int8 matmul with fused epilogue, Int8Linear / Int8Conv2d, weight-only int8/int4.
+
+The model-level int8 path (PT2E + Inductor, cached AOT artefacts) is in `model.py`.
+"""
+
+from augserve.kernels.quant.int8 import (
+    Int8Weight,
+    int8_linear,
+    int8_matmul,
+    quantize_per_token,
+    quantize_weight_per_channel,
+)
+from augserve.kernels.quant.modules import Int8Conv2d, Int8Linear
+from augserve.kernels.quant.weight_only import (
+    Int4WeightOnlyLinear,
+    Int8WeightOnlyLinear,
+    quantize_int4_groupwise,
+)
+
+__all__ = [
+    "Int4WeightOnlyLinear",
+    "Int8Conv2d",
+    "Int8Linear",
+    "Int8Weight",
+    "Int8WeightOnlyLinear",
+    "int8_linear",
+    "int8_matmul",
+    "quantize_int4_groupwise",
+    "quantize_per_token",
+    "quantize_weight_per_channel",
+]

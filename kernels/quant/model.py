@@ -1,0 +1,163 @@
+"""Whole-model int8 for the CPU: PT2E + X86InductorQuantizer, AOTInductor, an on-disk cache.
+
+`quantize_model(model, example_inputs, config)` builds on what oneDNN and Inductor do best:
+
+1. `torch.export` with a dynamic batch dim; each call-site gets its own quantization
+   partition (models that reuse one `nn.ReLU` module would otherwise be rejected);
+2. `prepare_pt2e` with `X86InductorQuantizer` (static, per-channel weights), calibration on
+   the example inputs, `convert_pt2e`;
+3. AOTInductor with `freezing=True`: conv/linear become oneDNN int8 kernels with fused
+   post-ops, and the wrapper is C++, so small batches pay no Python per-kernel overhead.
+
+The compiled `.pt2` package is cached under `cache_dir()/aoti/<key>.pt2`, the key hashing the
+weights, the calibration data, the config and the torch version, so a restart loads it in
+milliseconds instead of compiling again. torchao is needed for this path only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """The compile cache: `path`, else `$AUGSERVE_CACHE`, else ~/.cache/augserve (created)."""
+    chosen = Path(path or os.environ.get("AUGSERVE_CACHE") or Path.home() / ".cache" / "augserve")
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
+@dataclass(frozen=True)
+class ModelInt8Config:
+    """How `quantize_model` builds the int8 model.
+
+    Attributes:
+        max_batch: the largest batch the compiled model accepts (the batch dim is dynamic).
+        dynamic_batch: compile once for batches 1..max_batch; False specializes the shape.
+        cache_dir: where compiled packages live; None means `cache_dir()`.
+    """
+
+    max_batch: int = 1024
+    dynamic_batch: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 2:
+            raise ValueError(f"max_batch must be >= 2, got {self.max_batch}")
+
+
+class CompiledModel(nn.Module):
+    """An nn.Module around a loaded AOTInductor package; `load_seconds` says how long it took.
+
+    Attributes:
+        package_path: the cached `.pt2` file.
+        cache_hit: whether loading skipped the compile.
+        load_seconds: time from `quantize_model` call until ready (compile included on a miss).
+    """
+
+    def __init__(self, runner: object, package_path: Path, cache_hit: bool, seconds: float) -> None:
+        super().__init__()
+        self._runner = runner
+        self.package_path, self.cache_hit, self.load_seconds = package_path, cache_hit, seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the compiled model on a float (N, C, H, W) batch."""
+        return self._runner(x)
+
+
+def _digest(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: ModelInt8Config
+) -> str:
+    h = hashlib.sha256()
+    h.update(f"{torch.__version__}|{type(model).__qualname__}|{asdict(config)}".encode())
+    for name, tensor in model.state_dict().items():
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for x in example_inputs:
+        h.update(f"{tuple(x.shape)}".encode())
+        h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _unique_partitions(gm: torch.fx.GraphModule) -> None:
+    # PT2E groups nodes into partitions by the innermost module's name; a module called
+    # twice (BasicBlock.relu) then forms one partition with two outputs, which the x86
+    # quantizer rejects. Make each call-site its own partition.
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack and node.op == "call_function":
+            key = next(reversed(stack))
+            fqn, cls = stack[key]
+            stack[key] = (f"{fqn}#{node.name}", cls)
+
+
+def _dynamic_shapes(
+    example: torch.Tensor, config: ModelInt8Config
+) -> tuple[dict[int, object], ...] | None:
+    if not config.dynamic_batch:
+        return None
+    return ({0: torch.export.Dim("batch", min=1, max=config.max_batch)},)
+
+
+def pt2e_int8(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+    config: ModelInt8Config = ModelInt8Config(),
+) -> torch.fx.GraphModule:
+    """The PT2E-quantized (converted, not yet compiled) graph of an eval-mode model.
+
+    This is also the first half of the peer path (`torch.compile` with freezing on top).
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    model = model.eval()
+    shapes = _dynamic_shapes(example_inputs[0], config)
+    with torch.no_grad():
+        exported = torch.export.export(model, example_inputs, dynamic_shapes=shapes).module()
+        _unique_partitions(exported)
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(exported, quantizer)
+        prepared(*example_inputs)
+        return convert_pt2e(prepared)
+
+
+def quantize_model(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+    config: ModelInt8Config = ModelInt8Config(),
+) -> CompiledModel:
+    """Int8-quantize and compile `model` for the CPU, or load it from the cache.
+
+    Args:
+        model: a float eval-mode model taking one (N, C, H, W) tensor.
+        example_inputs: one calibration batch (its statistics set the activation scales).
+        config: batch range and cache location.
+
+    Returns:
+        A `CompiledModel` whose `load_seconds` is the time until ready.
+    """
+    start = time.perf_counter()
+    root = cache_dir(config.cache_dir) / "aoti"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{_digest(model, example_inputs, config)}.pt2"
+    hit = path.exists()
+    if not hit:
+        converted = pt2e_int8(model, example_inputs, config)
+        shapes = _dynamic_shapes(example_inputs[0], config)
+        with torch.no_grad():
+            exported = torch.export.export(converted, example_inputs, dynamic_shapes=shapes)
+            with tempfile.TemporaryDirectory(dir=root) as tmp:
+                staged = Path(tmp) / path.name
+                torch._inductor.aoti_compile_and_package(
+                    exported, package_path=str(staged), inductor_configs={"freezing": True}
+                )
+                os.replace(staged, path)  # atomic: a crash never leaves half a package
+    runner = torch._inductor.aoti_load_package(str(path))
+    return CompiledModel(runner, path, hit, time.perf_counter() - start)
