@@ -5,8 +5,9 @@ work-conserving: when a replica is free it takes what is queued at once (no
 added wait when the server is idle), so batches grow only while every replica
 is busy. `max_queue_delay_microseconds` > 0 with a preferred batch size lets a
 batch wait that long to fill. Items whose caller went away (cancelled, deadline
-passed) are dropped before a batch is formed. A batch that fails fails exactly
-its own items; the queue keeps going.
+passed) are dropped before a batch is formed. A batch that fails is split
+into single requests, so only the request that makes the model raise fails;
+the queue keeps going.
 """
 
 from __future__ import annotations
@@ -215,41 +216,61 @@ class BatchQueue:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, replica: _Replica, batch: list[_Item]) -> None:
-        started_ns = time.perf_counter_ns()
-        rows = sum(item.rows for item in batch)
         try:
-            if len(batch) == 1:
-                inputs = batch[0].inputs
-            else:
-                inputs = [
-                    np.concatenate(parts) for parts in zip(*(i.inputs for i in batch), strict=True)
-                ]
-            outputs, infer_ns = await replica.run(inputs)
-            returned_ns = time.perf_counter_ns()
-            self._deliver(batch, outputs, rows)
-            done_ns = time.perf_counter_ns()
-            self._stats.record_batch(
-                rows, returned_ns - started_ns - infer_ns, infer_ns, done_ns - returned_ns
-            )
-            for item in batch:
-                self._stats.record_request(
-                    True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows
-                )
-        except Exception as error:  # one failed batch fails its own items only
-            failure = (
-                error
-                if isinstance(error, AugserveError)
-                else Internal(f"the model failed on this batch: {type(error).__name__}: {error}")
-            )
-            log.warning("batch of %d rows failed: %s", rows, error)
-            now_ns = time.perf_counter_ns()
-            for item in batch:
-                self._stats.record_request(False, now_ns - item.enqueued_ns, 0, item.rows)
-                if not item.future.done():
-                    item.future.set_exception(failure)
+            try:
+                await self._execute(replica, batch)
+            except Unavailable as error:  # the replica is gone: nothing to isolate
+                self._fail(batch, error)
+            except Exception as error:
+                if len(batch) == 1:
+                    self._fail(batch, error)
+                    return
+                # One request that makes the model raise must not fail its batch-mates:
+                # rerun each alone, so only the culprit sees the error.
+                log.warning("batch of %d requests failed (%s); isolating", len(batch), error)
+                for item in batch:
+                    if item.future.done():
+                        continue
+                    try:
+                        await self._execute(replica, [item])
+                    except Exception as item_error:
+                        self._fail([item], item_error)
         finally:
             replica.in_flight -= 1
             self._wake.set()
+
+    async def _execute(self, replica: _Replica, batch: list[_Item]) -> None:
+        started_ns = time.perf_counter_ns()
+        rows = sum(item.rows for item in batch)
+        if len(batch) == 1:
+            inputs = batch[0].inputs
+        else:
+            inputs = [
+                np.concatenate(parts) for parts in zip(*(i.inputs for i in batch), strict=True)
+            ]
+        outputs, infer_ns = await replica.run(inputs)
+        returned_ns = time.perf_counter_ns()
+        self._deliver(batch, outputs, rows)
+        done_ns = time.perf_counter_ns()
+        self._stats.record_batch(
+            rows, returned_ns - started_ns - infer_ns, infer_ns, done_ns - returned_ns
+        )
+        for item in batch:
+            self._stats.record_request(
+                True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows
+            )
+
+    def _fail(self, batch: list[_Item], error: Exception) -> None:
+        failure = (
+            error
+            if isinstance(error, AugserveError)
+            else Internal(f"the model failed: {type(error).__name__}: {error}")
+        )
+        now_ns = time.perf_counter_ns()
+        for item in batch:
+            self._stats.record_request(False, now_ns - item.enqueued_ns, 0, item.rows)
+            if not item.future.done():
+                item.future.set_exception(failure)
 
     def _deliver(self, batch: list[_Item], outputs: list[np.ndarray], rows: int) -> None:
         if not self._max_batch_size:

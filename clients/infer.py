@@ -1,0 +1,224 @@
+"""`InferClient` and `AsyncInferClient`: small typed KServe v2 clients, numpy in and out.
+
+They speak the same protocol as `tritonclient[grpc]` and import neither torch
+nor Ray. Tensors travel as raw little-endian bytes. Failures raise
+`grpc.RpcError`; `error.code()` is the status (NOT_FOUND, INVALID_ARGUMENT, ...).
+
+Example:
+    >>> with InferClient("localhost:8001") as client:           # doctest: +SKIP
+    ...     logits = client.infer("digits", {"input": images})["logits"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+import numpy as np
+
+from augserve.clients.datatypes import CONTENTS_FIELD, datatype_of, from_raw, numpy_dtype, to_raw
+from augserve.clients.proto.inference import grpc_service_pb2 as pb
+from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output: name, KServe datatype, and shape (-1 = variable)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ModelMetadata reports about a model."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+
+def build_infer_request(
+    model: str,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None = None,
+    version: str = "",
+    request_id: str = "",
+) -> pb.ModelInferRequest:
+    """A ModelInferRequest carrying `inputs` as raw contents."""
+    request = pb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
+    for name, array in inputs.items():
+        request.inputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+        request.raw_input_contents.append(to_raw(array))
+    for name in outputs or ():
+        request.outputs.add(name=name)
+    return request
+
+
+def parse_infer_response(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    """The outputs of a ModelInferResponse as numpy arrays (raw or typed contents)."""
+    result: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(response.outputs):
+        shape = tuple(tensor.shape)
+        if response.raw_output_contents:
+            result[tensor.name] = from_raw(
+                response.raw_output_contents[index], tensor.datatype, shape
+            )
+        else:
+            values = getattr(tensor.contents, CONTENTS_FIELD[tensor.datatype])
+            result[tensor.name] = np.array(values, numpy_dtype(tensor.datatype)).reshape(shape)
+    return result
+
+
+def _model_info(response: pb.ModelMetadataResponse) -> ModelInfo:
+    def tensors(items: Sequence[pb.ModelMetadataResponse.TensorMetadata]) -> tuple[TensorInfo, ...]:
+        return tuple(TensorInfo(t.name, t.datatype, tuple(t.shape)) for t in items)
+
+    return ModelInfo(
+        response.name,
+        tuple(response.versions),
+        response.platform,
+        tensors(response.inputs),
+        tensors(response.outputs),
+    )
+
+
+def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+class InferClient:
+    """A blocking KServe v2 client.
+
+    Args:
+        url: "host:port" of the server.
+        timeout: default seconds per call (None: no deadline).
+        max_message_bytes: largest message sent or received.
+    """
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        timeout: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._channel = grpc.insecure_channel(url, options=_channel_options(max_message_bytes))
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> InferClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def is_server_live(self) -> bool:
+        """Whether the server answers."""
+        return self._stub.ServerLive(pb.ServerLiveRequest(), timeout=self.timeout).live
+
+    def is_server_ready(self) -> bool:
+        """Whether the server accepts inference requests."""
+        return self._stub.ServerReady(pb.ServerReadyRequest(), timeout=self.timeout).ready
+
+    def is_model_ready(self, model: str, version: str = "") -> bool:
+        """Whether `model` (at `version`, "" = newest) is loaded and ready."""
+        request = pb.ModelReadyRequest(name=model, version=version)
+        return self._stub.ModelReady(request, timeout=self.timeout).ready
+
+    def model_metadata(self, model: str, version: str = "") -> ModelInfo:
+        """Versions, platform, inputs and outputs of a loaded model."""
+        request = pb.ModelMetadataRequest(name=model, version=version)
+        return _model_info(self._stub.ModelMetadata(request, timeout=self.timeout))
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run `model` on `inputs` (name -> array); returns output name -> array."""
+        request = build_infer_request(model, inputs, outputs, version)
+        response = self._stub.ModelInfer(request, timeout=timeout or self.timeout)
+        return parse_infer_response(response)
+
+    def load_model(self, model: str) -> None:
+        """Load or reload `model` from the server's repository; returns once it is ready."""
+        self._stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=model))
+
+    def unload_model(self, model: str) -> None:
+        """Unload `model` after its queue drains."""
+        self._stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=model))
+
+    def statistics(self, model: str = "", version: str = "") -> pb.ModelStatisticsResponse:
+        """Cumulative statistics of `model` ("" = every loaded model)."""
+        request = pb.ModelStatisticsRequest(name=model, version=version)
+        return self._stub.ModelStatistics(request, timeout=self.timeout)
+
+
+class AsyncInferClient:
+    """The asyncio twin of `InferClient` for inference, built on grpc.aio.
+
+    Args:
+        url: "host:port" of the server.
+        max_message_bytes: largest message sent or received.
+    """
+
+    def __init__(
+        self, url: str = "localhost:8001", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(url, options=_channel_options(max_message_bytes))
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def __aenter__(self) -> AsyncInferClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run `model` on `inputs`; returns output name -> array."""
+        request = build_infer_request(model, inputs, outputs, version)
+        return parse_infer_response(await self._stub.ModelInfer(request, timeout=timeout))
+
+    async def infer_request(
+        self, request: pb.ModelInferRequest, timeout: float | None = None
+    ) -> pb.ModelInferResponse:
+        """Send a prebuilt request (load generators build it once and resend it)."""
+        return await self._stub.ModelInfer(request, timeout=timeout)

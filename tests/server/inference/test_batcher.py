@@ -1,0 +1,187 @@
+"""BatchQueue: merging and splitting, back-pressure, deadlines, failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from augserve.server.errors import DeadlineExceeded, Internal, ResourceExhausted
+from augserve.server.inference.batcher import BatchQueue
+from augserve.server.inference.model_config import BatchingSettings
+from augserve.server.inference.statistics import ModelStats
+
+
+class GatedReplica:
+    """Doubles its input; each call waits until the test opens the gate."""
+
+    def __init__(self, fail_on: float | None = None) -> None:
+        self.calls: list[int] = []
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+        self.fail_on = fail_on
+
+    async def __call__(self, inputs):
+        self.calls.append(inputs[0].shape[0])
+        self.started.set()
+        await self.gate.wait()
+        if self.fail_on is not None and (inputs[0] == self.fail_on).any():
+            raise ValueError("poisoned row")
+        return [inputs[0] * 2], 1000
+
+
+def make_queue(replica, max_batch_size=8, **batching):
+    stats = ModelStats("m", "1")
+    queue = BatchQueue([replica], max_batch_size, BatchingSettings(**batching), stats)
+    return queue, stats
+
+
+def rows(*values):
+    return [np.array(values, dtype=np.float32).reshape(-1, 1)]
+
+
+async def test_idle_replica_runs_a_request_at_once():
+    replica = GatedReplica()
+    replica.gate.set()
+    queue, stats = make_queue(replica)
+    result = await queue.submit(rows(1.0), timeout_s=5)
+    np.testing.assert_array_equal(result[0], [[2.0]])
+    assert replica.calls == [1]
+    assert stats.batches[1].compute_infer.count == 1
+
+
+async def test_requests_merge_while_busy_and_each_caller_gets_its_own_rows():
+    replica = GatedReplica()
+    queue, stats = make_queue(replica)
+    first = asyncio.create_task(queue.submit(rows(0.0), 5))
+    await replica.started.wait()  # the replica is now busy with the first request
+    others = [asyncio.create_task(queue.submit(rows(i, i + 0.5), 5)) for i in range(1, 4)]
+    while queue.queued < 3:
+        await asyncio.sleep(0)
+    replica.gate.set()
+    await first
+    results = await asyncio.gather(*others)
+    assert replica.calls == [1, 6]
+    for i, result in zip(range(1, 4), results, strict=True):
+        np.testing.assert_array_equal(result[0], [[2 * i], [2 * i + 1]])
+    assert set(stats.batches) == {1, 6}
+    assert stats.inference_count == 7 and stats.execution_count == 2
+
+
+async def test_batches_never_exceed_max_batch_size():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica, max_batch_size=4)
+    first = asyncio.create_task(queue.submit(rows(0.0), 5))
+    await replica.started.wait()
+    waiting = [asyncio.create_task(queue.submit(rows(float(i), float(i)), 5)) for i in range(5)]
+    while queue.queued < 5:
+        await asyncio.sleep(0)
+    replica.gate.set()
+    await asyncio.gather(first, *waiting)
+    assert replica.calls[0] == 1 and max(replica.calls) <= 4 and sum(replica.calls) == 11
+
+
+async def test_full_queue_answers_resource_exhausted_at_once():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica, max_queue_size=2)
+    running = asyncio.create_task(queue.submit(rows(0.0), 5))
+    await replica.started.wait()
+    queued = [asyncio.create_task(queue.submit(rows(1.0), 5)) for _ in range(2)]
+    while queue.queued < 2:
+        await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted, match="queue is full"):
+        await queue.submit(rows(2.0), 5)
+    replica.gate.set()
+    await asyncio.gather(running, *queued)
+
+
+async def test_deadline_while_queued_is_dropped_before_running():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica)
+    running = asyncio.create_task(queue.submit(rows(0.0), 5))
+    await replica.started.wait()
+    with pytest.raises(DeadlineExceeded):
+        await queue.submit(rows(9.0), timeout_s=0.01)
+    replica.gate.set()
+    await running
+    after = await queue.submit(rows(3.0), 5)
+    np.testing.assert_array_equal(after[0], [[6.0]])
+    assert 9.0 * 2 not in [c for c in replica.calls if c > 1]
+    assert replica.calls == [1, 1]  # the expired request never reached the replica
+
+
+async def test_a_request_that_makes_the_model_raise_fails_alone():
+    replica = GatedReplica(fail_on=13.0)
+    queue, stats = make_queue(replica)
+    first = asyncio.create_task(queue.submit(rows(0.0), 5))
+    await replica.started.wait()
+    good = [asyncio.create_task(queue.submit(rows(float(i)), 5)) for i in (1, 2)]
+    bad = asyncio.create_task(queue.submit(rows(13.0), 5))
+    while queue.queued < 3:
+        await asyncio.sleep(0)
+    replica.gate.set()
+    await first
+    with pytest.raises(Internal, match="poisoned row"):
+        await bad
+    for value, task in zip((1, 2), good, strict=True):
+        np.testing.assert_array_equal((await task)[0], [[2.0 * value]])
+    assert stats.fail.count == 1
+    # The queue still serves afterwards.
+    np.testing.assert_array_equal((await queue.submit(rows(5.0), 5))[0], [[10.0]])
+
+
+async def test_wrong_row_count_from_the_model_is_an_error_not_a_mixup():
+    async def broken(inputs):
+        return [inputs[0][:1]], 10
+
+    queue, _ = make_queue(broken)
+    with pytest.raises(Internal, match="returned 1 rows for a batch of 2"):
+        await queue.submit(rows(1.0, 2.0), 5)
+
+
+async def test_cancelled_caller_is_skipped():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica)
+    running = asyncio.create_task(queue.submit(rows(0.0), 5))
+    await replica.started.wait()
+    abandoned = asyncio.create_task(queue.submit(rows(7.0), 5))
+    kept = asyncio.create_task(queue.submit(rows(4.0), 5))
+    while queue.queued < 2:
+        await asyncio.sleep(0)
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    replica.gate.set()
+    await running
+    np.testing.assert_array_equal((await kept)[0], [[8.0]])
+    assert replica.calls == [1, 1]
+
+
+async def test_close_drains_then_refuses():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica, max_batch_size=1)
+    pending = [asyncio.create_task(queue.submit(rows(float(i)), 5)) for i in range(4)]
+    await replica.started.wait()
+    while queue.queued < 3:
+        await asyncio.sleep(0)
+    closing = asyncio.create_task(queue.close())
+    replica.gate.set()
+    await closing
+    assert [(await task)[0].item() for task in pending] == [0.0, 2.0, 4.0, 6.0]
+    with pytest.raises(Exception, match="being unloaded"):
+        await queue.submit(rows(1.0), 5)
+
+
+async def test_queue_delay_lets_a_batch_fill_to_the_preferred_size():
+    replica = GatedReplica()
+    replica.gate.set()
+    queue, _ = make_queue(
+        replica, max_queue_delay_microseconds=2_000_000, preferred_batch_size=(4,)
+    )
+    tasks = []
+    for i in range(4):
+        tasks.append(asyncio.create_task(queue.submit(rows(float(i)), 5)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert replica.calls == [4]
