@@ -1,0 +1,254 @@
+"""`augserve bench infer`: ResNet-20 served over loopback against its in-process ceiling.
+
+One run, phases in order (each server runs alone, so they never compete):
+1. `augserve serve` in a subprocess (fresh embedded Ray) on a temporary repository
+   holding a CIFAR ResNet-20 (random weights, fp32, torch threads as `--threads`).
+2. The load generator (`bench.loadgen`, its own process, one prebuilt raw fp32
+   request of one image) at 1 client, then at `--concurrency` clients.
+   ModelStatistics before and after the loaded phase give the mean executed
+   batch size and the mean compute time per batch.
+3. SIGTERM to the server, which must exit 0.
+4. In-process: the same model and threads, its throughput at the batcher's mean
+   batch size and its batch-1 latency (median of many calls).
+5. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
+   `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray),
+   driven by the same load generator at `--concurrency` clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from augserve.server.bench.report import BenchReport
+
+MODEL = "resnet20"
+TARGETS: dict[str, tuple[str, float]] = {
+    "served_vs_inprocess_c32": (">=", 0.7),
+    "served_vs_rayserve_c32": (">=", 3.0),
+    "p99_over_batch_compute_c32": ("<=", 4.0),
+    "c1_p50_added_ms": ("<=", 1.5),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `augserve bench infer`."""
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="clients of the loaded phase")
+    parser.add_argument(
+        "--baseline", choices=("none", "ray-serve"), default="ray-serve", help="peer to compare"
+    )
+    parser.add_argument("--max-batch-size", type=int, default=32, help="the model's batch limit")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per replica")
+    parser.add_argument(
+        "--quick", action="store_true", help="short phases (2 s, 0.5 s warm-up): a smoke test"
+    )
+
+
+def write_repository(root: Path, max_batch_size: int, threads: int) -> Path:
+    """Write a one-model repository (ResNet-20, state_dict, seed 0); returns the weights file."""
+    import torch
+
+    from augserve.server.zoo import resnet20
+
+    torch.manual_seed(0)
+    version = root / MODEL / "1"
+    version.mkdir(parents=True)
+    weights = version / "model.pth"
+    torch.save(resnet20(num_classes=10).eval().state_dict(), weights)
+    config = {
+        "platform": "state_dict",
+        "architecture": "augserve.server.zoo:resnet20",
+        "architecture_kwargs": {"num_classes": 10},
+        "max_batch_size": max_batch_size,
+        "input": [{"name": "input", "datatype": "FP32", "dims": [3, 32, 32]}],
+        "output": [{"name": "logits", "datatype": "FP32", "dims": [10]}],
+        "instance_group": {"count": 1, "kind": "cpu", "num_threads": threads},
+        "warmup": {"batch_sizes": sorted({1, 8, max_batch_size // 2, max_batch_size})},
+    }
+    (root / MODEL / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return weights
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # a fresh Ray, never one that happens to be running
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
+@contextmanager
+def server_process(command: list[str], ready_file: Path, log: Path, timeout_s: float = 240.0):
+    """Run `command` until the block ends; yields the port it writes to `ready_file`.
+
+    On exit the process gets SIGTERM; it must exit 0 within 60 s (else RuntimeError).
+    """
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_child_env())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (ready_file.exists() and ready_file.read_text().strip()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[2]} did not become ready; log:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield int(ready_file.read_text())
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise RuntimeError(f"{command[2]} ignored SIGTERM for 60 s") from None
+    if code != 0:
+        raise RuntimeError(f"{command[2]} exited {code} on SIGTERM; log:\n{log.read_text()}")
+
+
+def run_loadgen(port: int, concurrency: int, duration: float, warmup: float, out: Path) -> dict:
+    """Run the load generator in its own process against 127.0.0.1:`port`; its summary."""
+    command = [
+        sys.executable, "-m", "augserve.server.bench.loadgen", "--url", f"127.0.0.1:{port}",
+        "--model", MODEL, "--concurrency", str(concurrency), "--duration", str(duration),
+        "--warmup", str(warmup), "--json", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, env=_child_env(), timeout=duration + warmup + 120)
+    summary = json.loads(out.read_text())
+    if summary["errors"] or not summary["measured"]:
+        raise RuntimeError(f"load generator at c={concurrency}: {summary}")
+    return summary
+
+
+def batch_statistics(port: int) -> tuple[int, int, int]:
+    """(rows, executions, compute-infer ns) so far for the model, from ModelStatistics."""
+    from augserve.clients.infer import InferClient
+
+    with InferClient(f"127.0.0.1:{port}", timeout=10) as client:
+        stats = client.statistics(MODEL).model_stats[0]
+    return stats.inference_count, stats.execution_count, stats.inference_stats.compute_infer.ns
+
+
+def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> dict[str, float]:
+    """The model in this process: images/s and ms per batch at `batch_size`; batch-1 ms (median)."""
+    import numpy as np
+    import torch
+
+    from augserve.server.zoo import resnet20
+
+    torch.set_num_threads(threads)
+    module = resnet20(num_classes=10)
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    module.eval()
+    rng = np.random.default_rng(0)
+    results: dict[str, float] = {}
+    with torch.inference_mode():
+        for size in (batch_size, 1):
+            batch = torch.from_numpy(rng.standard_normal((size, 3, 32, 32), dtype=np.float32))
+            for _ in range(5):
+                module(batch)
+            times = []
+            end = time.perf_counter() + seconds
+            while (start := time.perf_counter()) < end or len(times) < 20:
+                module(batch)
+                times.append(time.perf_counter() - start)
+            if size == batch_size:
+                results["rps"] = len(times) * size / sum(times)
+                results["batch_ms"] = 1e3 * sum(times) / len(times)
+            if size == 1:
+                results["b1_ms"] = 1e3 * float(np.median(times))
+    return results
+
+
+def _environment(threads: int) -> dict[str, Any]:
+    import grpc
+    import torch
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    return {
+        "device": "cpu",
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "precision": "fp32",
+        "load_average_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "grpcio": grpc.__version__,
+    }
+
+
+def run(args: argparse.Namespace) -> BenchReport:
+    """Run every phase (see the module docstring) and return the report."""
+    duration, warmup = (2.0, 0.5) if args.quick else (args.duration, args.warmup)
+    report = BenchReport("infer", environment=_environment(args.threads))
+    figures, ratios = report.figures, report.ratios
+    with tempfile.TemporaryDirectory(prefix="augserve-bench-infer-") as tmp:
+        work = Path(tmp)
+        weights = write_repository(work / "repo", args.max_batch_size, args.threads)
+        serve = [
+            sys.executable, "-m", "augserve.server.cli", "serve", "--port", "0",
+            "--metrics-port", "0", "--model-repository", str(work / "repo"),
+            "--ready-file", str(work / "augserve.port"),
+        ]  # fmt: skip
+        with server_process(serve, work / "augserve.port", work / "augserve.log") as port:
+            c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
+            before = batch_statistics(port)
+            loaded = run_loadgen(port, args.concurrency, duration, warmup, work / "cN.json")
+            after = batch_statistics(port)
+        rows, executions, compute_ns = (a - b for a, b in zip(after, before, strict=True))
+        mean_batch = rows / executions
+        batch_compute_ms = compute_ns / executions / 1e6
+        ceiling = in_process(weights, args.threads, max(1, round(mean_batch)), duration / 3)
+
+        c = args.concurrency
+        figures.update({
+            f"augserve_c{c}_requests_per_s": loaded["requests_per_s"],
+            f"augserve_c{c}_p50_ms": loaded["p50_ms"],
+            f"augserve_c{c}_p99_ms": loaded["p99_ms"],
+            f"augserve_c{c}_mean_batch_size": mean_batch,
+            f"augserve_c{c}_batch_compute_ms": batch_compute_ms,
+            "augserve_c1_requests_per_s": c1["requests_per_s"],
+            "augserve_c1_p50_ms": c1["p50_ms"],
+            "augserve_c1_p99_ms": c1["p99_ms"],
+            "inprocess_batch_size": max(1, round(mean_batch)),
+            "inprocess_images_per_s": ceiling["rps"],
+            "inprocess_batch_ms": ceiling["batch_ms"],
+            "inprocess_b1_ms": ceiling["b1_ms"],
+        })  # fmt: skip
+        ratios["served_vs_inprocess_c32"] = loaded["requests_per_s"] / ceiling["rps"]
+        ratios["p99_over_batch_compute_c32"] = loaded["p99_ms"] / batch_compute_ms
+        ratios["c1_p50_added_ms"] = c1["p50_ms"] - ceiling["b1_ms"]
+
+        if args.baseline == "ray-serve":
+            baseline = [
+                sys.executable, "-m", "augserve.server.bench.rayserve_baseline",
+                "--state-dict", str(weights), "--threads", str(args.threads),
+                "--model-name", MODEL, "--ready-file", str(work / "rayserve.port"),
+            ]  # fmt: skip
+            with server_process(baseline, work / "rayserve.port", work / "rayserve.log") as port:
+                serve_c = run_loadgen(port, c, duration, warmup, work / "rayserve.json")
+            figures.update({
+                f"rayserve_c{c}_requests_per_s": serve_c["requests_per_s"],
+                f"rayserve_c{c}_p50_ms": serve_c["p50_ms"],
+                f"rayserve_c{c}_p99_ms": serve_c["p99_ms"],
+            })  # fmt: skip
+            ratios["served_vs_rayserve_c32"] = loaded["requests_per_s"] / serve_c["requests_per_s"]
+    report.targets = {name: TARGETS[name] for name in ratios}
+    report.environment.update(duration_s=duration, warmup_s=warmup, concurrency=args.concurrency)
+    return report
