@@ -1,0 +1,113 @@
+"""The Augment RPC: a thin servicer that checks a request once and runs it on the pool."""
+
+from __future__ import annotations
+
+import numpy as np
+from grpc import aio
+
+from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
+from augserve.clients.proto.augserve.v1 import augment_pb2_grpc as pb_grpc
+from augserve.server.augment.convert import (
+    decode_image,
+    encode_image,
+    params_from_proto,
+    params_to_proto,
+    targets_from_proto,
+    targets_to_proto,
+)
+from augserve.server.augment.pool import AugmentPool, images_list
+from augserve.server.augment.settings import AugmentSettings
+from augserve.server.augment.spec import IMAGENET_TRAIN, PipelineSpec, parse_pipeline
+from augserve.server.errors import InvalidArgument, NotFound
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AugmentService"].full_name
+
+
+class AugmentServicer(pb_grpc.AugmentServiceServicer):
+    """Translates `AugmentRequest` into a pool call and the result into `AugmentResponse`."""
+
+    def __init__(self, settings: AugmentSettings, pool: AugmentPool) -> None:
+        """Parse the registered pipelines up front: a bad one fails at start, not per call."""
+        self.settings = settings
+        self.pool = pool
+        self.pipelines: dict[str, PipelineSpec] = {"imagenet_train": IMAGENET_TRAIN}
+        for pipeline_id, text in settings.pipelines.items():
+            self.pipelines[pipeline_id] = parse_pipeline(text)
+
+    def _spec(self, request: pb.AugmentRequest) -> PipelineSpec:
+        which = request.WhichOneof("pipeline_choice")
+        if which == "pipeline_id":
+            if request.pipeline_id not in self.pipelines:
+                raise NotFound(f"pipeline_id {request.pipeline_id!r} is not registered "
+                               f"(known: {', '.join(sorted(self.pipelines))})")
+            return self.pipelines[request.pipeline_id]
+        if which is None:
+            raise InvalidArgument("pipeline: give a pipeline or a pipeline_id")
+        return parse_pipeline(request.pipeline)
+
+    async def Augment(self, request: pb.AugmentRequest, context: aio.ServicerContext
+                      ) -> pb.AugmentResponse:
+        """Check the request, augment on the pool, return images (and params, targets)."""
+        spec = self._spec(request)
+        n = len(request.images)
+        if n == 0:
+            raise InvalidArgument("images: at least one image is required")
+        if n > self.settings.max_images:
+            raise InvalidArgument(f"images: {n} is over max_images ({self.settings.max_images})")
+        images = [decode_image(m, f"images[{i}]", self.settings)
+                  for i, m in enumerate(request.images)]
+        total = sum(im.shape[0] * im.shape[1] for im in images)
+        if total > self.settings.max_request_pixels:
+            raise InvalidArgument(f"images: {total} pixels in all is over max_request_pixels")
+        indices = None
+        if request.sample_indices:
+            if len(request.sample_indices) != n:
+                raise InvalidArgument(f"sample_indices: expected {n}, got "
+                                      f"{len(request.sample_indices)}")
+            indices = np.asarray(request.sample_indices, dtype=np.uint64).astype(np.int64)
+            if (indices < 0).any():
+                raise InvalidArgument("sample_indices: must be below 2**63")
+        params = None
+        if request.params:
+            if len(request.params) != n:
+                raise InvalidArgument(f"params: expected one per image ({n}), "
+                                      f"got {len(request.params)}")
+            params = params_from_proto(spec, request.params)
+        targets = None
+        if request.targets:
+            if len(request.targets) != n:
+                raise InvalidArgument(f"targets: expected one per image ({n})")
+            targets = targets_from_proto(request.targets, self.settings)
+        try:
+            result = await self.pool.augment(spec, images, seed=request.seed, epoch=request.epoch,
+                                             sample_indices=indices, params=params,
+                                             return_params=request.return_params, targets=targets)
+        except ValueError as error:  # replayed params that do not fit these images
+            raise InvalidArgument(str(error)) from error
+        response = pb.AugmentResponse(images=[encode_image(t) for t in images_list(result.images)])
+        if request.return_params and result.params is not None:
+            response.params.extend(params_to_proto(result.params))
+        if result.targets is not None:
+            response.targets.extend(targets_to_proto(t) for t in result.targets)
+        return response
+
+
+def add_augment_service(server: aio.Server, settings: AugmentSettings,
+                        pool: AugmentPool | None = None) -> str:
+    """Register the Augment service on `server`; return its full name.
+
+    Args:
+        server: a `grpc.aio.Server` (with `ErrorMappingInterceptor` installed).
+        settings: limits, pool shape and registered pipelines.
+        pool: the actor pool to use; by default one is built from `settings`.
+
+    Returns:
+        "augserve.v1.AugmentService".
+    """
+    pool = pool or AugmentPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
+                               settings.chunk_size)
+    pb_grpc.add_AugmentServiceServicer_to_server(AugmentServicer(settings, pool), server)
+    return SERVICE_NAME
+
+
+__all__ = ["SERVICE_NAME", "AugmentServicer", "add_augment_service"]
