@@ -17,7 +17,14 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from augserve.server.errors import AugserveError, Internal, InvalidArgument, NotFound, Unavailable
+from augserve.server.errors import (
+    AugserveError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from augserve.server.inference.batcher import BatchQueue
 from augserve.server.inference.model_config import ModelSettings, read_model_config
 from augserve.server.inference.replica import ModelReplica
@@ -56,6 +63,9 @@ class _Model:
 
 
 def _unwrap(error: Exception, model: str) -> AugserveError:
+    creation_error = getattr(error, "cause", None)
+    if isinstance(error, RayActorError) and isinstance(creation_error, RayTaskError):
+        error = creation_error  # the replica's __init__ raised: report that error
     if isinstance(error, RayTaskError) and isinstance(error.cause, AugserveError):
         return error.cause
     if isinstance(error, RayTaskError) and error.cause is not None:
@@ -122,6 +132,11 @@ class ModelRepository:
         async with model.lock:
             try:
                 settings = read_model_config(folder)
+                if settings.platform == "pickle" and not self.allow_pickle:
+                    raise FailedPrecondition(
+                        f"model {name!r} is a pickled module; loading it can run arbitrary "
+                        "code, so the server refuses it unless started with --allow-pickle"
+                    )
                 on_disk = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
                 selected = settings.version_policy.select(on_disk)
                 if not selected:
@@ -132,9 +147,11 @@ class ModelRepository:
                     v: await self._start_version(settings, folder / str(v), v) for v in selected
                 }
             except AugserveError as error:
-                for state in model.states.values():
-                    if state.state == "LOADING":
-                        state.state, state.reason = "UNAVAILABLE", str(error)
+                loading = [s for s in model.states.values() if s.state == "LOADING"]
+                for state in loading:
+                    state.state, state.reason = "UNAVAILABLE", str(error)
+                if not loading and not model.versions:
+                    model.states = {"": VersionState(name, "", "UNAVAILABLE", str(error))}
                 raise
             old = model.versions
             model.settings, model.versions = settings, fresh
