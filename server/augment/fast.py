@@ -12,6 +12,8 @@ Values: the pipeline's meaning is on [0, 1] floats; a uint8 image stores them ti
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -45,7 +47,7 @@ def run_fast(
     n = len(images)
     state: list[np.ndarray] = list(images)
     scale = 255.0
-    if not stages or stages[-1].kind != "colour":
+    if not stages or stages[-1].kind != "colour" or stages[-1].clamp:
         final_sizes = stages[-1].out_sizes if stages else torch.tensor(
             [im.shape[:2] for im in images], dtype=torch.int64).reshape(n, 2)
         stages = [*stages, _identity_stage(n, final_sizes)]
@@ -76,8 +78,16 @@ def run_fast(
             state = _erase(stage, state, scale)
         elif last:
             return _final_colour(stage, state, scale, dtype, layout)
+        elif stage.clamp and state[0].dtype == np.uint8:
+            # uint8 saturation is the clamp to [0, 1] (with rounding to 1/255)
+            skip = stage.identity_rows().tolist()
+            outs = [None if skip[i] else np.empty(im.shape, np.uint8) for i, im in enumerate(state)]
+            done = _colour(stage, state, scale, outs, channels_first=False, skip=skip)
+            state = [state[i] if skip[i] else done[i] for i in range(n)]
         else:
             state = _colour(stage, state, scale, None, channels_first=False)
+            if stage.clamp:
+                state = [np.clip(im, 0.0, 1.0, out=im) for im in state]
             scale = 1.0
     raise AssertionError("the plan always ends with a colour stage")
 
@@ -107,12 +117,15 @@ def _matrices(stage: Stage, state: list[np.ndarray], scale: float) -> np.ndarray
     return stage.colour_matrices(mean).numpy()
 
 
-def _colour(stage: Stage, state: list[np.ndarray], scale: float, out: list[np.ndarray] | None,
-            channels_first: bool) -> list[np.ndarray]:
+def _colour(stage: Stage, state: list[np.ndarray], scale: float, out: list[Any] | None,
+            channels_first: bool, skip: list[bool] | None = None) -> list[np.ndarray]:
     matrices = _matrices(stage, state, scale)
     scratch: dict[str, np.ndarray] = {}
     results = []
     for i, im in enumerate(state):
+        if skip is not None and skip[i]:
+            results.append(im)
+            continue
         target = out[i] if out is not None else np.empty(im.shape, np.float32)
         apply_colour(im, _scaled(matrices[i], scale, 1.0 if target.dtype != np.uint8 else 255.0),
                      target, channels_first, scratch)

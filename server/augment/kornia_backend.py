@@ -2,9 +2,9 @@
 
 On CUDA this is the GPU path; on CPU it runs too (slowly) and serves as the tests'
 reference. Each geometric, blur or erase op is applied by the op's own kornia
-`apply`; a colour run is applied as its one composed 3x4 matrix (the semantics the
-fast path has), or, with `reference=True`, op by op through kornia's
-`adjust_*` functions, which clamp to [0, 1] after each step.
+`apply`; a colour run is applied as its one composed 3x4 matrix, clamped after a
+jitter (the semantics the fast path has), or, with `reference=True`, op by op
+through kornia's `adjust_*` functions, which clamp to [0, 1] after each step.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def run_kornia(
         for stage in stages:
             if stage.kind == "colour" and not reference:
                 x = _colour(stage, x, i)
+                if stage.clamp:
+                    x = x.clamp(0, 1)
             else:
                 for op, params in zip(stage.ops, stage.params, strict=True):
                     x = op.apply(x, params.take([i]), 0)

@@ -11,9 +11,10 @@ ColorJitter applies, in this fixed order (torchvision draws a random order inste
 3. saturation `s`: s * x + (1 - s) * grey(x)
 4. hue `h` (turns): rotation by 2*pi*h of the I, Q chroma plane of YIQ (as DALI does)
 
-Grey is ITU-R 601: 0.299 R + 0.587 G + 0.114 B. The fused matrix does not clamp
-between steps; kornia's functional ops (the op-by-op reference) clamp to [0, 1]
-after each. The two agree wherever no intermediate value leaves [0, 1].
+Grey is ITU-R 601: 0.299 R + 0.587 G + 0.114 B. The fused matrix clamps to [0, 1]
+once, after the four steps (the plan ends a colour stage after each jitter); kornia's
+functional ops (the op-by-op reference) clamp after each step. The two agree wherever
+no intermediate value leaves [0, 1]; tests/augment/test_equivalence.py bounds the rest.
 """
 
 from __future__ import annotations
