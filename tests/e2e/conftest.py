@@ -142,6 +142,12 @@ class ServeProcess:
             raise
 
 
+@pytest.fixture
+def serve_process():
+    """The `ServeProcess` class, for tests that start a server of their own."""
+    return ServeProcess
+
+
 @pytest.fixture(scope="session")
 def served(model_repository, tmp_path_factory):
     """One `augserve serve` process for the tests that drive it from outside."""
