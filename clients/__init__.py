@@ -1,1 +1,5 @@
 """augserve.clients: typed gRPC clients for augserve. Imports neither torch nor Ray."""
+
+from augserve.clients.infer import AsyncInferClient, InferClient, ModelInfo, TensorInfo
+
+__all__ = ["AsyncInferClient", "InferClient", "ModelInfo", "TensorInfo"]
