@@ -136,6 +136,7 @@ class ChannelGraph:
         self._deps: list[tuple[int, Dependency]] = []
         self._trace()
         self.groups = self._collect()
+        self._applied = False
 
     # -- tracing ---------------------------------------------------------------------------
     def _fresh(self, node: fx.Node, frozen: bool) -> Layout:
@@ -229,6 +230,8 @@ class ChannelGraph:
 
     def _function(self, node: fx.Node, first: Layout | None, ins: list[Layout]) -> Layout | None:
         target = node.target
+        if target is torch.cat:
+            return self._cat(node)
         if first is None:
             return self._fresh(node, frozen=True) if not ins else None
         if target in _PASS_FUNCTIONS or target in _PASS_METHODS:
@@ -239,14 +242,18 @@ class ChannelGraph:
         if target in (torch.flatten, "flatten"):
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             return self._flatten(node.args[0], first) if start == 1 else None
-        if target is torch.cat:
-            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-            parts = [self._layout_of(a, ins, node) for a in node.args[0]]
-            rank = len(node.meta["tensor_meta"].shape)
-            if dim in (1, 1 - rank):
-                return tuple(seg for part in parts for seg in part)
-            return self._unify(parts)
         return None
+
+    def _cat(self, node: fx.Node) -> Layout | None:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        tensors = node.args[0]
+        if not all(isinstance(a, fx.Node) and a in self._layouts for a in tensors):
+            return None
+        parts = [self._layouts[a] for a in tensors]
+        rank = len(node.meta["tensor_meta"].shape)
+        if dim in (1, 1 - rank):
+            return tuple(seg for part in parts for seg in part)
+        return self._unify(parts)
 
     def _layout_of(self, arg: fx.Node, ins: list[Layout], node: fx.Node) -> Layout:
         return self._layouts[arg]
@@ -289,6 +296,7 @@ class ChannelGraph:
 
         `round_to` rounds the kept count up to a multiple (e.g. 8 or 16 for SIMD width).
         """
+        self._require_fresh()
         if not 0.0 <= ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), got {ratio}")
         if round_to < 1:
@@ -305,6 +313,7 @@ class ChannelGraph:
 
     def check(self, plan: PrunePlan) -> None:
         """Raise ValueError unless every entry names a prunable group with valid channels."""
+        self._require_fresh()
         for index, kept in plan.keep:
             if not 0 <= index < len(self.groups):
                 raise ValueError(f"plan names group {index}; there are {len(self.groups)}")
@@ -332,4 +341,9 @@ class ChannelGraph:
 
         self.check(plan)
         shrink_modules(self.model, self.removed(plan))
+        self._applied = True
         return self.model
+
+    def _require_fresh(self) -> None:
+        if self._applied:
+            raise ValueError("this graph was already applied; trace a new ChannelGraph")

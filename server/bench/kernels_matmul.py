@@ -1,0 +1,52 @@
+"""Int8 matmul GOP/s for `augserve bench kernels`: ours vs fp32, bf16 and torch.ao dynamic."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Any
+
+from augserve.server.bench.kernels_timing import interleaved_medians
+
+IMPLEMENTATIONS = ("int8_ours", "fp32_torch", "bf16_torch", "torchao_dynamic")
+
+
+def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """GOP/s per (M, K=N) for the four implementations; keys `matmul_gops_<impl>_m<M>_k<K>`.
+
+    Ours is `Int8Linear` end to end: float in, per-token quantization, oneDNN VNNI int8
+    GEMM, dequant + bias epilogue, float out. torch.ao's dynamic Linear (fbgemm) likewise
+    quantizes its input on the fly.
+    """
+    import torch
+    from torch import nn
+
+    from augserve.kernels.quant import Int8Linear
+
+    figures: dict[str, Any] = {}
+    torch.manual_seed(0)
+    for k in ks:
+        linear = nn.Linear(k, k).eval()
+        ours = Int8Linear.from_float(linear)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dynamic = torch.ao.quantization.quantize_dynamic(
+                nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8
+            )
+        w_bf16, b_bf16 = linear.weight.detach().bfloat16(), linear.bias.detach().bfloat16()
+        w, b = linear.weight.detach(), linear.bias.detach()
+        for m in ms:
+            x = torch.randn(m, k)
+            x_bf16 = x.bfloat16()
+            with torch.inference_mode():
+                calls = {
+                    "int8_ours": partial(ours, x),
+                    "fp32_torch": partial(torch.nn.functional.linear, x, w, b),
+                    "bf16_torch": partial(torch.nn.functional.linear, x_bf16, w_bf16, b_bf16),
+                    "torchao_dynamic": partial(dynamic, x),
+                }
+                seconds = interleaved_medians(calls, repeats, warmup=3, budget_s=4.0)
+            ops = 2.0 * m * k * k
+            for name in IMPLEMENTATIONS:
+                figures[f"matmul_gops_{name}_m{m}_k{k}"] = ops / seconds[name] / 1e9
+    return figures

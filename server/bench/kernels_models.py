@@ -1,0 +1,94 @@
+"""Whole-model latency for `augserve bench kernels`: fp32, int8, pruned, pruned + int8, peers.
+
+Variants (batch 1 and 32, per model):
+- `fp32`: eager float32.
+- `int8`: ours, `kernels.quant.model.quantize_model` (PT2E + X86InductorQuantizer,
+  AOTInductor with freezing, dynamic batch, on-disk package cache).
+- `pruned50`: 50% of the channels of every dependency group physically removed, eager fp32.
+- `pruned50_int8`: the pruned model through the same int8 path.
+- `peer_bf16_cl`: bf16 autocast with channels_last (eager).
+- `peer_pt2e_int8`: PT2E + X86InductorQuantizer + `torch.compile` with freezing, unpruned.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from augserve.server.bench.kernels_timing import interleaved_medians
+
+VARIANTS = ("fp32", "int8", "pruned50", "pruned50_int8", "peer_bf16_cl", "peer_pt2e_int8")
+
+
+def _rel_err(a: Any, b: Any) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+
+def run_models(
+    models: tuple[str, ...], batches: tuple[int, ...], repeats: int, cache_dir: str | None
+) -> dict[str, Any]:
+    """Latency (ms) and throughput (img/s) per model, batch and variant, plus load times."""
+    import torch
+
+    from augserve.kernels.compress import ChannelPruneConfig, compress_
+    from augserve.kernels.quant.model import ModelInt8Config, pt2e_int8, quantize_model
+    from augserve.server import zoo
+
+    torch._inductor.config.freezing = True
+    figures: dict[str, Any] = {}
+    specs = {"resnet20": (zoo.resnet20, 32), "resnet18": (zoo.resnet18, 224)}
+    for name in models:
+        factory, hw = specs[name]
+        torch.manual_seed(0)
+        model = factory().eval()
+        calib = torch.randn(32, 3, hw, hw)
+        pruned = compress_(copy.deepcopy(model), ChannelPruneConfig(0.5, (1, 3, hw, hw)))
+        figures[f"params_{name}_fp32"] = sum(p.numel() for p in model.parameters())
+        figures[f"params_{name}_pruned50"] = sum(p.numel() for p in pruned.parameters())
+        root = cache_dir or tempfile.mkdtemp(prefix="augserve-bench-cache-")
+        config = ModelInt8Config(cache_dir=root)
+        compiled: dict[str, Callable[[Any], Any]] = {}
+        for variant, source in (("int8", model), ("pruned50_int8", pruned)):
+            cold = quantize_model(source, (calib,), config)
+            warm = quantize_model(source, (calib,), config)  # what a restart pays
+            figures[f"load_{name}_{variant}_first_s"] = cold.load_seconds
+            figures[f"load_{name}_{variant}_first_was_cache_hit"] = cold.cache_hit
+            figures[f"load_{name}_{variant}_warm_s"] = warm.load_seconds
+            compiled[variant] = warm
+        start = time.perf_counter()
+        peer = torch.compile(pt2e_int8(model, (calib,), config))
+        with torch.inference_mode():
+            peer(calib)
+        figures[f"load_{name}_peer_pt2e_int8_first_call_s"] = time.perf_counter() - start
+        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+        def bf16_cl(x: Any, m: Any = model_cl) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return m(x.contiguous(memory_format=torch.channels_last))
+
+        with torch.inference_mode():
+            reference = model(calib)
+            figures[f"rel_err_{name}_int8_vs_fp32"] = _rel_err(compiled["int8"](calib), reference)
+            figures[f"rel_err_{name}_pruned50_int8_vs_pruned50"] = _rel_err(
+                compiled["pruned50_int8"](calib), pruned(calib)
+            )
+            figures[f"rel_err_{name}_peer_pt2e_int8_vs_fp32"] = _rel_err(peer(calib), reference)
+            for batch in batches:
+                x = torch.randn(batch, 3, hw, hw)
+                calls = {
+                    "fp32": partial(model, x),
+                    "int8": partial(compiled["int8"], x),
+                    "pruned50": partial(pruned, x),
+                    "pruned50_int8": partial(compiled["pruned50_int8"], x),
+                    "peer_bf16_cl": partial(bf16_cl, x),
+                    "peer_pt2e_int8": partial(peer, x),
+                }
+                seconds = interleaved_medians(calls, repeats, warmup=2, budget_s=40.0)
+                for variant in VARIANTS:
+                    figures[f"model_{name}_b{batch}_{variant}_ms"] = seconds[variant] * 1e3
+                    figures[f"model_{name}_b{batch}_{variant}_img_s"] = batch / seconds[variant]
+    return figures

@@ -1,0 +1,53 @@
+"""Whole-model int8 (PT2E + AOTInductor): accuracy vs fp32, compile cache, serving format."""
+
+from __future__ import annotations
+
+import torch
+
+from augserve.kernels.compress import ChannelPruneConfig, compress_
+from augserve.kernels.quant.model import CompiledModel, ModelInt8Config, quantize_model
+from augserve.kernels.serialize import load_compressed, save_compressed
+from augserve.server.zoo import resnet20
+
+
+@torch.no_grad()
+def test_pruned_pt2e_int8_resnet20_saves_compiles_once_and_serves(tmp_path):
+    torch.manual_seed(0)
+    model = compress_(resnet20().eval(), ChannelPruneConfig(0.5, (1, 3, 32, 32)))
+    calibration = torch.randn(16, 3, 32, 32)
+    spec = {
+        "architecture": "augserve.server.zoo:resnet20",
+        "quantization": {"method": "pt2e_x86_inductor", "max_batch": 64},
+    }
+    save_compressed(model, tmp_path / "model", spec, calibration)
+    cache = tmp_path / "cache"
+
+    cold = load_compressed(tmp_path / "model", cache_dir=cache)
+    warm = load_compressed(tmp_path / "model", cache_dir=cache)  # a restart
+    assert isinstance(cold, CompiledModel) and not cold.cache_hit and warm.cache_hit
+    assert warm.load_seconds < 0.25 * cold.load_seconds
+    assert len(list((cache / "aoti").glob("*.pt2"))) == 1
+
+    x = torch.randn(5, 3, 32, 32)  # a batch size it was not calibrated with
+    ref = model(x)
+    got = warm(x)
+    torch.testing.assert_close(got, cold(x))
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+    assert warm(x[:1]).shape == (1, 10)
+
+
+def test_config_validates_and_cache_key_follows_weights(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="max_batch"):
+        ModelInt8Config(max_batch=1)
+    from augserve.kernels.quant.model import _digest
+
+    model, x = resnet20().eval(), torch.randn(2, 3, 32, 32)
+    config = ModelInt8Config(cache_dir=str(tmp_path))
+    key = _digest(model, (x,), config)
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    assert _digest(model, (x,), config) != key
+    assert _digest(model, (x,), config) == _digest(model, (x,), config)
+    assert quantize_model.__doc__

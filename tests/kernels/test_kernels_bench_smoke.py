@@ -1,0 +1,35 @@
+"""`augserve bench kernels --quick --json`: runs end to end and reports the six ratios."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+RATIOS = (
+    "int8_linear_vs_torchao_m32",
+    "int8_linear_vs_torchao_m256",
+    "int8_model_vs_pt2e_b32",
+    "pruned50_int8_vs_pt2e_b32",
+    "pruned50_vs_fp32_b32",
+    "int8_model_vs_fp32_b32",
+)
+
+
+def test_bench_kernels_quick_json(tmp_path):
+    out = tmp_path / "kernels.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "augserve.server.cli", "bench", "kernels", "--quick",
+         "--repeats", "3", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "int8_model_vs_pt2e_b32" in done.stdout
+    report = json.loads(out.read_text())
+    for key in RATIOS:
+        value = report["ratios"][key]
+        assert math.isfinite(value) and value > 0, (key, value)
+    assert report["figures"]["load_resnet20_int8_first_was_cache_hit"] is False
+    figures = report["figures"]
+    assert figures["load_resnet20_int8_warm_s"] < figures["load_resnet20_int8_first_s"]
