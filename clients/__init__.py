@@ -1,5 +1,6 @@
 """augserve.clients: typed gRPC clients for augserve. Imports neither torch nor Ray."""
 
+from augserve.clients.augment import AugmentClient as AugmentClient
 from augserve.clients.infer import AsyncInferClient, InferClient, ModelInfo, TensorInfo
 
 __all__ = ["AsyncInferClient", "InferClient", "ModelInfo", "TensorInfo"]
