@@ -1,0 +1,99 @@
+"""Health, reflection, metrics, version policies and the pickle opt-in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import grpc
+import numpy as np
+import prometheus_client
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from augserve.clients.infer import AsyncInferClient
+from augserve.server.errors import NotFound
+from augserve.server.inference.repository import ModelRepository
+
+
+@pytest.fixture(scope="module")
+async def channel(server):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+async def test_health_reports_serving(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "inference.GRPCInferenceService"):
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_and_describes_the_inference_service(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask(**query):
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(**query)])
+        )
+        async for response in responses:
+            return response
+        raise AssertionError("reflection sent no response")
+
+    listed = await ask(list_services="")
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.health.v1.Health"} <= names
+    described = await ask(file_containing_symbol="inference.GRPCInferenceService")
+    assert described.file_descriptor_response.file_descriptor_proto
+
+
+async def test_prometheus_metrics_count_requests(server):
+    async with AsyncInferClient(f"127.0.0.1:{server.port}") as client:
+        await client.infer("digits", {"input": np.zeros((2, 1, 8, 8), np.float32)})
+    text = prometheus_client.generate_latest().decode()
+    assert 'augserve_inference_requests_total{model="digits",status="ok",version="1"}' in text
+    assert 'augserve_inference_batch_size_count{model="digits",version="1"}' in text
+    assert "augserve_inference_queue_seconds_bucket" in text
+
+
+def versioned_repository(root, source, policy):
+    model = root / "multi"
+    for version in (1, 2, 3):
+        shutil.copytree(source / "1", model / str(version))
+    config = json.loads((source / "config.json").read_text())
+    config["version_policy"] = policy
+    config["warmup"] = {"batch_sizes": [1]}
+    (model / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("policy", "served"),
+    [({"latest": 2}, [2, 3]), ({"all": True}, [1, 2, 3]), ({"specific": [1, 3]}, [1, 3])],
+)
+async def test_version_policies(ray_session, model_repository, tmp_path, policy, served):
+    root = versioned_repository(tmp_path, model_repository / "digits", policy)
+    repository = ModelRepository(root)
+    await repository.load("multi")
+    try:
+        assert sorted(v.version for v in repository.loaded()) == served
+        assert repository.get("multi").version == max(served)
+        for version in {1, 2, 3} - set(served):
+            with pytest.raises(NotFound):
+                repository.get("multi", str(version))
+        index = {(r.version, r.state) for r in repository.index()}
+        assert index == {(str(v), "READY") for v in served}
+    finally:
+        await repository.unload("multi")
+
+
+async def test_pickle_loads_with_the_opt_in(ray_session, model_repository):
+    repository = ModelRepository(model_repository, allow_pickle=True)
+    await repository.load("pickled")
+    try:
+        loaded = repository.get("pickled")
+        outputs = await loaded.queue.submit([np.ones(4, np.float32)], timeout_s=30)
+        np.testing.assert_array_equal(outputs[0], np.full(4, 2.0, np.float32))
+    finally:
+        await repository.unload("pickled")
