@@ -25,6 +25,7 @@ def crop_resize(
     out_hw: tuple[int, int],
     fill: float | tuple[float, ...] = 0,
     interpolation: str = "bilinear",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Crop an integer box and resize it to `out_hw` in one resampling pass.
 
@@ -34,6 +35,8 @@ def crop_resize(
         out_hw: output (height, width).
         fill: value (or one value per channel) for pixels outside the image.
         interpolation: "bilinear" (half-pixel centres, no antialias) or "nearest".
+        out: optional destination of the right shape and dtype (reused buffers spare the
+            page faults of fresh allocations).
 
     Returns:
         The (out_h, out_w[, C]) array, same dtype as `image`.
@@ -55,9 +58,13 @@ def crop_resize(
                 cv2.BORDER_CONSTANT, value=_fill_value(fill, channels),
             )
     if (h, w) == tuple(out_hw):
-        return np.ascontiguousarray(crop)
-    out = cv2.resize(crop, (int(out_hw[1]), int(out_hw[0])), interpolation=_INTERP[interpolation])
-    return out if out.ndim == image.ndim else out[..., None]
+        if out is None:
+            return np.ascontiguousarray(crop)
+        np.copyto(out, crop)
+        return out
+    size = (int(out_hw[1]), int(out_hw[0]))
+    result = cv2.resize(crop, size, dst=out, interpolation=_INTERP[interpolation])
+    return result if result.ndim == image.ndim else result[..., None]
 
 
 def warp_affine(
@@ -66,6 +73,7 @@ def warp_affine(
     out_hw: tuple[int, int],
     fill: float | tuple[float, ...] = 0,
     interpolation: str = "bilinear",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Warp by a forward affine map given in continuous coordinates.
 
@@ -75,6 +83,7 @@ def warp_affine(
         out_hw: output (height, width).
         fill: value (or one per channel) where the map reads outside the image.
         interpolation: "bilinear" or "nearest".
+        out: optional destination of the right shape and dtype.
 
     Returns:
         The warped (out_h, out_w[, C]) array, same dtype as `image`.
@@ -87,22 +96,24 @@ def warp_affine(
     unshift = np.array([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]])
     inverse = unshift @ np.linalg.inv(forward3) @ shift
     channels = 1 if image.ndim == 2 else image.shape[2]
-    out = cv2.warpAffine(
-        image, inverse[:2], (int(out_hw[1]), int(out_hw[0])),
+    result = cv2.warpAffine(
+        image, inverse[:2], (int(out_hw[1]), int(out_hw[0])), dst=out,
         flags=_WARP_INTERP[interpolation] | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT, borderValue=_fill_value(fill, channels),
     )
-    return out if out.ndim == image.ndim else out[..., None]
+    return result if result.ndim == image.ndim else result[..., None]
 
 
-def flip(image: np.ndarray, horizontal: bool) -> np.ndarray:
-    """Mirror an HWC image left-right (`horizontal`) or top-bottom."""
-    out = cv2.flip(image, 1 if horizontal else 0)
-    return out if out.ndim == image.ndim else out[..., None]
+def flip(image: np.ndarray, horizontal: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """Mirror an HWC image left-right (`horizontal`) or top-bottom (into `out` if given)."""
+    result = cv2.flip(image, 1 if horizontal else 0, dst=out)
+    return result if result.ndim == image.ndim else result[..., None]
 
 
-def gaussian_blur(image: np.ndarray, kernel_size: int, sigma: float) -> np.ndarray:
-    """Gaussian blur with an odd square kernel and reflect-101 borders (kornia's 'reflect')."""
-    out = cv2.GaussianBlur(image, (kernel_size, kernel_size), sigmaX=sigma, sigmaY=sigma,
-                           borderType=cv2.BORDER_REFLECT_101)
-    return out if out.ndim == image.ndim else out[..., None]
+def gaussian_blur(
+    image: np.ndarray, kernel_size: int, sigma: float, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Gaussian blur, odd square kernel, reflect-101 borders (kornia's 'reflect')."""
+    result = cv2.GaussianBlur(image, (kernel_size, kernel_size), dst=out, sigmaX=sigma,
+                              sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
+    return result if result.ndim == image.ndim else result[..., None]

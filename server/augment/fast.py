@@ -1,13 +1,14 @@
-"""The CPU fast path: runs a plan with `augserve.kernels.augment`, stage by stage.
+"""The CPU fast path: runs a plan with `augserve.kernels.augment`, one image at a time.
 
-Images stay uint8 HWC through geometry (one `cv2.resize` per box stage, one
-`cv2.warpAffine` per warp stage, a `cv2.flip`); a colour run becomes one
-`cv2.transform` per image with a 3x4 matrix, written straight into the output
-buffer when it is the last stage. The only intermediate float32 images appear when
-blur, erase or geometry follow a colour run.
+Each image goes through every stage before the next starts, in buffers reused from
+image to image (fresh 150 kB arrays would cost a page fault per 4 kB page): uint8
+HWC through geometry (one `cv2.resize` per box stage, one `cv2.warpAffine` per warp
+stage, a `cv2.flip`); a colour run becomes one `cv2.transform` with a 3x4 matrix,
+written straight into the output batch when it is the last stage. A run that ends
+with a jitter is written back as uint8 (saturation is the clamp to [0, 1]).
 
 Values: the pipeline's meaning is on [0, 1] floats; a uint8 image stores them times
-255. Each state carries that scale so matrices and fills are converted exactly once.
+255. Each stage's scale converts matrices and fills exactly once.
 """
 
 from __future__ import annotations
@@ -25,15 +26,37 @@ _NP_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16,
               "bfloat16": np.float32}
 
 
-def _scaled(matrix: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
-    out = np.empty_like(matrix)
-    out[:, :3] = matrix[:, :3] * (scale_out / scale_in)
-    out[:, 3] = matrix[:, 3] * scale_out
-    return out
+class _Buffers:
+    """Scratch arrays of one call, keyed by (stage, shape, dtype), reused across images."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[tuple[Any, ...], np.ndarray] = {}
+        self.colour: dict[str, np.ndarray] = {}
+
+    def get(self, stage: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        key = (stage, shape, np.dtype(dtype).str)
+        if key not in self.arrays:
+            self.arrays[key] = np.empty(shape, dtype)
+        return self.arrays[key]
 
 
-def _identity_stage(n: int, sizes: torch.Tensor) -> Stage:
-    return Stage("colour", (), (), sizes)
+class _ColourPlan:
+    """A colour stage's per-sample matrices, precomputed for the batch."""
+
+    def __init__(self, stage: Stage) -> None:
+        base, slope = stage.colour_affine_in_mean()
+        self.base = base.numpy()
+        self.slope = slope.numpy()
+        self.needs_mean = stage.needs_mean()
+        self.skip = stage.identity_rows().tolist() if stage.clamp else [False] * len(self.base)
+
+    def matrix(self, i: int, image: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
+        m = self.base[i].copy()
+        if self.needs_mean:
+            m[:, 3] += self.slope[i] @ (mean_rgb(image) / scale_in)
+        m[:, :3] *= scale_out / scale_in
+        m[:, 3] *= scale_out
+        return m
 
 
 def run_fast(
@@ -45,106 +68,95 @@ def run_fast(
         One (n, ...) tensor when every output has the same shape, else a list.
     """
     n = len(images)
-    state: list[np.ndarray] = list(images)
-    scale = 255.0
     if not stages or stages[-1].kind != "colour" or stages[-1].clamp:
         final_sizes = stages[-1].out_sizes if stages else torch.tensor(
             [im.shape[:2] for im in images], dtype=torch.int64).reshape(n, 2)
-        stages = [*stages, _identity_stage(n, final_sizes)]
-    for index, stage in enumerate(stages):
-        last = index == len(stages) - 1
-        if stage.kind == "box":
-            fill = np.asarray(stage.ops[0].fill) / 255.0 * scale  # type: ignore[attr-defined]
-            boxes = stage.boxes.tolist()  # type: ignore[union-attr]
-            sizes = stage.out_sizes.tolist()
-            state = [crop_resize(im, boxes[i], sizes[i], tuple(fill)) for i, im in enumerate(state)]
-        elif stage.kind == "warp":
-            fill = tuple(np.asarray(stage.ops[0].fill) / 255.0 * scale)  # type: ignore[attr-defined]
-            applied = stage.params[0].applied.tolist()
-            forward = stage.forward.numpy()  # type: ignore[union-attr]
-            state = [warp(im, forward[i], im.shape[:2], fill) if applied[i] else im
-                     for i, im in enumerate(state)]
-        elif stage.kind == "flip":
-            horizontal = stage.ops[0].horizontal  # type: ignore[attr-defined]
-            applied = stage.params[0].applied.tolist()
-            state = [flip(im, horizontal) if applied[i] else im for i, im in enumerate(state)]
-        elif stage.kind == "blur":
-            k = stage.ops[0].kernel_size  # type: ignore[attr-defined]
-            sigma = stage.params[0].sigma.tolist()  # type: ignore[attr-defined]
-            applied = stage.params[0].applied.tolist()
-            state = [gaussian_blur(im, k, sigma[i]) if applied[i] else im
-                     for i, im in enumerate(state)]
-        elif stage.kind == "erase":
-            state = _erase(stage, state, scale)
-        elif last:
-            return _final_colour(stage, state, scale, dtype, layout)
-        elif stage.clamp and state[0].dtype == np.uint8:
-            # uint8 saturation is the clamp to [0, 1] (with rounding to 1/255)
-            skip = stage.identity_rows().tolist()
-            outs = [None if skip[i] else np.empty(im.shape, np.uint8) for i, im in enumerate(state)]
-            done = _colour(stage, state, scale, outs, channels_first=False, skip=skip)
-            state = [state[i] if skip[i] else done[i] for i in range(n)]
-        else:
-            state = _colour(stage, state, scale, None, channels_first=False)
-            if stage.clamp:
-                state = [np.clip(im, 0.0, 1.0, out=im) for im in state]
-            scale = 1.0
-    raise AssertionError("the plan always ends with a colour stage")
-
-
-def _erase(stage: Stage, state: list[np.ndarray], scale: float) -> list[np.ndarray]:
-    op, params = stage.ops[0], stage.params[0]
-    raw = op.value * scale  # type: ignore[attr-defined]
-    out = []
-    for i, im in enumerate(state):
-        if bool(params.applied[i]):
-            im = im.copy()
-            x0, y0, w, h = op.box(params, i)  # type: ignore[attr-defined]
-            value = np.clip(np.round(raw), 0, 255) if im.dtype == np.uint8 else raw
-            im[y0 : y0 + h, x0 : x0 + w] = value
-        out.append(im)
-    return out
-
-
-def _matrices(stage: Stage, state: list[np.ndarray], scale: float) -> np.ndarray:
-    n = len(state)
-    if stage.needs_mean():
-        mean = torch.from_numpy(np.stack([mean_rgb(im) for im in state]) / scale)
-    else:
-        mean = torch.zeros(n, 3, dtype=torch.float64)
-    if not stage.ops:
-        return np.tile(np.eye(3, 4), (n, 1, 1))
-    return stage.colour_matrices(mean).numpy()
-
-
-def _colour(stage: Stage, state: list[np.ndarray], scale: float, out: list[Any] | None,
-            channels_first: bool, skip: list[bool] | None = None) -> list[np.ndarray]:
-    matrices = _matrices(stage, state, scale)
-    scratch: dict[str, np.ndarray] = {}
-    results = []
-    for i, im in enumerate(state):
-        if skip is not None and skip[i]:
-            results.append(im)
-            continue
-        target = out[i] if out is not None else np.empty(im.shape, np.float32)
-        apply_colour(im, _scaled(matrices[i], scale, 1.0 if target.dtype != np.uint8 else 255.0),
-                     target, channels_first, scratch)
-        results.append(target)
-    return results
-
-
-def _final_colour(stage: Stage, state: list[np.ndarray], scale: float, dtype: str,
-                  layout: str) -> torch.Tensor | list[torch.Tensor]:
-    np_dtype = _NP_DTYPES[dtype]
+        stages = [*stages, Stage("colour", (), (), final_sizes)]
     channels_first = layout == "NCHW"
-    shapes = [((3, *im.shape[:2]) if channels_first else im.shape) for im in state]
-    stacked = len(set(shapes)) == 1
-    if stacked:
-        batch = np.empty((len(state), *shapes[0]), np_dtype)
-        _colour(stage, state, scale, list(batch), channels_first)
-        result = torch.from_numpy(batch)
-        return result.to(torch.bfloat16) if dtype == "bfloat16" else result
-    outs = [np.empty(s, np_dtype) for s in shapes]
-    _colour(stage, state, scale, outs, channels_first)
-    tensors = [torch.from_numpy(o) for o in outs]
-    return [t.to(torch.bfloat16) for t in tensors] if dtype == "bfloat16" else tensors
+    out_hw = stages[-1].out_sizes.tolist()
+    shapes = [(3, h, w) if channels_first else (h, w, 3) for h, w in out_hw]
+    np_dtype = _NP_DTYPES[dtype]
+    outs: Any
+    if len(set(shapes)) == 1:
+        batch = np.empty((n, *shapes[0]), np_dtype)
+        outs = batch
+    else:
+        batch = None
+        outs = [np.empty(s, np_dtype) for s in shapes]
+    prepared = [_prepare(stage) for stage in stages]
+    buffers = _Buffers()
+    for i, image in enumerate(images):
+        im, scale = image, 255.0
+        for k, (stage, prep) in enumerate(zip(stages, prepared, strict=True)):
+            if k == len(stages) - 1:
+                m = prep.matrix(i, im, scale, 255.0 if np_dtype == np.uint8 else 1.0)
+                apply_colour(im, m, outs[i], channels_first, buffers.colour)
+            else:
+                im, scale = _step(stage, prep, i, im, scale, buffers.get(k, *_shape(stage, i, im)))
+    tensors: Any = torch.from_numpy(batch) if batch is not None else [torch.from_numpy(o)
+                                                                       for o in outs]
+    if dtype == "bfloat16":
+        return (tensors.to(torch.bfloat16) if batch is not None
+                else [t.to(torch.bfloat16) for t in tensors])
+    return tensors
+
+
+def _prepare(stage: Stage) -> Any:
+    if stage.kind == "colour":
+        return _ColourPlan(stage)
+    if stage.kind == "box":
+        return stage.boxes.tolist(), stage.out_sizes.tolist()  # type: ignore[union-attr]
+    if stage.kind == "warp":
+        return stage.params[0].applied.tolist(), stage.forward.numpy()  # type: ignore[union-attr]
+    if stage.kind == "blur":
+        return stage.params[0].applied.tolist(), stage.params[0].sigma.tolist()  # type: ignore[attr-defined]
+    return stage.params[0].applied.tolist()
+
+
+def _shape(stage: Stage, i: int, im: np.ndarray) -> tuple[tuple[int, ...], Any]:
+    h, w = (int(v) for v in stage.out_sizes[i])
+    if stage.kind == "colour":
+        return (h, w, 3), (np.uint8 if stage.clamp and im.dtype == np.uint8 else np.float32)
+    return (h, w, 3), im.dtype
+
+
+def _step(stage: Stage, prep: Any, i: int, im: np.ndarray, scale: float,
+          buf: np.ndarray) -> tuple[np.ndarray, float]:
+    """Run one non-final stage on image `i`; returns the new image and its scale."""
+    kind, op = stage.kind, (stage.ops[0] if stage.ops else None)
+    if kind == "box":
+        boxes, sizes = prep
+        fill = tuple(np.asarray(op.fill) / 255.0 * scale)  # type: ignore[union-attr]
+        return crop_resize(im, boxes[i], sizes[i], fill, out=buf), scale
+    if kind == "warp":
+        applied, forward = prep
+        if not applied[i]:
+            return im, scale
+        fill = tuple(np.asarray(op.fill) / 255.0 * scale)  # type: ignore[union-attr]
+        return warp(im, forward[i], im.shape[:2], fill, out=buf), scale
+    if kind == "flip":
+        return (flip(im, op.horizontal, out=buf) if prep[i] else im), scale  # type: ignore[union-attr]
+    if kind == "blur":
+        applied, sigma = prep
+        if not applied[i]:
+            return im, scale
+        return gaussian_blur(im, op.kernel_size, sigma[i], out=buf), scale  # type: ignore[union-attr]
+    if kind == "erase":
+        if not prep[i]:
+            return im, scale
+        np.copyto(buf, im)
+        x0, y0, w, h = op.box(stage.params[0], i)  # type: ignore[union-attr]
+        raw = op.value * scale  # type: ignore[union-attr]
+        value = np.clip(np.round(raw), 0, 255) if buf.dtype == np.uint8 else raw
+        buf[y0 : y0 + h, x0 : x0 + w] = value
+        return buf, scale
+    # an intermediate colour stage
+    if prep.skip[i]:
+        return im, scale
+    if buf.dtype == np.uint8:  # ends with a jitter on a uint8 image: saturation clamps
+        apply_colour(im, prep.matrix(i, im, scale, 255.0), buf, False)
+        return buf, 255.0
+    apply_colour(im, prep.matrix(i, im, scale, 1.0), buf, False)
+    if stage.clamp:
+        np.clip(buf, 0.0, 1.0, out=buf)
+    return buf, 1.0

@@ -49,6 +49,23 @@ class Stage:
             m = step @ m
         return m[:, :3]
 
+    def colour_affine_in_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The run's matrices as `base` (n, 3, 4) plus `slope` (n, 3, 3) times the mean.
+
+        Only the offsets depend on the entering mean RGB, and affinely (contrast blends
+        with a grey that is linear in it), so `matrix(mean)[:, :, 3] = base[:, :, 3] +
+        slope @ mean`. A loop over images then needs no per-image composition.
+        """
+        n = self.out_sizes.shape[0]
+        base = self.colour_matrices(torch.zeros(n, 3, dtype=torch.float64))
+        slope = torch.zeros(n, 3, 3, dtype=torch.float64)
+        if self.needs_mean():
+            for j in range(3):
+                unit = torch.zeros(n, 3, dtype=torch.float64)
+                unit[:, j] = 1.0
+                slope[:, :, j] = self.colour_matrices(unit)[:, :, 3] - base[:, :, 3]
+        return base, slope
+
     def identity_rows(self) -> torch.Tensor:
         """(n,) bool: samples on which every op of the run is the identity (not applied)."""
         skip = torch.ones(self.out_sizes.shape[0], dtype=torch.bool)

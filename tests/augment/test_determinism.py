@@ -71,8 +71,8 @@ def test_replayed_params_give_identical_output(backend, dataset, mixed):
 
 
 async def test_one_and_three_workers_agree(ray_session, dataset):
-    one = AugmentPool(size=1, backend="fast", chunk_size=64)
-    three = AugmentPool(size=3, backend="fast", chunk_size=7)
+    one = AugmentPool(size=1, backend="fast", num_cpus=0.25, chunk_size=64)
+    three = AugmentPool(size=3, backend="fast", num_cpus=0.25, chunk_size=7)
     try:
         a = await one.augment(FULL, dataset, seed=8, epoch=1, return_params=True)
         b = await three.augment(FULL, dataset, seed=8, epoch=1, return_params=True)

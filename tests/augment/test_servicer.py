@@ -150,7 +150,7 @@ async def test_bad_input_gets_exact_status(stub, photos, case):
 
 
 async def test_runs_on_a_ray_pool(ray_session, photos):
-    pool = AugmentPool(size=2, backend="fast", chunk_size=3)
+    pool = AugmentPool(size=2, backend="fast", num_cpus=0.25, chunk_size=3)
     server, _, target = await start(AugmentSettings(pool_size=2), pool)
     try:
         batch = [photos[i % 6] for i in range(8)]
