@@ -4,12 +4,11 @@ One run, phases in order (each server runs alone, so they never compete):
 1. `augserve serve` in a subprocess (fresh embedded Ray) on a temporary repository
    holding a CIFAR ResNet-20 (random weights, fp32, torch threads as `--threads`).
 2. The load generator (`bench.loadgen`, its own process, one prebuilt raw fp32
-   request of one image) at 1 client, then at `--concurrency` clients.
-   ModelStatistics before and after the loaded phase give the mean executed
-   batch size and the mean compute time per batch.
-3. SIGTERM to the server, which must exit 0.
-4. In-process: the same model and threads, its throughput at the batcher's mean
-   batch size and its batch-1 latency (median of many calls).
+   request of one image) at `--concurrency` clients. ModelStatistics before and
+   after give the mean executed batch size and the mean compute time per batch.
+3. In-process, while the server idles: the same model and threads, its
+   throughput at that batch size and its batch-1 latency (median of many calls).
+4. The load generator at 1 client; then SIGTERM to the server, which must exit 0.
 5. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
    `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray),
    driven by the same load generator at `--concurrency` clients.
@@ -117,12 +116,14 @@ def server_process(command: list[str], ready_file: Path, log: Path, timeout_s: f
         raise RuntimeError(f"{command[2]} exited {code} on SIGTERM; log:\n{log.read_text()}")
 
 
-def run_loadgen(port: int, concurrency: int, duration: float, warmup: float, out: Path) -> dict:
+def run_loadgen(
+    port: int, concurrency: int, duration: float, warmup: float, out: Path, *extra: str
+) -> dict:
     """Run the load generator in its own process against 127.0.0.1:`port`; its summary."""
     command = [
         sys.executable, "-m", "augserve.server.bench.loadgen", "--url", f"127.0.0.1:{port}",
         "--model", MODEL, "--concurrency", str(concurrency), "--duration", str(duration),
-        "--warmup", str(warmup), "--json", str(out),
+        "--warmup", str(warmup), "--json", str(out), *extra,
     ]  # fmt: skip
     subprocess.run(command, check=True, env=_child_env(), timeout=duration + warmup + 120)
     summary = json.loads(out.read_text())
@@ -207,14 +208,17 @@ def run(args: argparse.Namespace) -> BenchReport:
             "--ready-file", str(work / "augserve.port"),
         ]  # fmt: skip
         with server_process(serve, work / "augserve.port", work / "augserve.log") as port:
-            c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
             before = batch_statistics(port)
             loaded = run_loadgen(port, args.concurrency, duration, warmup, work / "cN.json")
             after = batch_statistics(port)
-        rows, executions, compute_ns = (a - b for a, b in zip(after, before, strict=True))
-        mean_batch = rows / executions
-        batch_compute_ms = compute_ns / executions / 1e6
-        ceiling = in_process(weights, args.threads, max(1, round(mean_batch)), duration / 3)
+            rows, executions, compute_ns = (a - b for a, b in zip(after, before, strict=True))
+            mean_batch = rows / executions
+            batch_compute_ms = compute_ns / executions / 1e6
+            # Measured between the two loaded phases, with the server idle, so that
+            # drifting load from other processes on the machine hits both sides alike.
+            batch_size = max(1, round(mean_batch))
+            ceiling = in_process(weights, args.threads, batch_size, max(1.0, duration / 3))
+            c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
 
         c = args.concurrency
         figures.update({
@@ -226,7 +230,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             "augserve_c1_requests_per_s": c1["requests_per_s"],
             "augserve_c1_p50_ms": c1["p50_ms"],
             "augserve_c1_p99_ms": c1["p99_ms"],
-            "inprocess_batch_size": max(1, round(mean_batch)),
+            "inprocess_batch_size": batch_size,
             "inprocess_images_per_s": ceiling["rps"],
             "inprocess_batch_ms": ceiling["batch_ms"],
             "inprocess_b1_ms": ceiling["b1_ms"],
@@ -242,7 +246,10 @@ def run(args: argparse.Namespace) -> BenchReport:
                 "--model-name", MODEL, "--ready-file", str(work / "rayserve.port"),
             ]  # fmt: skip
             with server_process(baseline, work / "rayserve.port", work / "rayserve.log") as port:
-                serve_c = run_loadgen(port, c, duration, warmup, work / "rayserve.json")
+                serve_c = run_loadgen(
+                    port, c, duration, warmup, work / "rayserve.json", "--metadata",
+                    f"application={MODEL}",
+                )  # fmt: skip
             figures.update({
                 f"rayserve_c{c}_requests_per_s": serve_c["requests_per_s"],
                 f"rayserve_c{c}_p50_ms": serve_c["p50_ms"],

@@ -92,8 +92,11 @@ async def generate(
     duration_s: float,
     warmup_s: float,
     timeout_s: float = 30.0,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Drive `url` with `concurrency` closed-loop callers for warm-up plus `duration_s`.
+
+    `metadata` goes with every call (Ray Serve's proxy routes on "application").
 
     Returns:
         The `summarize` dict for the measured period.
@@ -111,7 +114,7 @@ async def generate(
     ) as channel:
         call = channel.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
         try:
-            check_response(await call(payload, timeout=timeout_s))
+            check_response(await call(payload, timeout=timeout_s, metadata=metadata))
         except grpc.aio.AioRpcError as error:
             raise RuntimeError(
                 f"the first request failed: {error.code()} {error.details()}"
@@ -126,7 +129,7 @@ async def generate(
             clock = time.perf_counter
             while (sent := clock()) < stop:
                 try:
-                    await call(payload, timeout=timeout_s)
+                    await call(payload, timeout=timeout_s, metadata=metadata)
                 except grpc.aio.AioRpcError as error:
                     errors[error.code().name] += 1
                     continue
@@ -149,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="closed-loop callers")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--metadata", action="append", default=[], help="KEY=VALUE sent with every call"
+    )
     parser.add_argument("--json", type=Path, help="write the summary here (default: stdout)")
     args = parser.parse_args(argv)
     shape = [int(d) for d in args.shape.split(",")]

@@ -27,19 +27,35 @@ from typing import Any
 
 import numpy as np
 import ray
-import torch
 from ray import serve
 from ray.serve.config import gRPCOptions
 
+from augserve.clients.proto import inference as stubs
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
-from augserve.server.zoo import resnet20
+from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
-SERVICER_FUNCTION = (
-    "augserve.clients.proto.inference.grpc_service_pb2_grpc"
-    ".add_GRPCInferenceServiceServicer_to_server"
-)
+
+def alias_stub_modules() -> None:
+    """Make the stubs importable as "inference.grpc_service_pb2" in this process.
+
+    Their message classes name that module (the proto's own path), and Serve
+    pickles requests and responses between its proxy and the replica; pickle finds
+    a class through its module, so both processes call this first.
+    """
+    sys.modules.setdefault("inference", stubs)
+    sys.modules.setdefault("inference.grpc_service_pb2", pb)
+
+
+alias_stub_modules()
+SERVICER_FUNCTION = "augserve.server.bench.rayserve_baseline.add_servicer_to_server"
 MAX_BATCH_SIZE = 32
 BATCH_WAIT_TIMEOUT_S = 0.002
+
+
+def add_servicer_to_server(servicer: Any, server: Any) -> None:
+    """Register `GRPCInferenceService` on Serve's gRPC proxy (after aliasing the stubs)."""
+    alias_stub_modules()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256)
@@ -54,6 +70,11 @@ class ResNetModel:
     """
 
     def __init__(self, state_dict_path: str, threads: int, model_name: str) -> None:
+        import torch
+
+        from augserve.server.zoo import resnet20
+
+        alias_stub_modules()
         torch.set_num_threads(threads)
         module = resnet20(num_classes=10)
         module.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))
@@ -66,6 +87,8 @@ class ResNetModel:
     @serve.batch(max_batch_size=MAX_BATCH_SIZE, batch_wait_timeout_s=BATCH_WAIT_TIMEOUT_S)
     async def run_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Run the model once on the concatenated requests; one logits array per request."""
+        import torch
+
         sizes = [len(image) for image in images]
         with torch.inference_mode():
             logits = self.module(torch.from_numpy(np.concatenate(images))).numpy()
@@ -102,8 +125,12 @@ def start(state_dict: Path, threads: int, model_name: str, grpc_port: int) -> An
         http_options={"host": "127.0.0.1", "port": free_port()},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
     )
-    app = ResNetModel.bind(str(state_dict), threads, model_name)
-    return serve.run(app, name=model_name, route_prefix=None)
+    # Imported by name, not taken from `__main__`, so the replica imports this module
+    # (and its stub aliases) instead of receiving the class pickled by value.
+    from augserve.server.bench.rayserve_baseline import ResNetModel as deployment
+
+    app = deployment.bind(str(state_dict), threads, model_name)
+    return serve.run(app, name=model_name, route_prefix="/")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     serve.shutdown()
     ray.shutdown()
+    print("ray serve baseline stopped", flush=True)
     return 0
 
 
