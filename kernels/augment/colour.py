@@ -8,6 +8,8 @@ values (0..255 for uint8); the caller folds the 1/255 scale in.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -22,7 +24,7 @@ def apply_colour(
     matrix: np.ndarray,
     out: np.ndarray,
     channels_first: bool,
-    scratch: dict[str, np.ndarray] | None = None,
+    scratch: dict[Any, np.ndarray] | None = None,
 ) -> None:
     """Apply a 3x4 colour matrix to an HWC image and write the result into `out`.
 
@@ -43,10 +45,11 @@ def apply_colour(
     scratch = {} if scratch is None else scratch
 
     def buffer(name: str, dtype: type) -> np.ndarray:
-        key = f"{name}{height}x{width}{np.dtype(dtype).str}"
-        if key not in scratch:
-            scratch[key] = np.empty((height, width, 3), dtype)
-        return scratch[key]
+        key = (name, height, width)
+        array = scratch.get(key)  # type: ignore[call-overload]
+        if array is None:
+            array = scratch[key] = np.empty((height, width, 3), dtype)  # type: ignore[index]
+        return array
 
     if out.dtype == np.uint8:
         source, m = image, matrix.astype(np.float64)

@@ -34,7 +34,7 @@ class _Buffers:
         self.colour: dict[str, np.ndarray] = {}
 
     def get(self, stage: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        key = (stage, shape, np.dtype(dtype).str)
+        key = (stage, shape, dtype)
         if key not in self.arrays:
             self.arrays[key] = np.empty(shape, dtype)
         return self.arrays[key]
@@ -84,15 +84,20 @@ def run_fast(
         batch = None
         outs = [np.empty(s, np_dtype) for s in shapes]
     prepared = [_prepare(stage) for stage in stages]
+    sizes = [stage.out_sizes.tolist() for stage in stages]
+    last = len(stages) - 1
+    final_scale = 255.0 if np_dtype == np.uint8 else 1.0
     buffers = _Buffers()
     for i, image in enumerate(images):
         im, scale = image, 255.0
         for k, (stage, prep) in enumerate(zip(stages, prepared, strict=True)):
-            if k == len(stages) - 1:
-                m = prep.matrix(i, im, scale, 255.0 if np_dtype == np.uint8 else 1.0)
+            if k == last:
+                m = prep.matrix(i, im, scale, final_scale)
                 apply_colour(im, m, outs[i], channels_first, buffers.colour)
             else:
-                im, scale = _step(stage, prep, i, im, scale, buffers.get(k, *_shape(stage, i, im)))
+                h, w = sizes[k][i]
+                buf = buffers.get(k, (h, w, 3), _dtype(stage, im))
+                im, scale = _step(stage, prep, i, im, scale, buf)
     tensors: Any = torch.from_numpy(batch) if batch is not None else [torch.from_numpy(o)
                                                                        for o in outs]
     if dtype == "bfloat16":
@@ -113,11 +118,10 @@ def _prepare(stage: Stage) -> Any:
     return stage.params[0].applied.tolist()
 
 
-def _shape(stage: Stage, i: int, im: np.ndarray) -> tuple[tuple[int, ...], Any]:
-    h, w = (int(v) for v in stage.out_sizes[i])
+def _dtype(stage: Stage, im: np.ndarray) -> Any:
     if stage.kind == "colour":
-        return (h, w, 3), (np.uint8 if stage.clamp and im.dtype == np.uint8 else np.float32)
-    return (h, w, 3), im.dtype
+        return np.uint8 if stage.clamp and im.dtype == np.uint8 else np.float32
+    return im.dtype
 
 
 def _step(stage: Stage, prep: Any, i: int, im: np.ndarray, scale: float,

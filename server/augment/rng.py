@@ -81,6 +81,11 @@ class Keys:
         unit = (self.bits(draw) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
         return torch.from_numpy(low + (high - low) * unit)
 
+    def uniform_table(self, draws: int) -> torch.Tensor:
+        """Uniform float64 in [0, 1) for draws 0..draws-1 at once: shape (n, draws)."""
+        table = _absorb(self.values[:, None], np.arange(draws, dtype=np.uint64)[None, :])
+        return torch.from_numpy((table >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)))
+
     def integers(self, draw: int, high: torch.Tensor) -> torch.Tensor:
         """Integers in [0, high) per sample (high >= 1, int64 (n,)) for draw `draw`."""
         return torch.floor(self.uniform(draw) * high.to(torch.float64)).to(torch.int64)

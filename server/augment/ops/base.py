@@ -170,25 +170,29 @@ def sample_area_ratio_boxes(
 
     """
     n = len(keys)
-    height, width = sizes[:, 0].to(torch.float64), sizes[:, 1].to(torch.float64)
+    height = sizes[:, 0].to(torch.float64)[:, None]
+    width = sizes[:, 1].to(torch.float64)[:, None]
     area = height * width
-    boxes = torch.zeros(n, 4, dtype=torch.float64)
-    found = torch.zeros(n, dtype=torch.bool)
+    # all tries at once: try t uses draws 1 + 4t .. 4 + 4t
+    u = keys.uniform_table(1 + 4 * attempts)[:, 1:].reshape(n, attempts, 4)
+    target = (scale[0] + (scale[1] - scale[0]) * u[..., 0]) * area
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    for t in range(attempts):
-        target = keys.uniform(1 + 4 * t, scale[0], scale[1]) * area
-        r = torch.exp(keys.uniform(2 + 4 * t, log_lo, log_hi))
-        w = torch.round(torch.sqrt(target * r))
-        h = torch.round(torch.sqrt(target / r))
-        fits = (w > 0) & (h > 0) & ((w < width) & (h < height) if strict else
-                                    (w <= width) & (h <= height))
-        frac = w * h / area
-        ok = fits & (frac >= scale[0]) & (frac <= scale[1])
-        ok &= (w / h.clamp(min=1) >= ratio[0]) & (w / h.clamp(min=1) <= ratio[1]) & ~found
-        x0 = keys.integers(3 + 4 * t, (width - w + 1).clamp(min=1).to(torch.int64))
-        y0 = keys.integers(4 + 4 * t, (height - h + 1).clamp(min=1).to(torch.int64))
-        boxes[ok] = torch.stack([x0.to(torch.float64), y0.to(torch.float64), w, h], 1)[ok]
-        found |= ok
+    r = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = torch.round(torch.sqrt(target * r))
+    h = torch.round(torch.sqrt(target / r))
+    fits = (w > 0) & (h > 0) & ((w < width) & (h < height) if strict else
+                                (w <= width) & (h <= height))
+    frac = w * h / area
+    aspect = w / h.clamp(min=1)
+    ok = fits & (frac >= scale[0]) & (frac <= scale[1])
+    ok &= (aspect >= ratio[0]) & (aspect <= ratio[1])
+    x0 = torch.floor(u[..., 2] * (width - w + 1).clamp(min=1))
+    y0 = torch.floor(u[..., 3] * (height - h + 1).clamp(min=1))
+    found = ok.any(1)
+    first = torch.argmax(ok.to(torch.int8), dim=1)[:, None]  # the first try that fits
+    boxes = torch.stack([x0.gather(1, first)[:, 0], y0.gather(1, first)[:, 0],
+                         w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]], 1)
+    boxes[~found] = 0.0
     return boxes, found
 
 
