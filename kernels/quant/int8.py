@@ -44,20 +44,24 @@ def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, tor
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic symmetric per-row int8 quantization of a (M, K) activation.
 
+    Rounding is half-up: xq = floor(x * 127 / amax + 0.5), in [-127, 127].
+
     Returns:
         (xq int8 (M, K), scale float32 (M, 1)) with x ~= xq * scale.
     """
-    x = x.float()
-    scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(_EPS) / 127.0
-    return torch.round(x / scale).clamp_(-127, 127).to(torch.int8), scale
+    shifted, scale = _quantize_per_token_u8(x)
+    return (shifted.to(torch.int16) - _U8_ZERO_POINT).to(torch.int8), scale
 
 
 def _quantize_per_token_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # Same integers as quantize_per_token, shifted by 128 into uint8 so that oneDNN's
-    # u8 x s8 VNNI kernels take them with one scalar zero point for every row.
+    # The integers of quantize_per_token shifted by 128 into uint8, so that oneDNN's
+    # u8 x s8 VNNI kernels take them with one scalar zero point for every row. Three passes
+    # (inf-norm, multiply-add, truncating cast) instead of six; x/s + 128.5 truncated is
+    # round-half-up, which differs from torch.round only on exact .5 ties.
     x = x.float()
-    scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(_EPS) / 127.0
-    return torch.round(x / scale).add_(_U8_ZERO_POINT).to(torch.uint8), scale
+    amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True).clamp_min_(_EPS)
+    shifted = torch.addcmul(torch.tensor(_U8_ZERO_POINT + 0.5), x, 127.0 / amax)
+    return shifted.to(torch.uint8), amax / 127.0
 
 
 @dataclass(eq=False)

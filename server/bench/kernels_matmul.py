@@ -14,6 +14,8 @@ IMPLEMENTATIONS = ("int8_ours", "fp32_torch", "bf16_torch", "torchao_dynamic")
 def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[str, Any]:
     """GOP/s per (M, K=N) for the four implementations; keys `matmul_gops_<impl>_m<M>_k<K>`.
 
+    At M=1 the weight-only int8 and int4 linears are measured too.
+
     Ours is `Int8Linear` end to end: float in, per-token quantization, oneDNN VNNI int8
     GEMM, dequant + bias epilogue, float out. torch.ao's dynamic Linear (fbgemm) likewise
     quantizes its input on the fly.
@@ -21,13 +23,14 @@ def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[s
     import torch
     from torch import nn
 
-    from augserve.kernels.quant import Int8Linear
+    from augserve.kernels.quant import Int4WeightOnlyLinear, Int8Linear, Int8WeightOnlyLinear
 
     figures: dict[str, Any] = {}
     torch.manual_seed(0)
     for k in ks:
         linear = nn.Linear(k, k).eval()
         ours = Int8Linear.from_float(linear)
+        w8, w4 = Int8WeightOnlyLinear.from_float(linear), Int4WeightOnlyLinear.from_float(linear)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dynamic = torch.ao.quantization.quantize_dynamic(
@@ -45,8 +48,11 @@ def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[s
                     "bf16_torch": partial(torch.nn.functional.linear, x_bf16, w_bf16, b_bf16),
                     "torchao_dynamic": partial(dynamic, x),
                 }
+                if m == 1:  # memory-bound: weight-only int8 / group-wise int4 (bf16 compute)
+                    calls["weight_only_int8"] = partial(w8, x)
+                    calls["weight_only_int4_g128"] = partial(w4, x)
                 seconds = interleaved_medians(calls, repeats, warmup=3, budget_s=4.0)
             ops = 2.0 * m * k * k
-            for name in IMPLEMENTATIONS:
-                figures[f"matmul_gops_{name}_m{m}_k{k}"] = ops / seconds[name] / 1e9
+            for name, value in seconds.items():
+                figures[f"matmul_gops_{name}_m{m}_k{k}"] = ops / value / 1e9
     return figures

@@ -30,11 +30,14 @@ def test_weight_quantization_roundtrip_is_within_half_a_step():
     assert torch.all((q.float() * s[:, None] - w).abs() <= s[:, None] / 2 + 1e-6)
 
 
-def test_per_token_scales_are_per_row():
+def test_per_token_scales_are_per_row_and_round_to_nearest():
     x = torch.randn(5, 33) * torch.arange(1, 6)[:, None]
     q, s = quantize_per_token(x)
     assert s.shape == (5, 1)
     assert torch.equal(q.abs().amax(dim=1), torch.full((5,), 127, dtype=torch.int8))
+    plain = torch.round(x / (x.abs().amax(1, keepdim=True) / 127))
+    assert (q.float() - plain).abs().max() <= 1  # differs only within float rounding of ties
+    assert torch.all((q.float() * s - x).abs() <= s * 0.5 + 1e-5)
 
 
 @settings(max_examples=25, deadline=None)
