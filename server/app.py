@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from augserve.clients.proto import POOL
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from augserve.server.augment.servicer import add_augment_service
 from augserve.server.config import ServerConfig, config_from_args
 from augserve.server.inference.demo import build_demo_repository
 from augserve.server.inference.repository import ModelRepository
@@ -85,7 +86,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [INFERENCE_SERVICE, health.SERVICE_NAME]
+    augment_service = add_augment_service(server, config.augment)
+    services = [INFERENCE_SERVICE, augment_service, health.SERVICE_NAME]
     _register_reflection(server, services)
 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
@@ -101,7 +103,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             log.error("model %s failed to load: %s", name, result)
 
     inference.ready.set()
-    for service in ("", INFERENCE_SERVICE):
+    for service in ("", INFERENCE_SERVICE, augment_service):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     if config.ready_file:
         config.ready_file.write_text(f"{port}\n")

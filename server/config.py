@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from augserve.server.augment.settings import AugmentSettings
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -55,6 +57,7 @@ class ServerConfig:
     load_models: tuple[str, ...] = field(default_factory=tuple)
     demo_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "augserve" / "demo")
     ready_file: Path | None = None
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
 
     def validated(self) -> ServerConfig:
         """Return self after checking every field; raise ValueError naming the bad one."""
@@ -98,6 +101,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--demo-cache", type=Path, help="where the demo repository is built")
     parser.add_argument("--ready-file", type=Path, help="write the bound port here when ready")
+    parser.add_argument("--augment-pool-size", type=int, help="Ray actors augmenting (default 2)")
+    parser.add_argument(
+        "--augment-backend", choices=("auto", "fast", "kornia"), help="augment backend"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -117,4 +124,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         values[name] = Path(values[name]) if values[name] is not None else None
     if "load_models" in values:
         values["load_models"] = tuple(values["load_models"])
+    augment = dict(values.pop("augment", {}))
+    for flag, key in (("augment_pool_size", "pool_size"), ("augment_backend", "backend")):
+        if getattr(args, flag, None) is not None:
+            augment[key] = getattr(args, flag)
+    values["augment"] = AugmentSettings(**augment)
     return ServerConfig(**values).validated()
