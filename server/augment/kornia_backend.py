@@ -1,21 +1,28 @@
 """The kornia backend: runs a plan with kornia's functional ops on torch tensors.
 
 On CUDA this is the GPU path; on CPU it runs too (slowly) and serves as the tests'
-reference. Each geometric, blur or erase op is applied by the op's own kornia
-`apply`; a colour run is applied as its one composed 3x4 matrix, clamped after a
-jitter (the semantics the fast path has), or, with `reference=True`, op by op
-through kornia's `adjust_*` functions, which clamp to [0, 1] after each step.
+reference. Stages run batched whenever the images entering them share a size:
+flips, warps (`warp_affine` with per-sample matrices), Gaussian blur (per-sample
+sigma) and colour runs (one composed 3x4 matrix per sample, clamped after a jitter:
+the semantics the fast path has). Box crops, erasing and mixed sizes go sample by
+sample through each op's own kornia `apply`. With `reference=True` every op runs
+sample by sample through `apply`, colour ops included: kornia's `adjust_*`
+functions, which clamp to [0, 1] after each step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from kornia.filters import gaussian_blur2d
+from kornia.geometry.transform import warp_affine
 
+from augserve.server.augment.ops.base import fill_tensor
 from augserve.server.augment.plan import Stage
 
 _TORCH_DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float16": torch.float16,
                  "bfloat16": torch.bfloat16}
+_TO_INDEX = torch.tensor([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]], dtype=torch.float64)
 
 
 def default_device() -> torch.device:
@@ -36,24 +43,23 @@ def run_kornia(
         dtype: output dtype name.
         layout: "NCHW" or "NHWC".
         device: where to compute (default: CUDA if present).
-        reference: apply colour ops one by one with kornia (clamping each step).
+        reference: run every op sample by sample through its kornia `apply`.
         compute_dtype: float type of the computation (float64 for tight references).
 
     Returns:
         One (n, ...) tensor when every output has the same shape, else a list.
     """
     device = device or default_device()
+    xs = [torch.from_numpy(im).to(device).permute(2, 0, 1).to(compute_dtype) / 255.0
+          for im in images]
+    for stage in stages:
+        uniform = len({tuple(x.shape) for x in xs}) == 1
+        if not reference and uniform and stage.kind in ("flip", "warp", "blur", "colour"):
+            xs = list(_batched(stage, torch.stack(xs)).unbind(0))
+        else:
+            xs = [_one(stage, x, i, reference) for i, x in enumerate(xs)]
     outs = []
-    for i, image in enumerate(images):
-        x = torch.from_numpy(image).to(device).permute(2, 0, 1).to(compute_dtype) / 255.0
-        for stage in stages:
-            if stage.kind == "colour" and not reference:
-                x = _colour(stage, x, i)
-                if stage.clamp:
-                    x = x.clamp(0, 1)
-            else:
-                for op, params in zip(stage.ops, stage.params, strict=True):
-                    x = op.apply(x, params.take([i]), 0)
+    for x in xs:
         if dtype == "uint8":
             x = (x * 255).round().clamp(0, 255)
         x = x.to(_TORCH_DTYPES[dtype])
@@ -63,9 +69,47 @@ def run_kornia(
     return outs
 
 
-def _colour(stage: Stage, x: torch.Tensor, i: int) -> torch.Tensor:
-    mean = x.mean(dim=(1, 2)).to(torch.float64).cpu()[None]
-    params = tuple(p.take([i]) for p in stage.params)
-    matrix = Stage(stage.kind, stage.ops, params, stage.out_sizes).colour_matrices(mean)[0]
-    m = matrix.to(x.dtype).to(x.device)
-    return torch.einsum("ck,khw->chw", m[:, :3], x) + m[:, 3].view(-1, 1, 1)
+def _one(stage: Stage, x: torch.Tensor, i: int, reference: bool) -> torch.Tensor:
+    if stage.kind == "colour" and not reference:
+        x = _colour(stage, x[None], [i])[0]
+        return x.clamp(0, 1) if stage.clamp else x
+    for op, params in zip(stage.ops, stage.params, strict=True):
+        x = op.apply(x, params.take([i]), 0)
+    return x
+
+
+def _batched(stage: Stage, x: torch.Tensor) -> torch.Tensor:
+    """Run a flip, warp, blur or colour stage on a (n, 3, H, W) batch."""
+    if stage.kind == "colour":
+        out = _colour(stage, x, list(range(x.shape[0])))
+        return out.clamp(0, 1) if stage.clamp else out
+    op, params = stage.ops[0], stage.params[0]
+    rows = params.applied.nonzero()[:, 0].tolist()
+    if not rows:
+        return x
+    index = torch.tensor(rows, device=x.device)
+    part = x[index]
+    if stage.kind == "flip":
+        part = part.flip(-1 if op.horizontal else -2)  # type: ignore[attr-defined]
+    elif stage.kind == "warp":
+        pixel = _TO_INDEX @ stage.forward[rows] @ torch.linalg.inv(_TO_INDEX)  # type: ignore[index]
+        m = pixel[:, :2].to(x.dtype).to(x.device)
+        fill = fill_tensor(op.fill, x)  # type: ignore[attr-defined]
+        part = warp_affine(part, m, tuple(x.shape[-2:]), mode="bilinear", padding_mode="fill",
+                           align_corners=True, fill_value=fill)
+    else:  # blur
+        sigma = params.sigma[rows].to(x.dtype).to(x.device)  # type: ignore[attr-defined]
+        k = op.kernel_size  # type: ignore[attr-defined]
+        part = gaussian_blur2d(part, (k, k), torch.stack([sigma, sigma], 1), border_type="reflect")
+    out = x.clone()
+    out[index] = part
+    return out
+
+
+def _colour(stage: Stage, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    mean = x.mean(dim=(2, 3)).to(torch.float64).cpu()
+    params = tuple(p.take(rows) for p in stage.params)
+    sizes = stage.out_sizes[rows]
+    matrices = Stage(stage.kind, stage.ops, params, sizes).colour_matrices(mean)
+    m = matrices.to(x.dtype).to(x.device)
+    return torch.einsum("nck,nkhw->nchw", m[:, :, :3], x) + m[:, :, 3, None, None]
