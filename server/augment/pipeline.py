@@ -116,6 +116,7 @@ class Pipeline:
             if not isinstance(p, op.params_type) or len(p) != n:
                 raise ValueError(f"params[{k}] ({op.name}): expected {n} samples of "
                                  f"{op.params_type.__name__}")
+            op.check_params(p)
         return tuple(params)
 
     def __call__(

@@ -15,6 +15,7 @@ from augserve.server.augment.convert import (
     targets_from_proto,
     targets_to_proto,
 )
+from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.pool import AugmentPool, images_list
 from augserve.server.augment.settings import AugmentSettings
 from augserve.server.augment.spec import IMAGENET_TRAIN, PipelineSpec, parse_pipeline
@@ -73,6 +74,10 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
                 raise InvalidArgument(f"params: expected one per image ({n}), "
                                       f"got {len(request.params)}")
             params = params_from_proto(spec, request.params)
+            try:
+                Pipeline(spec).check_params(params, n)
+            except ValueError as error:
+                raise InvalidArgument(str(error)) from error
         targets = None
         if request.targets:
             if len(request.targets) != n:

@@ -132,6 +132,12 @@ def bad_requests(photo: np.ndarray) -> dict[str, tuple[pb.AugmentRequest, grpc.S
                                 grpc.StatusCode.NOT_FOUND, "nope"),
         "params of the wrong length": (pb.AugmentRequest(
             images=[ok], pipeline_id="small", params=[pb.SampleParams()]), inv, "params"),
+        "replayed params out of range": (pb.AugmentRequest(
+            images=[ok], pipeline_id="small", params=[pb.SampleParams(ops=[
+                pb.OpParams(applied=True, values={"x0": 0, "y0": 0, "w": 0, "h": 5}),
+                pb.OpParams(applied=False), pb.OpParams(applied=False, values={
+                    "brightness": 1, "contrast": 1, "saturation": 1, "hue": 0})])]),
+            inv, "random_resized_crop: w"),
         "normalize with uint8 out": (pb.AugmentRequest(images=[ok], pipeline=pb.Pipeline(
             ops=[pb.OpSpec(normalize=pb.Normalize())], dtype="uint8")), inv, "dtype"),
     }

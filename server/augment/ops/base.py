@@ -106,6 +106,18 @@ class Op:
     def validate(self) -> None:
         """Check the spec's fields; raise SpecError naming the bad one."""
 
+    #: Bounds of replayed param fields: name -> (low, high); every field must be finite.
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {}
+
+    def check_params(self, params: OpParams) -> None:
+        """Check replayed params (finite, in `param_bounds`); raise ValueError naming the field."""
+        for name, values in params.columns().items():
+            low, high = self.param_bounds.get(name, (-1e6, 1e6))
+            if not bool(torch.isfinite(values).all()) or bool(
+                    ((values < low) | (values > high)).any()):
+                raise ValueError(f"params of {self.name}: {name} must be finite and within "
+                                 f"[{low}, {high}]")
+
     def draw_applied(self, keys: Keys) -> torch.Tensor:
         """Whether the op acts on each sample: draw 0 against p."""
         return keys.uniform(0) < self.p

@@ -26,6 +26,7 @@ class GaussianBlur(Op):
     name: ClassVar[str] = "gaussian_blur"
     kind: ClassVar[str] = "blur"
     params_type: ClassVar[type[OpParams]] = BlurParams
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {"sigma": (1e-3, 20.0)}
     kernel_size: int = 3
     sigma: tuple[float, float] = (0.1, 2.0)
 

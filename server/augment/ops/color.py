@@ -75,6 +75,8 @@ class ColorJitter(ColourOp):
 
     name: ClassVar[str] = "color_jitter"
     params_type: ClassVar[type[OpParams]] = JitterParams
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "brightness": (0, 100), "contrast": (0, 100), "saturation": (0, 100), "hue": (-1, 1)}
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0

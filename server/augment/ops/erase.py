@@ -39,6 +39,8 @@ class RandomErasing(Op):
     name: ClassVar[str] = "random_erasing"
     kind: ClassVar[str] = "erase"
     params_type: ClassVar[type[OpParams]] = EraseParams
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "x0": (0, 16384), "y0": (0, 16384), "w": (0, 16384), "h": (0, 16384)}
     scale: tuple[float, float] = (0.02, 0.33)
     ratio: tuple[float, float] = (0.3, 3.3)
     value: float = 0.0

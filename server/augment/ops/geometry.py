@@ -50,16 +50,12 @@ class BoxOp(Op):
         """(n, 4) int64 boxes as x0, y0, w, h."""
         return torch.stack([params.x0, params.y0, params.w, params.h], 1).to(torch.int64)
 
-    def target_size(self) -> tuple[int, int] | None:
-        """The fixed output (height, width), or None when the box size is kept."""
-        return None
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "x0": (-16384, 16384), "y0": (-16384, 16384), "w": (1, 16384), "h": (1, 16384)}
 
     def out_sizes(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
-        """The fixed size for every sample, else each box's size."""
-        fixed = self.target_size()
-        if fixed is not None:
-            return torch.tensor(fixed, dtype=torch.int64).repeat(len(params), 1)
-        return torch.stack([params.h, params.w], 1).to(torch.int64)  # type: ignore[attr-defined]
+        """`size` for every sample: each box op resamples its box to its fixed size."""
+        return torch.tensor(self.size, dtype=torch.int64).repeat(len(params), 1)  # type: ignore[attr-defined]
 
     def forward(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
         """Source -> destination maps (n, 3, 3) in continuous coordinates."""
@@ -112,10 +108,6 @@ class RandomResizedCrop(BoxOp):
         check_size("size", self.size)
         check_range("scale", self.scale, 1e-6, 1.0)
         check_range("ratio", self.ratio, 1e-3, 1e3)
-
-    def target_size(self) -> tuple[int, int] | None:
-        """`size`."""
-        return self.size
 
     def sample(self, keys: Keys, sizes: torch.Tensor) -> BoxParams:
         """Draw a box per sample (draws 1..40), the fallback where no try fits."""
@@ -198,10 +190,6 @@ class Resize(BoxOp):
     def validate(self) -> None:
         """Size positive."""
         check_size("size", self.size)
-
-    def target_size(self) -> tuple[int, int] | None:
-        """`size`."""
-        return self.size
 
     def sample(self, keys: Keys, sizes: torch.Tensor) -> BoxParams:
         """No randomness: the whole image."""

@@ -105,6 +105,7 @@ class Scale(WarpOp):
 
     name: ClassVar[str] = "scale"
     params_type: ClassVar[type[OpParams]] = ScaleParams
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {"factor": (1e-3, 100.0)}
     scale: tuple[float, float] = (0.8, 1.2)
 
     def validate(self) -> None:
@@ -138,6 +139,8 @@ class Affine(WarpOp):
 
     name: ClassVar[str] = "affine"
     params_type: ClassVar[type[OpParams]] = AffineParams
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "tx": (-1, 1), "ty": (-1, 1), "shear_x": (-80, 80), "shear_y": (-80, 80)}
     translate: tuple[float, float] = (0.0, 0.0)
     shear: tuple[float, float] = (0.0, 0.0)
     shear_y: tuple[float, float] = (0.0, 0.0)
