@@ -13,10 +13,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-pytest.importorskip("triton")
-
 _SCRIPT = textwrap.dedent(
     """
     import json, torch
