@@ -1,0 +1,1 @@
+"""StreamBatches: augmented batches of server-side datasets, streamed to trainers."""

@@ -1,0 +1,217 @@
+"""Stream workers: Ray actors that load, decode and augment one batch of a dataset.
+
+A task names the dataset by its `DatasetSpec` (workers open it lazily, each with its
+own byte-bounded cache of decoded images) and carries the sample indices, the pipeline
+spec, the seed and the epoch. The augmentation keys depend only on (seed, epoch, sample
+index, op), so any worker, or a retry after a worker died, makes the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import numpy as np
+
+from augserve.server.augment.spec import PipelineSpec
+from augserve.server.data.datasets import CorruptImage, Dataset, DatasetSpec, open_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTask:
+    """One batch to make.
+
+    Attributes:
+        dataset: which dataset (reopened in the worker).
+        indices: the samples' dataset indices, in batch order.
+        spec: the pipeline (its dtype and layout are the stream's).
+        seed: the augmentation seed.
+        epoch: the epoch (part of every augmentation key).
+        on_corrupt: "skip" or "fail".
+    """
+
+    dataset: DatasetSpec
+    indices: np.ndarray
+    spec: PipelineSpec
+    seed: int
+    epoch: int
+    on_corrupt: str = "skip"
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """A made batch.
+
+    Attributes:
+        images: [n, ...] array of the kept samples (bfloat16 travels as uint16 bits).
+        dtype: the element type's name ("uint8", "float32", "float16", "bfloat16").
+        kept: per task index, whether the sample is in `images`.
+        skipped: "path: reason" of each corrupt sample left out.
+        error: set when the batch failed (a corrupt file under "fail", or outputs that
+            differ in size); the stream ends with it.
+    """
+
+    images: np.ndarray | None
+    dtype: str
+    kept: np.ndarray
+    skipped: list[str]
+    error: str = ""
+
+
+class StreamWorker:
+    """Makes batches in one process, its kernels on `threads` threads."""
+
+    def __init__(self, backend: str = "auto", threads: int = 1, cache_bytes: int = 0) -> None:
+        """Pin OpenCV and torch to `threads`: the pool provides the parallelism."""
+        import cv2
+        import torch
+
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+        self.backend = backend
+        self.cache_bytes = cache_bytes
+        self._datasets: dict[DatasetSpec, Dataset] = {}
+
+    def _dataset(self, spec: DatasetSpec) -> Dataset:
+        if spec not in self._datasets:
+            self._datasets[spec] = open_dataset(spec, self.cache_bytes)
+        return self._datasets[spec]
+
+    def ping(self) -> bool:
+        """True once the worker is up (used to wait for a fresh pool)."""
+        return True
+
+    def make_batch(self, task: BatchTask) -> BatchResult:
+        """Load, decode and augment `task`'s samples."""
+        import torch
+
+        from augserve.server.augment.pipeline import Pipeline
+
+        dataset = self._dataset(task.dataset)
+        images, kept, skipped = [], np.zeros(len(task.indices), bool), []
+        for k, index in enumerate(task.indices.tolist()):
+            try:
+                images.append(dataset.load(index))
+                kept[k] = True
+            except CorruptImage as error:
+                log.warning("corrupt image skipped: %s", error)
+                skipped.append(str(error))
+                if task.on_corrupt == "fail":
+                    return BatchResult(None, task.spec.dtype, kept, skipped,
+                                       f"corrupt image: {error}")
+        if not images:
+            return BatchResult(None, task.spec.dtype, kept, skipped)
+        out = Pipeline(task.spec, self.backend)(images, seed=task.seed, epoch=task.epoch,
+                                                sample_indices=task.indices[kept]).images
+        if not isinstance(out, torch.Tensor):
+            return BatchResult(None, task.spec.dtype, kept, skipped,
+                               "the pipeline's outputs differ in size; end it with a resize "
+                               "or a crop to one size")
+        if out.dtype == torch.bfloat16:
+            out = out.view(torch.int16)
+        return BatchResult(out.contiguous().numpy(), task.spec.dtype, kept, skipped)
+
+
+def actor_died_errors() -> tuple[type[BaseException], ...]:
+    """Ray's exceptions that mean "the actor is gone" (the task may run elsewhere)."""
+    from ray import exceptions
+
+    return tuple(getattr(exceptions, name) for name in
+                 ("RayActorError", "ActorDiedError", "ActorUnavailableError")
+                 if hasattr(exceptions, name))
+
+
+@dataclasses.dataclass
+class Submission:
+    """A submitted task: where it runs and its result to await."""
+
+    task: BatchTask
+    slot: int
+    actor: Any
+    result: Awaitable[BatchResult]
+
+
+class StreamPool:
+    """`size` StreamWorker actors shared by all streams (size 0: one in-process worker).
+
+    `submit` sends a task to the least busy actor; `replace` swaps a dead actor for a
+    fresh one. Counters (`in_flight`, `resubmitted`) let tests and metrics see inside.
+
+    Example:
+        >>> pool = StreamPool(size=2)  # doctest: +SKIP
+        >>> batch = await pool.submit(task).result  # doctest: +SKIP
+    """
+
+    def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
+                 cache_bytes: int = 0) -> None:
+        """Describe the pool; actors start on first use (Ray must be initialised)."""
+        self.size = size
+        self.backend = backend
+        self.num_cpus = num_cpus
+        self.cache_bytes = cache_bytes
+        self.actors: list[Any] = []
+        self.busy: list[int] = []
+        self.in_flight = 0
+        self.resubmitted = 0
+        self._local: StreamWorker | None = None
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        remote = ray.remote(StreamWorker).options(num_cpus=self.num_cpus, max_restarts=0,
+                                                  max_task_retries=0)
+        return remote.remote(self.backend, 1, self.cache_bytes)
+
+    def start(self) -> None:
+        """Create the actors (or the local worker) if not done yet."""
+        if self.size == 0:
+            if self._local is None:
+                self._local = StreamWorker(self.backend, 1, self.cache_bytes)
+        elif not self.actors:
+            self.actors = [self._new_actor() for _ in range(self.size)]
+            self.busy = [0] * self.size
+
+    def submit(self, task: BatchTask) -> Submission:
+        """Send `task` to the least busy actor."""
+        self.start()
+        self.in_flight += 1
+        if self._local is not None:
+            future = asyncio.ensure_future(asyncio.to_thread(self._local.make_batch, task))
+            future.add_done_callback(lambda _: self._done(-1))
+            return Submission(task, -1, None, future)
+        slot = min(range(len(self.actors)), key=self.busy.__getitem__)
+        self.busy[slot] += 1
+        actor = self.actors[slot]
+        ref = actor.make_batch.remote(task)
+        future = asyncio.wrap_future(ref.future())
+        future.add_done_callback(lambda _: self._done(slot))
+        return Submission(task, slot, actor, future)
+
+    def _done(self, slot: int) -> None:
+        self.in_flight -= 1
+        if slot >= 0:
+            self.busy[slot] -= 1
+
+    def replace(self, dead: Submission) -> None:
+        """`dead`'s actor died: put a fresh one in its slot (once, whoever notices first)."""
+        import ray
+
+        if dead.slot < 0 or self.actors[dead.slot] is not dead.actor:
+            return
+        log.warning("stream worker %d died; starting a new one", dead.slot)
+        ray.kill(dead.actor)
+        self.actors[dead.slot] = self._new_actor()
+
+    def shutdown(self) -> None:
+        """Stop the actors."""
+        if self.actors:
+            import ray
+
+            for actor in self.actors:
+                ray.kill(actor)
+        self.actors, self.busy, self._local = [], [], None

@@ -1,0 +1,181 @@
+"""The StreamBatches RPC: a thin servicer that checks a request once and streams its batches."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+
+from grpc import aio
+
+from augserve.clients.proto.augserve.v1 import augment_pb2
+from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
+from augserve.server.augment.ops import Normalize
+from augserve.server.augment.spec import (
+    DTYPES,
+    IMAGENET_TRAIN,
+    LAYOUTS,
+    PipelineSpec,
+    parse_pipeline,
+)
+from augserve.server.data.datasets import Dataset, open_dataset
+from augserve.server.data.epoch import SHARDINGS, EpochPlan
+from augserve.server.errors import InvalidArgument, NotFound
+from augserve.server.stream.pool import StreamPool
+from augserve.server.stream.settings import CORRUPT_POLICIES, StreamSettings
+from augserve.server.stream.stream import MadeBatch, StreamCounters, StreamJob, produce
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamService"].full_name
+
+
+def stream_spec(spec: PipelineSpec, dtype: str, layout: str
+                ) -> tuple[PipelineSpec, tuple[float, ...], tuple[float, ...]]:
+    """The spec with the stream's dtype and layout; uint8 leaves trailing normalize out.
+
+    Returns:
+        (spec, mean, std): mean and std are the normalization left to the trainer.
+    """
+    ops, mean, std = list(spec.ops), (), ()
+    if dtype == "uint8":
+        while ops and isinstance(ops[-1], Normalize):
+            last = ops.pop()
+            mean, std = tuple(last.mean), tuple(last.std)
+        if any(isinstance(op, Normalize) for op in ops):
+            raise InvalidArgument("dtype: uint8 output needs normalize to be the last op")
+    return dataclasses.replace(spec, ops=tuple(ops), dtype=dtype, layout=layout), mean, std
+
+
+class StreamServicer(pb_grpc.StreamServiceServicer):
+    """Translates `StreamRequest` into a stream job and its batches into `Batch` messages."""
+
+    def __init__(self, settings: StreamSettings, pool: StreamPool,
+                 pipelines: Mapping[str, str] | None = None) -> None:
+        """Parse the registered pipelines up front: a bad one fails at start."""
+        self.settings = settings
+        self.pool = pool
+        self.counters = StreamCounters()
+        self.pipelines: dict[str, PipelineSpec] = {"imagenet_train": IMAGENET_TRAIN}
+        for pipeline_id, text in (pipelines or {}).items():
+            self.pipelines[pipeline_id] = parse_pipeline(text)
+        self._datasets: dict[str, Dataset] = {}
+
+    async def dataset(self, name: str) -> Dataset:
+        """The registered dataset `name` (opened once, off the event loop), or NotFound."""
+        if name not in self.settings.datasets:
+            raise NotFound(f"dataset {name!r} is not registered "
+                           f"(known: {', '.join(sorted(self.settings.datasets))})")
+        if name not in self._datasets:
+            self._datasets[name] = await asyncio.to_thread(open_dataset,
+                                                           self.settings.datasets[name])
+        return self._datasets[name]
+
+    def _pipeline(self, request: pb.StreamRequest) -> PipelineSpec:
+        which = request.WhichOneof("pipeline_choice")
+        if which == "pipeline_id":
+            if request.pipeline_id not in self.pipelines:
+                raise NotFound(f"pipeline_id {request.pipeline_id!r} is not registered "
+                               f"(known: {', '.join(sorted(self.pipelines))})")
+            return self.pipelines[request.pipeline_id]
+        if which is None:
+            raise InvalidArgument("pipeline: give a pipeline or a pipeline_id")
+        return parse_pipeline(request.pipeline)
+
+    async def job(self, request: pb.StreamRequest) -> tuple[StreamJob, tuple, tuple]:
+        """Check every field of `request`; return the job and the deferred mean and std."""
+        dataset = await self.dataset(request.dataset)
+        dtype, layout = request.dtype or "uint8", request.layout or "NCHW"
+        if dtype not in DTYPES:
+            raise InvalidArgument(f"dtype: expected one of {DTYPES}, got {dtype!r}")
+        if layout not in LAYOUTS:
+            raise InvalidArgument(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+        spec, mean, std = stream_spec(self._pipeline(request), dtype, layout)
+        if not 1 <= request.batch_size <= self.settings.max_batch_size:
+            raise InvalidArgument(f"batch_size: expected 1..{self.settings.max_batch_size}, "
+                                  f"got {request.batch_size}")
+        shards = request.num_shards or 1
+        if request.shard_index >= shards:
+            raise InvalidArgument(f"shard_index: {request.shard_index} is not below "
+                                  f"num_shards ({shards})")
+        sharding = request.sharding or "contiguous"
+        if sharding not in SHARDINGS:
+            raise InvalidArgument(f"sharding: expected one of {SHARDINGS}, got {sharding!r}")
+        on_corrupt = request.on_corrupt or self.settings.on_corrupt
+        if on_corrupt not in CORRUPT_POLICIES:
+            raise InvalidArgument(f"on_corrupt: expected one of {CORRUPT_POLICIES}")
+        if request.seed >= 1 << 63 or request.epoch >= 1 << 63:
+            raise InvalidArgument("seed and epoch must be below 2**63")
+        plan = EpochPlan(len(dataset), request.batch_size, request.seed, request.epoch,
+                         request.shuffle, shards, request.shard_index, request.drop_last,
+                         sharding)
+        count = plan.num_batches()
+        if request.start_position > count:
+            raise InvalidArgument(f"start_position: {request.start_position} is past the "
+                                  f"epoch's {count} batches")
+        job = StreamJob(self.settings.datasets[request.dataset], spec, plan,
+                        request.start_position, request.position_stride or 1, on_corrupt)
+        return job, mean, std
+
+    async def StreamBatches(self, request: pb.StreamRequest, context: aio.ServicerContext
+                            ) -> AsyncIterator[pb.Batch]:
+        """Check the request, then yield its batches in position order."""
+        job, mean, std = await self.job(request)
+        labels = (await self.dataset(request.dataset)).labels
+        count = job.plan.num_batches()
+        async for made in produce(self.pool, job, self.settings.window,
+                                  self.settings.max_retries, self.counters):
+            yield batch_message(made, labels, job.plan.epoch, count, mean, std)
+
+    async def GetDataset(self, request: pb.GetDatasetRequest, context: aio.ServicerContext
+                         ) -> pb.DatasetInfo:
+        """Size, kind and classes of a registered dataset."""
+        return await self._info(request.name)
+
+    async def ListDatasets(self, request: pb.ListDatasetsRequest,
+                           context: aio.ServicerContext) -> pb.ListDatasetsResponse:
+        """Every registered dataset (each opened to count it)."""
+        infos = [await self._info(name) for name in sorted(self.settings.datasets)]
+        return pb.ListDatasetsResponse(datasets=infos)
+
+    async def _info(self, name: str) -> pb.DatasetInfo:
+        dataset = await self.dataset(name)
+        return pb.DatasetInfo(name=name, kind=self.settings.datasets[name].kind,
+                              size=len(dataset), classes=dataset.classes)
+
+
+def batch_message(made: MadeBatch, labels, epoch: int, count: int, mean: tuple,
+                  std: tuple) -> pb.Batch:
+    """A made batch as a `Batch` message (images as one raw tensor)."""
+    result = made.result
+    image = augment_pb2.Image(dtype=result.dtype)
+    if result.images is not None:
+        image.data = result.images.tobytes()
+        image.shape.extend(result.images.shape)
+    return pb.Batch(images=image, labels=labels[made.indices].tolist(),
+                    sample_indices=made.indices.tolist(), epoch=epoch, position=made.position,
+                    batches_in_epoch=count, skipped=result.skipped, normalize_mean=mean,
+                    normalize_std=std)
+
+
+def add_stream_service(server: aio.Server, settings: StreamSettings,
+                       pipelines: Mapping[str, str] | None = None,
+                       pool: StreamPool | None = None) -> str:
+    """Register the Stream service on `server`; return its full name.
+
+    Args:
+        server: a `grpc.aio.Server` (with `ErrorMappingInterceptor` installed).
+        settings: window, limits, pool shape and datasets.
+        pipelines: registered pipelines, id -> JSON spec (the augment service's);
+            "imagenet_train" is built in.
+        pool: the worker pool to use; by default one is built from `settings`.
+
+    Returns:
+        "augserve.v1.StreamService".
+    """
+    pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
+                              settings.cache_bytes)
+    pb_grpc.add_StreamServiceServicer_to_server(StreamServicer(settings, pool, pipelines), server)
+    return SERVICE_NAME
+
+
+__all__ = ["SERVICE_NAME", "StreamServicer", "add_stream_service", "stream_spec"]
