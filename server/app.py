@@ -29,6 +29,7 @@ from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.servicer import InferenceServicer
 from augserve.server.interceptors import ErrorMappingInterceptor
 from augserve.server.runtime import RayRuntime
+from augserve.server.stream.servicer import add_stream_service
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     augment_service = add_augment_service(server, config.augment)
-    services = [INFERENCE_SERVICE, augment_service, health.SERVICE_NAME]
+    stream_service = add_stream_service(server, config.stream, config.augment.pipelines)
+    services = [INFERENCE_SERVICE, augment_service, stream_service, health.SERVICE_NAME]
     _register_reflection(server, services)
 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
@@ -103,7 +105,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             log.error("model %s failed to load: %s", name, result)
 
     inference.ready.set()
-    for service in ("", INFERENCE_SERVICE, augment_service):
+    for service in ("", INFERENCE_SERVICE, augment_service, stream_service):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     if config.ready_file:
         config.ready_file.write_text(f"{port}\n")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from augserve.server.augment.settings import AugmentSettings
+from augserve.server.stream.settings import StreamSettings
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class ServerConfig:
         load_models: models to load at start (empty: every model in the repository).
         demo_cache: where the demo repository is built (once) when none is given.
         ready_file: if set, the bound port is written there once the server is ready.
+        stream: the StreamBatches service: window, pool, datasets (`[stream]` table, with
+            `[stream.datasets.NAME]` sub-tables; see `StreamSettings`).
 
     """
 
@@ -58,6 +61,7 @@ class ServerConfig:
     demo_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "augserve" / "demo")
     ready_file: Path | None = None
     augment: AugmentSettings = field(default_factory=AugmentSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
 
     def validated(self) -> ServerConfig:
         """Return self after checking every field; raise ValueError naming the bad one."""
@@ -129,4 +133,5 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         if getattr(args, flag, None) is not None:
             augment[key] = getattr(args, flag)
     values["augment"] = AugmentSettings(**augment)
+    values["stream"] = StreamSettings(**values.pop("stream", {}))
     return ServerConfig(**values).validated()
