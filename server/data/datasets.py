@@ -161,7 +161,7 @@ class FolderDataset(Dataset):
         super().__init__(np.asarray(labels, np.int64), classes)
         self.files = files
         self.size = size
-        self.cache = cache or ByteLRU(0)
+        self.cache = cache if cache is not None else ByteLRU(0)
 
     def load(self, index: int) -> np.ndarray:
         """Decode (or take from the cache) file `index`."""

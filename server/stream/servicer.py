@@ -109,11 +109,12 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                          request.shuffle, shards, request.shard_index, request.drop_last,
                          sharding)
         count = plan.num_batches()
-        if request.start_position > count:
+        stride = request.position_stride or 1
+        if request.start_position >= count + stride:
             raise InvalidArgument(f"start_position: {request.start_position} is past the "
                                   f"epoch's {count} batches")
         job = StreamJob(self.settings.datasets[request.dataset], spec, plan,
-                        request.start_position, request.position_stride or 1, on_corrupt)
+                        request.start_position, stride, on_corrupt)
         return job, mean, std
 
     async def StreamBatches(self, request: pb.StreamRequest, context: aio.ServicerContext

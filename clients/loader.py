@@ -1,0 +1,388 @@
+"""`RemoteLoader`: a training loader fed by augserve's StreamBatches (no torch needed).
+
+Batches are (images, labels): numpy arrays by default, torch tensors with
+`output="torch"` (torch is imported only then). Background threads prefetch up to
+`prefetch` batches, across epoch boundaries; a full prefetch queue stops reading the
+stream, and gRPC flow control holds the server back. `state_dict()` names the next
+batch (epoch, position); a new loader given it by `load_state_dict()` continues with
+exactly the batches the old one would have produced. On UNAVAILABLE a stream is
+reopened at its next position, with exponential back-off. Several servers: each one
+serves one lane of positions (p, p + S, ...), and the loader interleaves them back
+into position order, so the batches are the same as from one server.
+
+Example:
+    >>> loader = RemoteLoader("localhost:8001", "digits", batch_size=64,  # doctest: +SKIP
+    ...                       pipeline={"ops": [{"resize": {"size": [32, 32]}}]}, seed=1)
+    >>> for images, labels in loader:  # one epoch, uint8 [64, 3, 32, 32]  # doctest: +SKIP
+    ...     ...
+    >>> state = loader.state_dict()  # save with the checkpoint  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from augserve.clients.augment import decode_image
+from augserve.clients.proto import POOL
+from augserve.clients.proto.augserve.v1 import augment_pb2
+from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
+
+_STATE_KEYS = ("dataset", "batch_size", "seed", "shuffle", "num_shards", "shard_index",
+               "drop_last", "sharding")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedBatch:
+    """One batch with its metadata (numpy).
+
+    Attributes:
+        images: [n, C, H, W] or [n, H, W, C] array.
+        labels: [n] int64.
+        sample_indices: [n] dataset indices.
+        epoch: the epoch.
+        position: the batch's position in the shard's epoch.
+        batches_in_epoch: how many batches the shard's epoch has.
+        skipped: corrupt files the server left out ("path: reason").
+        normalize_mean: normalization left to the trainer (empty when none).
+        normalize_std: idem.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    sample_indices: np.ndarray
+    epoch: int
+    position: int
+    batches_in_epoch: int
+    skipped: tuple[str, ...] = ()
+    normalize_mean: tuple[float, ...] = ()
+    normalize_std: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _EndOfEpoch:
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+def _decode(message: pb.Batch) -> StreamedBatch:
+    # No shape: every sample of the batch was a corrupt file.
+    images = decode_image(message.images) if message.images.shape else np.zeros(0, np.uint8)
+    return StreamedBatch(images, np.asarray(message.labels, np.int64),
+                         np.asarray(message.sample_indices, np.int64), message.epoch,
+                         message.position, message.batches_in_epoch, tuple(message.skipped),
+                         tuple(message.normalize_mean), tuple(message.normalize_std))
+
+
+class _Lane(threading.Thread):
+    """Reads one server's positions (offset, offset + stride, ...) epoch after epoch."""
+
+    def __init__(self, stub: pb_grpc.StreamServiceStub, request: pb.StreamRequest,
+                 offset: int, stride: int, epoch: int, position: int, end_epoch: int | None,
+                 depth: int, retries: int, backoff_s: float, max_backoff_s: float) -> None:
+        super().__init__(daemon=True)
+        self.stub, self.request = stub, request
+        self.offset, self.stride = offset, stride
+        self.epoch, self.end_epoch = epoch, end_epoch
+        self.position = position + (offset - position) % stride
+        self.items: queue.Queue[Any] = queue.Queue(max(depth, 1))
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self.stop = threading.Event()
+        self.call: Any = None
+        self.reconnects = 0
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop.is_set() and (self.end_epoch is None or self.epoch < self.end_epoch):
+            request = pb.StreamRequest()
+            request.CopyFrom(self.request)
+            request.epoch, request.start_position = self.epoch, self.position
+            request.position_stride = self.stride
+            try:
+                self.call = self.stub.StreamBatches(request)
+                for message in self.call:
+                    if not self._put(_decode(message)):
+                        return
+                    self.position = message.position + self.stride
+                    failures = 0
+            except grpc.RpcError as error:
+                if self.stop.is_set():
+                    return
+                if error.code() == grpc.StatusCode.UNAVAILABLE and failures < self.retries:
+                    time.sleep(min(self.backoff_s * 2**failures, self.max_backoff_s))
+                    failures += 1
+                    self.reconnects += 1
+                    continue
+                self._put(_Failure(error))
+                return
+            except Exception as error:  # a bad message: report it to the consumer
+                self._put(_Failure(error))
+                return
+            if not self._put(_EndOfEpoch(self.epoch)):
+                return
+            self.epoch, self.position = self.epoch + 1, self.offset
+
+    def get(self) -> Any:
+        item = self.items.get()
+        if isinstance(item, _Failure):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.call is not None:
+            self.call.cancel()
+        self.join(timeout=5)
+
+
+class RemoteLoader:
+    """An iterable of (images, labels) batches streamed from one or several servers."""
+
+    def __init__(
+        self,
+        targets: str | Sequence[str],
+        dataset: str,
+        batch_size: int,
+        pipeline: augment_pb2.Pipeline | str | Mapping[str, Any] | None = None,
+        pipeline_id: str | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_shards: int = 1,
+        shard_index: int = 0,
+        drop_last: bool = False,
+        sharding: str = "contiguous",
+        epochs: int | None = 1,
+        prefetch: int = 4,
+        dtype: str = "uint8",
+        layout: str = "NCHW",
+        output: str = "numpy",
+        on_corrupt: str = "",
+        retries: int = 8,
+        backoff_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+        lane: tuple[int, int] = (0, 1),
+        max_message_bytes: int = 512 << 20,
+    ) -> None:
+        """Describe the stream; nothing connects until iteration starts.
+
+        Args:
+            targets: "host:port", or several: positions are spread over them.
+            dataset: a dataset registered on the server(s).
+            batch_size: samples per batch.
+            pipeline: the pipeline as a message, JSON text or dict; or
+            pipeline_id: a pipeline registered on the server (e.g. "imagenet_train").
+            seed: seeds the epoch permutations and the augmentation.
+            shuffle: permute every epoch (seeded by (seed, epoch)).
+            num_shards: data-parallel trainers; each gets a disjoint shard.
+            shard_index: this trainer's shard.
+            drop_last: every shard gets the same number of full batches.
+            sharding: "contiguous" or "strided".
+            epochs: epochs one iteration covers (None: endless); the loader's state
+                moves on, so `for epoch ...: for x, y in loader` walks epoch after epoch.
+            prefetch: batches read ahead (over all servers).
+            dtype: "uint8" (normalization left to the trainer; see `normalization`),
+                "float32", "float16" or "bfloat16".
+            layout: "NCHW" or "NHWC".
+            output: "numpy" or "torch".
+            on_corrupt: "skip" or "fail" (empty: the server's policy).
+            retries: reconnections in a row on UNAVAILABLE before giving up.
+            backoff_s: first back-off (doubling up to `max_backoff_s`).
+            max_backoff_s: longest back-off.
+            lane: (offset, step): read only positions offset, offset + step, ... (the
+                torch adapter gives each DataLoader worker its own lane).
+            max_message_bytes: largest batch message accepted.
+
+        Raises:
+            ValueError: bad arguments (also raised for a pipeline that is not valid JSON).
+        """
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        if not self.targets:
+            raise ValueError("give at least one target")
+        if (pipeline is None) == (pipeline_id is None):
+            raise ValueError("give exactly one of pipeline and pipeline_id")
+        if output not in ("numpy", "torch"):
+            raise ValueError(f"output: expected 'numpy' or 'torch', got {output!r}")
+        if lane[1] < 1 or not 0 <= lane[0] < lane[1]:
+            raise ValueError(f"lane: expected (offset, step) with 0 <= offset < step, got {lane}")
+        self.request = pb.StreamRequest(
+            dataset=dataset, batch_size=batch_size, seed=seed, shuffle=shuffle,
+            num_shards=num_shards, shard_index=shard_index, drop_last=drop_last,
+            sharding=sharding, dtype=dtype, layout=layout, on_corrupt=on_corrupt)
+        if pipeline_id is not None:
+            self.request.pipeline_id = pipeline_id
+        elif isinstance(pipeline, augment_pb2.Pipeline):
+            self.request.pipeline.CopyFrom(pipeline)
+        else:
+            text = pipeline if isinstance(pipeline, str) else json.dumps(pipeline)
+            json_format.Parse(text, self.request.pipeline, descriptor_pool=POOL)
+        self.epochs, self.prefetch, self.output = epochs, prefetch, output
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self.lane = lane
+        options = [("grpc.max_receive_message_length", max_message_bytes)]
+        self._channels = [grpc.insecure_channel(t, options=options) for t in self.targets]
+        self._stubs = [pb_grpc.StreamServiceStub(c) for c in self._channels]
+        self.epoch, self.position = 0, lane[0]
+        self.normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+        self.reconnects = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the next batch comes from, plus the stream's identity (checked on load)."""
+        state = {"epoch": self.epoch, "position": self.position, "lane": list(self.lane)}
+        state.update({key: getattr(self.request, key) for key in _STATE_KEYS})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state` (from `state_dict()`, e.g. before a trainer restart).
+
+        Raises:
+            ValueError: the state belongs to a different stream (dataset, seed, shard ...).
+        """
+        for key in _STATE_KEYS:
+            if key in state and state[key] != getattr(self.request, key):
+                raise ValueError(f"state_dict: {key} is {state[key]!r}, this loader has "
+                                 f"{getattr(self.request, key)!r}")
+        if "lane" in state and tuple(state["lane"]) != tuple(self.lane):
+            raise ValueError(f"state_dict: lane {state['lane']} is not {list(self.lane)}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the next iteration at the beginning of `epoch`."""
+        self.epoch, self.position = epoch, self.lane[0]
+
+    def batches(self) -> Iterator[StreamedBatch]:
+        """The batches with their metadata (numpy), from the current state on."""
+        count = len(self._stubs)
+        offset, step = self.lane
+        end = None if self.epochs is None else self.epoch + self.epochs
+        lanes = [_Lane(stub, self.request, offset + s * step, step * count, self.epoch,
+                       self.position, end, -(-self.prefetch // count), self.retries,
+                       self.backoff_s, self.max_backoff_s)
+                 for s, stub in enumerate(self._stubs)]
+        for lane in lanes:
+            lane.start()
+        try:
+            while end is None or self.epoch < end:
+                which = ((self.position - offset) // step) % count
+                item = lanes[which].get()
+                if isinstance(item, _EndOfEpoch):
+                    for other in lanes:
+                        if other is not lanes[which]:
+                            other.get()
+                    self.epoch, self.position = self.epoch + 1, offset
+                    continue
+                if (item.epoch, item.position) != (self.epoch, self.position):
+                    raise RuntimeError(f"expected batch {(self.epoch, self.position)}, got "
+                                       f"{(item.epoch, item.position)}")
+                self.position += step
+                self.normalization = (item.normalize_mean, item.normalize_std)
+                yield item
+        finally:
+            for lane in lanes:
+                lane.close()
+                self.reconnects += lane.reconnects
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        """(images, labels) per batch: numpy, or torch tensors with `output="torch"`."""
+        if self.output == "numpy":
+            for batch in self.batches():
+                yield batch.images, batch.labels
+            return
+        import torch
+
+        for batch in self.batches():
+            yield torch.from_numpy(batch.images.copy()), torch.from_numpy(batch.labels)
+
+    def close(self) -> None:
+        """Close the channels."""
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> RemoteLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_TORCH_DATASET: type | None = None
+
+
+def _torch_dataset_class() -> type:
+    """Build `TorchRemoteDataset` on first use, so that importing this module needs no torch."""
+    global _TORCH_DATASET
+    if _TORCH_DATASET is not None:
+        return _TORCH_DATASET
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    class TorchRemoteDataset(IterableDataset):
+        """A `torch.utils.data.IterableDataset` over a RemoteLoader: one server batch per item.
+
+        Use `DataLoader(dataset, batch_size=None)`: the server already batches. With
+        `num_workers=W`, worker w reads positions w, w + W, ... and the DataLoader's
+        round-robin puts them back in position order (the same batches as one loader).
+        `state_dict()` / `load_state_dict()` resume when `num_workers=0`.
+
+        Example:
+            >>> ds = TorchRemoteDataset(targets="localhost:8001", dataset="digits",
+            ...                         batch_size=64, pipeline_id="small")  # doctest: +SKIP
+            >>> for images, labels in DataLoader(ds, batch_size=None): ...  # doctest: +SKIP
+        """
+
+        def __init__(self, **loader_kwargs: Any) -> None:
+            """Keep the `RemoteLoader` arguments; each iteration opens a loader."""
+            super().__init__()
+            self.kwargs = {**loader_kwargs, "output": "torch"}
+            self.state: dict[str, Any] | None = None
+
+        def state_dict(self) -> dict[str, Any] | None:
+            """The single-process loader's state after the batches consumed so far."""
+            return self.state
+
+        def load_state_dict(self, state: Mapping[str, Any]) -> None:
+            """Resume the next (single-process) iteration from `state`."""
+            self.state = dict(state)
+
+        def __iter__(self) -> Iterator[tuple[Any, Any]]:
+            info = get_worker_info()
+            lane = (0, 1) if info is None else (info.id, info.num_workers)
+            with RemoteLoader(**{**self.kwargs, "lane": lane}) as loader:
+                if self.state is not None and info is None:
+                    loader.load_state_dict(self.state)
+                for item in loader:
+                    if info is None:
+                        self.state = loader.state_dict()
+                    yield item
+
+    TorchRemoteDataset.__module__ = __name__
+    _TORCH_DATASET = TorchRemoteDataset
+    return TorchRemoteDataset
+
+
+def __getattr__(name: str) -> Any:
+    """`TorchRemoteDataset` is built (importing torch) on first access."""
+    if name == "TorchRemoteDataset":
+        return _torch_dataset_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
