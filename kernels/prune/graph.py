@@ -238,7 +238,7 @@ class ChannelGraph:
             return first
         if target in _ELEMENTWISE or target in _ELEMENTWISE_METHODS:
             tensors = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-            return self._unify([self._layout_of(a, ins, node) for a in tensors])
+            return self._unify([self._layouts[a] for a in tensors])
         if target in (torch.flatten, "flatten"):
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             return self._flatten(node.args[0], first) if start == 1 else None
@@ -254,9 +254,6 @@ class ChannelGraph:
         if dim in (1, 1 - rank):
             return tuple(seg for part in parts for seg in part)
         return self._unify(parts)
-
-    def _layout_of(self, arg: fx.Node, ins: list[Layout], node: fx.Node) -> Layout:
-        return self._layouts[arg]
 
     # -- groups ----------------------------------------------------------------------------
     def _collect(self) -> tuple[Group, ...]:

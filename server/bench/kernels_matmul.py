@@ -6,15 +6,20 @@ import warnings
 from functools import partial
 from typing import Any
 
-from augserve.server.bench.kernels_timing import interleaved_medians
+from augserve.server.bench.kernels_timing import interleaved_samples, medians, paired_ratio
 
 IMPLEMENTATIONS = ("int8_ours", "fp32_torch", "bf16_torch", "torchao_dynamic")
 
 
-def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[str, Any]:
+def run_matmul(
+    ms: tuple[int, ...], ks: tuple[int, ...], repeats: int
+) -> tuple[dict[str, Any], dict[tuple[int, int], float]]:
     """GOP/s per (M, K=N) for the four implementations; keys `matmul_gops_<impl>_m<M>_k<K>`.
 
     At M=1 the weight-only int8 and int4 linears are measured too.
+
+    Returns:
+        (figures, {(M, K): paired speed ratio of ours over torch.ao's dynamic Linear}).
 
     Ours is `Int8Linear` end to end: float in, per-token quantization, oneDNN VNNI int8
     GEMM, dequant + bias epilogue, float out. torch.ao's dynamic Linear (fbgemm) likewise
@@ -26,6 +31,7 @@ def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[s
     from augserve.kernels.quant import Int4WeightOnlyLinear, Int8Linear, Int8WeightOnlyLinear
 
     figures: dict[str, Any] = {}
+    paired: dict[tuple[int, int], float] = {}
     torch.manual_seed(0)
     for k in ks:
         linear = nn.Linear(k, k).eval()
@@ -51,8 +57,10 @@ def run_matmul(ms: tuple[int, ...], ks: tuple[int, ...], repeats: int) -> dict[s
                 if m == 1:  # memory-bound: weight-only int8 / group-wise int4 (bf16 compute)
                     calls["weight_only_int8"] = partial(w8, x)
                     calls["weight_only_int4_g128"] = partial(w4, x)
-                seconds = interleaved_medians(calls, repeats, warmup=3, budget_s=4.0)
+                samples = interleaved_samples(calls, repeats, warmup=3, budget_s=6.0)
+            seconds = medians(samples)
+            paired[(m, k)] = paired_ratio(samples, "torchao_dynamic", "int8_ours")
             ops = 2.0 * m * k * k
             for name, value in seconds.items():
                 figures[f"matmul_gops_{name}_m{m}_k{k}"] = ops / value / 1e9
-    return figures
+    return figures, paired

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from augserve.server.bench.kernels_timing import interleaved_medians
+from augserve.server.bench.kernels_timing import interleaved_samples, medians, paired_ratio
 
 VARIANTS = ("fp32", "int8", "pruned50", "pruned50_int8", "peer_bf16_cl", "peer_pt2e_int8")
 
@@ -28,10 +28,22 @@ def _rel_err(a: Any, b: Any) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
 
 
+PAIRS = {
+    "int8_model_vs_pt2e": ("peer_pt2e_int8", "int8"),
+    "pruned50_int8_vs_pt2e": ("peer_pt2e_int8", "pruned50_int8"),
+    "pruned50_vs_fp32": ("fp32", "pruned50"),
+    "int8_model_vs_fp32": ("fp32", "int8"),
+}
+
+
 def run_models(
     models: tuple[str, ...], batches: tuple[int, ...], repeats: int, cache_dir: str | None
-) -> dict[str, Any]:
-    """Latency (ms) and throughput (img/s) per model, batch and variant, plus load times."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Latency (ms) and throughput (img/s) per model, batch and variant, plus load times.
+
+    Returns:
+        (figures, paired ratios keyed `<pair>_b<batch>_<model>` for the `PAIRS`).
+    """
     import torch
 
     from augserve.kernels.compress import ChannelPruneConfig, compress_
@@ -40,6 +52,7 @@ def run_models(
 
     torch._inductor.config.freezing = True
     figures: dict[str, Any] = {}
+    ratios: dict[str, float] = {}
     specs = {"resnet20": (zoo.resnet20, 32), "resnet18": (zoo.resnet18, 224)}
     for name in models:
         factory, hw = specs[name]
@@ -87,8 +100,11 @@ def run_models(
                     "peer_bf16_cl": partial(bf16_cl, x),
                     "peer_pt2e_int8": partial(peer, x),
                 }
-                seconds = interleaved_medians(calls, repeats, warmup=2, budget_s=40.0)
+                samples = interleaved_samples(calls, repeats, warmup=2, budget_s=45.0)
+                seconds = medians(samples)
+                for key, (base, ours) in PAIRS.items():
+                    ratios[f"{key}_b{batch}_{name}"] = paired_ratio(samples, base, ours)
                 for variant in VARIANTS:
                     figures[f"model_{name}_b{batch}_{variant}_ms"] = seconds[variant] * 1e3
                     figures[f"model_{name}_b{batch}_{variant}_img_s"] = batch / seconds[variant]
-    return figures
+    return figures, ratios
