@@ -41,22 +41,55 @@ class _Buffers:
 
 
 class _ColourPlan:
-    """A colour stage's per-sample matrices, precomputed for the batch."""
+    """A colour stage's per-sample matrices (on [0, 1] values), precomputed for the batch.
+
+    `clamps[i]` says whether the stage's clamp can act on sample i: a jitter step whose
+    factor exceeds 1 (or a hue rotation). Brightness, contrast or saturation factors
+    of at most 1 blend values in [0, 1] towards black or grey and stay inside, so
+    their clamp is the identity and the fast path folds the step into the next one.
+    """
 
     def __init__(self, stage: Stage) -> None:
         base, slope = stage.colour_affine_in_mean()
         self.base = base.numpy()
         self.slope = slope.numpy()
         self.needs_mean = stage.needs_mean()
-        self.skip = stage.identity_rows().tolist() if stage.clamp else [False] * len(self.base)
+        identity = (base == torch.eye(3, 4, dtype=torch.float64)).all(2).all(1)
+        self.identity = (identity & (slope == 0).all(2).all(1)).tolist()
+        n = base.shape[0]
+        clamps = torch.zeros(n, dtype=torch.bool)
+        if stage.clamp:
+            params = stage.params[0]
+            step = stage.steps[0]
+            factor = getattr(params, step)
+            clamps = params.applied & ((factor != 0) if step == "hue" else (factor > 1))
+        self.clamps = clamps.tolist()
 
-    def matrix(self, i: int, image: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
+    def matrix(self, i: int, mean_in: np.ndarray | None) -> np.ndarray:
+        """Sample i's 3x4 matrix on [0, 1] values; `mean_in` is the entering mean RGB."""
+        if not self.needs_mean:
+            return self.base[i]
         m = self.base[i].copy()
-        if self.needs_mean:
-            m[:, 3] += self.slope[i] @ (mean_rgb(image) / scale_in)
-        m[:, :3] *= scale_out / scale_in
-        m[:, 3] *= scale_out
+        m[:, 3] += self.slope[i] @ mean_in
         return m
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray | None) -> np.ndarray:
+    """Outer after inner, both 3x4 affine maps."""
+    if inner is None:
+        return outer
+    out = np.empty((3, 4))
+    out[:, :3] = outer[:, :3] @ inner[:, :3]
+    out[:, 3] = outer[:, :3] @ inner[:, 3] + outer[:, 3]
+    return out
+
+
+def _raw(matrix: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
+    """A [0, 1]-valued matrix rewritten for stored values (uint8: times 255)."""
+    m = np.empty((3, 4))
+    m[:, :3] = matrix[:, :3] * (scale_out / scale_in)
+    m[:, 3] = matrix[:, 3] * scale_out
+    return m
 
 
 def run_fast(
@@ -69,6 +102,7 @@ def run_fast(
     """
     n = len(images)
     if not stages or stages[-1].kind != "colour" or stages[-1].clamp:
+        # the output is written by a final colour stage (here, the identity)
         final_sizes = stages[-1].out_sizes if stages else torch.tensor(
             [im.shape[:2] for im in images], dtype=torch.int64).reshape(n, 2)
         stages = [*stages, Stage("colour", (), (), final_sizes)]
@@ -90,14 +124,33 @@ def run_fast(
     buffers = _Buffers()
     for i, image in enumerate(images):
         im, scale = image, 255.0
+        # colour matrices not applied yet: folded until a clamp, another op or the output
+        pending: np.ndarray | None = None
         for k, (stage, prep) in enumerate(zip(stages, prepared, strict=True)):
-            if k == last:
-                m = prep.matrix(i, im, scale, final_scale)
-                apply_colour(im, m, outs[i], channels_first, buffers.colour)
-            else:
-                h, w = sizes[k][i]
-                buf = buffers.get(k, (h, w, 3), _dtype(stage, im))
-                im, scale = _step(stage, prep, i, im, scale, buf)
+            if stage.kind == "colour":
+                mean_in = None
+                if prep.needs_mean:
+                    mean_in = mean_rgb(im) / scale
+                    if pending is not None:
+                        mean_in = pending[:, :3] @ mean_in + pending[:, 3]
+                if not prep.identity[i]:
+                    pending = _compose(prep.matrix(i, mean_in), pending)
+                if k == last:
+                    m = np.eye(3, 4) if pending is None else pending
+                    apply_colour(im, _raw(m, scale, final_scale), outs[i], channels_first,
+                                 buffers.colour)
+                elif prep.clamps[i]:
+                    im, scale = _materialise(im, scale, pending, True, buffers.get(k, im.shape,
+                                             _clamp_dtype(im)))
+                    pending = None
+                continue
+            if pending is not None:  # a non-colour op needs the colours applied
+                im, scale = _materialise(im, scale, pending, False,
+                                         buffers.get(("pending", k), im.shape, np.float32))
+                pending = None
+            h, w = sizes[k][i]
+            buf = buffers.get(k, (h, w, 3), im.dtype)
+            im, scale = _step(stage, prep, i, im, scale, buf)
     tensors: Any = torch.from_numpy(batch) if batch is not None else [torch.from_numpy(o)
                                                                        for o in outs]
     if dtype == "bfloat16":
@@ -118,15 +171,25 @@ def _prepare(stage: Stage) -> Any:
     return stage.params[0].applied.tolist()
 
 
-def _dtype(stage: Stage, im: np.ndarray) -> Any:
-    if stage.kind == "colour":
-        return np.uint8 if stage.clamp and im.dtype == np.uint8 else np.float32
-    return im.dtype
+def _clamp_dtype(im: np.ndarray) -> Any:
+    return np.uint8 if im.dtype == np.uint8 else np.float32
+
+
+def _materialise(im: np.ndarray, scale: float, matrix: np.ndarray, clamp: bool,
+                 buf: np.ndarray) -> tuple[np.ndarray, float]:
+    """Apply pending colours into `buf`: uint8 (saturation clamps) or float32 (clipped if asked)."""
+    if buf.dtype == np.uint8:
+        apply_colour(im, _raw(matrix, scale, 255.0), buf, False)
+        return buf, 255.0
+    apply_colour(im, _raw(matrix, scale, 1.0), buf, False)
+    if clamp:
+        np.clip(buf, 0.0, 1.0, out=buf)
+    return buf, 1.0
 
 
 def _step(stage: Stage, prep: Any, i: int, im: np.ndarray, scale: float,
           buf: np.ndarray) -> tuple[np.ndarray, float]:
-    """Run one non-final stage on image `i`; returns the new image and its scale."""
+    """Run one geometry, blur or erase stage on image `i`; returns the image and its scale."""
     kind, op = stage.kind, (stage.ops[0] if stage.ops else None)
     if kind == "box":
         boxes, sizes = prep
@@ -154,13 +217,4 @@ def _step(stage: Stage, prep: Any, i: int, im: np.ndarray, scale: float,
         value = np.clip(np.round(raw), 0, 255) if buf.dtype == np.uint8 else raw
         buf[y0 : y0 + h, x0 : x0 + w] = value
         return buf, scale
-    # an intermediate colour stage
-    if prep.skip[i]:
-        return im, scale
-    if buf.dtype == np.uint8:  # ends with a jitter on a uint8 image: saturation clamps
-        apply_colour(im, prep.matrix(i, im, scale, 255.0), buf, False)
-        return buf, 255.0
-    apply_colour(im, prep.matrix(i, im, scale, 1.0), buf, False)
-    if stage.clamp:
-        np.clip(buf, 0.0, 1.0, out=buf)
-    return buf, 1.0
+    raise AssertionError(f"unknown stage kind {kind!r}")

@@ -3,8 +3,8 @@
 On CUDA this is the GPU path; on CPU it runs too (slowly) and serves as the tests'
 reference. Stages run batched whenever the images entering them share a size:
 flips, warps (`warp_affine` with per-sample matrices), Gaussian blur (per-sample
-sigma) and colour runs (one composed 3x4 matrix per sample, clamped after a jitter:
-the semantics the fast path has). Box crops, erasing and mixed sizes go sample by
+sigma) and colour runs (one composed 3x4 matrix per sample, clamped after each
+jitter step: the semantics the fast path has). Box crops, erasing and mixed sizes go sample by
 sample through each op's own kornia `apply`. With `reference=True` every op runs
 sample by sample through `apply`, colour ops included: kornia's `adjust_*`
 functions, which clamp to [0, 1] after each step.
@@ -12,12 +12,16 @@ functions, which clamp to [0, 1] after each step.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 
+from augserve.server.augment.ops import Op
 from augserve.server.augment.ops.base import fill_tensor
+from augserve.server.augment.ops.color import JITTER_STEPS
 from augserve.server.augment.plan import Stage
 
 _TORCH_DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float16": torch.float16,
@@ -73,9 +77,15 @@ def _one(stage: Stage, x: torch.Tensor, i: int, reference: bool) -> torch.Tensor
     if stage.kind == "colour" and not reference:
         x = _colour(stage, x[None], [i])[0]
         return x.clamp(0, 1) if stage.clamp else x
+    if stage.steps and stage.steps[0] != _first_step(stage.ops[0]):
+        return x  # the reference runs the whole jitter at its first step's stage
     for op, params in zip(stage.ops, stage.params, strict=True):
         x = op.apply(x, params.take([i]), 0)
     return x
+
+
+def _first_step(op: Op) -> str:
+    return next(step for step in JITTER_STEPS if getattr(op, step))
 
 
 def _batched(stage: Stage, x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +120,6 @@ def _colour(stage: Stage, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
     mean = x.mean(dim=(2, 3)).to(torch.float64).cpu()
     params = tuple(p.take(rows) for p in stage.params)
     sizes = stage.out_sizes[rows]
-    matrices = Stage(stage.kind, stage.ops, params, sizes).colour_matrices(mean)
+    matrices = dataclasses.replace(stage, params=params, out_sizes=sizes).colour_matrices(mean)
     m = matrices.to(x.dtype).to(x.device)
     return torch.einsum("nck,nkhw->nchw", m[:, :, :3], x) + m[:, :, 3, None, None]

@@ -1,9 +1,10 @@
 """Spec + params -> a plan of stages that both backends run with the same semantics.
 
 Consecutive colour ops fold into one stage (one 3x4 matrix per sample); every other
-op is a stage of its own. A colour stage closes after a ColorJitter, the one colour op
-whose values can leave [0, 1], and clamps there (as torchvision clamps each jitter);
-grayscale and normalize that follow it form the next stage. Geometry stages carry
+op is a stage of its own. ColorJitter, the one colour op whose values can leave
+[0, 1], becomes one clamped stage per step (brightness, contrast, saturation, hue),
+as torchvision clamps after each; grayscale and normalize that follow it fold into
+the next stage. Geometry stages carry
 per-sample boxes or forward maps, computed here once for the batch.
 """
 
@@ -14,6 +15,7 @@ import dataclasses
 import torch
 
 from augserve.server.augment.ops import BoxOp, ColourOp, Op, OpParams, WarpOp
+from augserve.server.augment.ops.color import JITTER_STEPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +29,8 @@ class Stage:
         out_sizes: (n, 2) output (height, width) per sample.
         boxes: "box" only: (n, 4) int64 x0, y0, w, h.
         forward: "warp" only: (n, 3, 3) source -> destination maps.
-        clamp: "colour" only: clamp the result to [0, 1] (the stage ends with a jitter).
+        clamp: "colour" only: clamp the result to [0, 1] (a jitter step).
+        steps: "colour" only: for a jitter step, which of its steps the stage runs.
     """
 
     kind: str
@@ -37,6 +40,7 @@ class Stage:
     boxes: torch.Tensor | None = None
     forward: torch.Tensor | None = None
     clamp: bool = False
+    steps: tuple[str, ...] = ()
 
     def colour_matrices(self, mean_in: torch.Tensor) -> torch.Tensor:
         """The run's composed (n, 3, 4) matrices on [0, 1] values, given the entering mean RGB."""
@@ -45,7 +49,10 @@ class Stage:
         for op, params in zip(self.ops, self.params, strict=True):
             mean = (m[:, :3, :3] @ mean_in[:, :, None])[:, :, 0] + m[:, :3, 3]
             step = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
-            step[:, :3] = op.matrix(params, mean)  # type: ignore[attr-defined]
+            if self.steps:
+                step[:, :3] = op.matrix(params, mean, self.steps)  # type: ignore[attr-defined]
+            else:
+                step[:, :3] = op.matrix(params, mean)  # type: ignore[attr-defined]
             m = step @ m
         return m[:, :3]
 
@@ -66,18 +73,10 @@ class Stage:
                 slope[:, :, j] = self.colour_matrices(unit)[:, :, 3] - base[:, :, 3]
         return base, slope
 
-    def identity_rows(self) -> torch.Tensor:
-        """(n,) bool: samples on which every op of the run is the identity (not applied)."""
-        skip = torch.ones(self.out_sizes.shape[0], dtype=torch.bool)
-        for op, params in zip(self.ops, self.params, strict=True):
-            if op.name != "normalize":
-                skip &= ~params.applied
-            else:
-                skip &= False
-        return skip
-
     def needs_mean(self) -> bool:
         """Whether the colour run depends on the image's mean (contrast)."""
+        if self.steps:
+            return "contrast" in self.steps
         return any(getattr(op, "contrast", 0) for op in self.ops)
 
 
@@ -89,14 +88,16 @@ def build_plan(
     for op, p in zip(ops, params, strict=True):
         out = op.out_sizes(p, sizes)
         if isinstance(op, ColourOp):
-            if stages and stages[-1].kind == "colour" and not stages[-1].clamp:
+            if op.name == "color_jitter":
+                for step in JITTER_STEPS:
+                    if getattr(op, step):
+                        stages.append(Stage("colour", (op,), (p,), out, clamp=True, steps=(step,)))
+            elif stages and stages[-1].kind == "colour" and not stages[-1].clamp:
                 last = stages.pop()
                 stages.append(dataclasses.replace(last, ops=(*last.ops, op),
                                                   params=(*last.params, p)))
             else:
                 stages.append(Stage("colour", (op,), (p,), out))
-            if op.name == "color_jitter":
-                stages[-1] = dataclasses.replace(stages[-1], clamp=True)
         elif isinstance(op, BoxOp):
             stages.append(Stage("box", (op,), (p,), out, boxes=op.boxes(p)))  # type: ignore[arg-type]
         elif isinstance(op, WarpOp):

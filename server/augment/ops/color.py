@@ -3,7 +3,8 @@
 Every op gives a per-sample 3x4 matrix on values in [0, 1]; the plan folds a run of
 them into one matrix, which the CPU fast path applies with one `cv2.transform`.
 
-ColorJitter applies, in this fixed order (torchvision draws a random order instead):
+ColorJitter applies, in this fixed order (torchvision draws a random order instead),
+clamping to [0, 1] after each step as torchvision and kornia do:
 
 1. brightness `b`: x * b
 2. contrast `c`: c * x + (1 - c) * m, m = mean grey of the image entering this step
@@ -11,10 +12,11 @@ ColorJitter applies, in this fixed order (torchvision draws a random order inste
 3. saturation `s`: s * x + (1 - s) * grey(x)
 4. hue `h` (turns): rotation by 2*pi*h of the I, Q chroma plane of YIQ (as DALI does)
 
-Grey is ITU-R 601: 0.299 R + 0.587 G + 0.114 B. The fused matrix clamps to [0, 1]
-once, after the four steps (the plan ends a colour stage after each jitter); kornia's
-functional ops (the op-by-op reference) clamp after each step. The two agree wherever
-no intermediate value leaves [0, 1]; tests/augment/test_equivalence.py bounds the rest.
+Grey is ITU-R 601: 0.299 R + 0.587 G + 0.114 B. Each step is affine, so the plan runs
+each as a 3x4 matrix followed by the clamp. The CPU fast path applies a step's matrix
+only where its clamp can act (a factor above 1, or a hue turn), writing uint8 (whose
+saturation is the clamp); the other steps, grayscale and normalize fold into the next
+matrix, and the last one writes the output.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ GREY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
                     dtype=torch.float64)
 _YIQ_INV = torch.linalg.inv(_YIQ)
+JITTER_STEPS = ("brightness", "contrast", "saturation", "hue")
 
 
 def _eye(n: int) -> torch.Tensor:
@@ -98,23 +101,33 @@ class ColorJitter(ColourOp):
             keys.uniform(2, max(0.0, 1 - c), 1 + c), keys.uniform(3, max(0.0, 1 - s), 1 + s),
             keys.uniform(4, -self.hue, self.hue))
 
-    def matrix(self, params: OpParams, mean_in: torch.Tensor) -> torch.Tensor:
-        """Brightness, contrast (on the running mean grey), saturation, hue, composed."""
+    def matrix(self, params: OpParams, mean_in: torch.Tensor,
+               steps: tuple[str, ...] = JITTER_STEPS) -> torch.Tensor:
+        """The chosen steps (all by default) composed, without the clamps between them.
+
+        Contrast blends with the mean grey of the image entering it, which `mean_in`
+        (the mean RGB entering the first chosen step) gives through the steps before.
+        """
         p: JitterParams = params  # type: ignore[assignment]
         n = len(p)
         m = _eye(n)
-        m[:, :3, :3] *= p.brightness[:, None, None]
-        grey = (m[:, :3, :3] @ mean_in[:, :, None])[:, :, 0] @ GREY
-        contrast = _eye(n)
-        contrast[:, :3, :3] *= p.contrast[:, None, None]
-        contrast[:, :3, 3] = ((1 - p.contrast) * grey)[:, None]
-        m = contrast @ m
-        sat = _eye(n)
-        sat[:, :3, :3] = (p.saturation[:, None, None] * torch.eye(3, dtype=torch.float64)
-                          + (1 - p.saturation)[:, None, None] * GREY.expand(3, 3))
-        hue = _eye(n)
-        hue[:, :3, :3] = hue_matrix(p.hue)
-        m = hue @ sat @ m
+        if "brightness" in steps:
+            m[:, :3, :3] *= p.brightness[:, None, None]
+        if "contrast" in steps:
+            grey = ((m[:, :3, :3] @ mean_in[:, :, None])[:, :, 0] + m[:, :3, 3]) @ GREY
+            contrast = _eye(n)
+            contrast[:, :3, :3] *= p.contrast[:, None, None]
+            contrast[:, :3, 3] = ((1 - p.contrast) * grey)[:, None]
+            m = contrast @ m
+        if "saturation" in steps:
+            sat = _eye(n)
+            sat[:, :3, :3] = (p.saturation[:, None, None] * torch.eye(3, dtype=torch.float64)
+                              + (1 - p.saturation)[:, None, None] * GREY.expand(3, 3))
+            m = sat @ m
+        if "hue" in steps:
+            hue = _eye(n)
+            hue[:, :3, :3] = hue_matrix(p.hue)
+            m = hue @ m
         m[~p.applied] = torch.eye(4, dtype=torch.float64)
         return m[:, :3]
 
