@@ -375,6 +375,8 @@ def _torch_dataset_class() -> type:
                     if info is None:
                         self.state = loader.state_dict()
                     yield item
+                if info is None:
+                    self.state = loader.state_dict()
 
     TorchRemoteDataset.__module__ = __name__
     _TORCH_DATASET = TorchRemoteDataset
