@@ -12,6 +12,13 @@ One run, phases in order (each server runs alone, so they never compete):
 5. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
    `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray),
    driven by the same load generator at `--concurrency` clients.
+
+Both servers run with `OMP_WAIT_POLICY=PASSIVE` unless the caller set it: with
+the gRPC front end and the load generator sharing the cores, OpenMP's default
+spin-wait makes a 2-thread replica burn its time slices at barriers (about 10x
+slower in our measurements). The in-process figures are the best of the
+default and the passive policy, each in a fresh process, so the ceiling is never
+understated.
 """
 
 from __future__ import annotations
@@ -80,10 +87,12 @@ def write_repository(root: Path, max_batch_size: int, threads: int) -> Path:
     return weights
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(omp_wait_policy: str | None = "PASSIVE") -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # a fresh Ray, never one that happens to be running
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if omp_wait_policy and "OMP_WAIT_POLICY" not in os.environ:
+        env["OMP_WAIT_POLICY"] = omp_wait_policy
     return env
 
 
@@ -172,6 +181,26 @@ def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> 
     return results
 
 
+def best_in_process(
+    weights: Path, threads: int, batch_size: int, seconds: float
+) -> dict[str, float]:
+    """`in_process` in a fresh process under each OpenMP wait policy; the best figures."""
+    code = (
+        "import json, sys; from pathlib import Path; "
+        "from augserve.server.bench.infer import in_process; "
+        f"print(json.dumps(in_process(Path({str(weights)!r}), {threads}, {batch_size}, {seconds})))"
+    )
+    runs = []
+    for policy in ("PASSIVE", None):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=_child_env(policy), capture_output=True, text=True,
+            check=True, timeout=20 * seconds + 120,
+        )  # fmt: skip
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    best = max(runs, key=lambda r: r["rps"])
+    return {**best, "b1_ms": min(r["b1_ms"] for r in runs)}
+
+
 def _environment(threads: int) -> dict[str, Any]:
     import grpc
     import torch
@@ -187,6 +216,7 @@ def _environment(threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "precision": "fp32",
+        "servers_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         "load_average_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -217,7 +247,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             # Measured between the two loaded phases, with the server idle, so that
             # drifting load from other processes on the machine hits both sides alike.
             batch_size = max(1, round(mean_batch))
-            ceiling = in_process(weights, args.threads, batch_size, max(1.0, duration / 3))
+            ceiling = best_in_process(weights, args.threads, batch_size, max(1.0, duration / 3))
             c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
 
         c = args.concurrency
