@@ -9,4 +9,5 @@ BENCHMARKS: dict[str, str] = {
     "infer": "augserve.server.bench.infer",
     "augment": "augserve.server.bench.augment",
     "kernels": "augserve.server.bench.kernels",
+    "stream": "augserve.server.bench.stream",
 }

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
+import grpc
+import numpy as np
 from grpc import aio
 
 from augserve.clients.proto.augserve.v1 import augment_pb2
@@ -118,14 +121,14 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         return job, mean, std
 
     async def StreamBatches(self, request: pb.StreamRequest, context: aio.ServicerContext
-                            ) -> AsyncIterator[pb.Batch]:
-        """Check the request, then yield its batches in position order."""
+                            ) -> AsyncIterator[bytes]:
+        """Check the request, then yield its batches in position order (as `Batch` bytes)."""
         job, mean, std = await self.job(request)
         labels = (await self.dataset(request.dataset)).labels
         count = job.plan.num_batches()
         async for made in produce(self.pool, job, self.settings.window,
                                   self.settings.max_retries, self.counters):
-            yield batch_message(made, labels, job.plan.epoch, count, mean, std)
+            yield encode_batch(made, labels, job.plan.epoch, count, mean, std)
 
     async def GetDataset(self, request: pb.GetDatasetRequest, context: aio.ServicerContext
                          ) -> pb.DatasetInfo:
@@ -144,18 +147,62 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                               size=len(dataset), classes=dataset.classes)
 
 
-def batch_message(made: MadeBatch, labels, epoch: int, count: int, mean: tuple,
-                  std: tuple) -> pb.Batch:
-    """A made batch as a `Batch` message (images as one raw tensor)."""
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | 0x80 if value else byte)
+        if not value:
+            return bytes(out)
+
+
+_LEN_FIELD_1 = b"\x0a"  # field 1, wire type 2 (length-delimited): Batch.images, Image.data
+
+
+def encode_batch(made: MadeBatch, labels: np.ndarray, epoch: int, count: int,
+                 mean: tuple, std: tuple) -> bytes:
+    """A made batch as the wire bytes of a `Batch` message, copying the pixels only once.
+
+    The small fields go through protobuf; the image tensor is spliced in as
+    `images.data` straight from the worker's result (in Ray's object store), instead of
+    being copied into a message and copied again when it is serialized.
+    """
     result = made.result
-    image = augment_pb2.Image(dtype=result.dtype)
-    if result.images is not None:
-        image.data = result.images.tobytes()
-        image.shape.extend(result.images.shape)
-    return pb.Batch(images=image, labels=labels[made.indices].tolist(),
-                    sample_indices=made.indices.tolist(), epoch=epoch, position=made.position,
-                    batches_in_epoch=count, skipped=result.skipped, normalize_mean=mean,
-                    normalize_std=std)
+    head = pb.Batch(labels=labels[made.indices].tolist(), sample_indices=made.indices.tolist(),
+                    epoch=epoch, position=made.position, batches_in_epoch=count,
+                    skipped=result.skipped, normalize_mean=mean,
+                    normalize_std=std).SerializeToString()
+    parts: list[bytes | memoryview] = []
+    if result.images is None:
+        parts.append(augment_pb2.Image(dtype=result.dtype).SerializeToString())
+    else:
+        raw = memoryview(result.images.reshape(-1).view(np.uint8))
+        parts += [augment_pb2.Image(shape=result.images.shape,
+                                    dtype=result.dtype).SerializeToString(),
+                  _LEN_FIELD_1, _varint(raw.nbytes), raw]
+    size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    return b"".join([head, _LEN_FIELD_1, _varint(size), *parts])
+
+
+def _serialize(message: bytes | Any) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def register_servicer(server: aio.Server, servicer: StreamServicer) -> None:
+    """Add `servicer`'s methods to `server`; StreamBatches yields ready wire bytes."""
+    handlers = {
+        "StreamBatches": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamBatches, request_deserializer=pb.StreamRequest.FromString,
+            response_serializer=_serialize),
+        "GetDataset": grpc.unary_unary_rpc_method_handler(
+            servicer.GetDataset, request_deserializer=pb.GetDatasetRequest.FromString,
+            response_serializer=_serialize),
+        "ListDatasets": grpc.unary_unary_rpc_method_handler(
+            servicer.ListDatasets, request_deserializer=pb.ListDatasetsRequest.FromString,
+            response_serializer=_serialize),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
+                                                                           handlers),))
 
 
 def add_stream_service(server: aio.Server, settings: StreamSettings,
@@ -175,8 +222,9 @@ def add_stream_service(server: aio.Server, settings: StreamSettings,
     """
     pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
                               settings.cache_bytes)
-    pb_grpc.add_StreamServiceServicer_to_server(StreamServicer(settings, pool, pipelines), server)
+    register_servicer(server, StreamServicer(settings, pool, pipelines))
     return SERVICE_NAME
 
 
-__all__ = ["SERVICE_NAME", "StreamServicer", "add_stream_service", "stream_spec"]
+__all__ = ["SERVICE_NAME", "StreamServicer", "add_stream_service", "encode_batch",
+           "register_servicer", "stream_spec"]

@@ -15,7 +15,7 @@ from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.server.interceptors import ErrorMappingInterceptor
 from augserve.server.stream.pool import StreamPool
-from augserve.server.stream.servicer import StreamServicer
+from augserve.server.stream.servicer import StreamServicer, register_servicer
 from augserve.server.stream.settings import StreamSettings
 
 SMALL = {"ops": [{"randomResizedCrop": {"size": [24, 24], "scale": [0.5, 1]}},
@@ -52,7 +52,7 @@ async def start(stream_settings: StreamSettings, pool: StreamPool | None = None,
                              options=[("grpc.max_send_message_length", 64 << 20)])
     pool = pool or StreamPool(stream_settings.pool_size, "fast")
     servicer = servicer_class(stream_settings, pool, PIPELINES)
-    pb_grpc.add_StreamServiceServicer_to_server(servicer, server)
+    register_servicer(server, servicer)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return Running(server, servicer, f"127.0.0.1:{port}")

@@ -1,0 +1,222 @@
+"""StreamBatches over loopback vs the same pool standalone vs a local torch DataLoader.
+
+ImageNet training pipeline (RandomResizedCrop 224, flip, colour jitter, grayscale),
+uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dataset
+(six bundled photos at 256x256, repeated). In one run:
+
+1. local: `torch.utils.data.DataLoader` with 2 worker processes running the same
+   pipeline in albumentations, uint8 out, default collate; samples/s seen by the loop.
+2. standalone: the stream's Ray pool and window, driven in this process with no gRPC
+   (the server's ceiling); samples/s. Measured before and after the stream; the mean.
+3. stream: `augserve.clients.RemoteLoader` in a separate consumer process that only
+   counts batches, over loopback from a StreamBatches server in this process sharing
+   that pool; samples/s, and the consumer's CPU time per batch.
+
+Ratios: `stream_vs_standalone` (target >= 0.9) and `stream_vs_local_dataloader`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from augserve.server.bench.report import BenchReport
+
+DATASET = "bench_photos"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--batch`, `--batches`, `--pool-size`, `--window`, `--prefetch`, `--quick`."""
+    parser.add_argument("--batch", type=int, default=64, help="samples per batch")
+    parser.add_argument("--batches", type=int, default=48, help="timed batches per phase")
+    parser.add_argument("--pool-size", type=int, default=2, help="stream worker actors")
+    parser.add_argument("--window", type=int, default=8, help="batches in flight per stream")
+    parser.add_argument("--prefetch", type=int, default=4, help="RemoteLoader prefetch")
+    parser.add_argument("--quick", action="store_true", help="a few seconds: small batches")
+
+
+class AlbumentationsPhotos:
+    """The local baseline's dataset: the photos, augmented by albumentations, uint8 CHW."""
+
+    def __init__(self, count: int) -> None:
+        """`count` samples cycling over the six photos."""
+        from augserve.server.data.datasets import BuiltinDataset
+
+        self.dataset = BuiltinDataset("photos", count=count)
+        self.transform = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        if self.transform is None:  # built in the worker process
+            import albumentations as A
+            import cv2
+
+            cv2.setNumThreads(1)
+            self.transform = A.Compose([
+                A.RandomResizedCrop(size=(224, 224), scale=(0.08, 1.0)),
+                A.HorizontalFlip(p=0.5),
+                A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
+                A.ToGray(num_output_channels=3, p=0.2)])
+        image = self.transform(image=self.dataset.load(index))["image"]
+        return image.transpose(2, 0, 1).copy(), int(self.dataset.labels[index])
+
+
+def _local_dataloader(batch: int, batches: int) -> float:
+    import torch
+
+    dataset = AlbumentationsPhotos(batch * (batches + 2))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=2,
+                                         shuffle=True, multiprocessing_context="fork")
+    samples, started = 0, 0.0
+    for k, (images, _) in enumerate(loader):
+        if k == 2:  # workers are up
+            samples, started = 0, time.perf_counter()
+        samples += len(images)
+    return samples / (time.perf_counter() - started)
+
+
+CONSUMER = """
+import json, sys, time
+from augserve.clients import RemoteLoader
+target, dataset, batch, batches, prefetch = sys.argv[1:6]
+loader = RemoteLoader(target, dataset, int(batch), pipeline_id="imagenet_train", seed=1,
+                      epochs=None, prefetch=int(prefetch))
+samples = count = 0
+for k, item in enumerate(loader.batches()):
+    if k == 2:
+        samples, count = 0, 0
+        wall, cpu = time.perf_counter(), time.process_time()
+    samples += len(item.labels)
+    count += 1
+    if count == int(batches) and k > 2:
+        break
+print(json.dumps({"samples": samples, "batches": count, "wall": time.perf_counter() - wall,
+                  "cpu": time.process_time() - cpu}))
+"""
+
+
+class _Server:
+    """A StreamBatches server on a loop thread of this process, around one pool."""
+
+    def __init__(self, args: argparse.Namespace, batch: int) -> None:
+        import grpc
+
+        from augserve.server.data.datasets import DatasetSpec
+        from augserve.server.interceptors import ErrorMappingInterceptor
+        from augserve.server.stream.pool import StreamPool
+        from augserve.server.stream.servicer import StreamServicer, register_servicer
+        from augserve.server.stream.settings import StreamSettings
+
+        count = batch * 16
+        self.settings = StreamSettings(
+            window=args.window, pool_size=args.pool_size, backend="fast",
+            datasets={DATASET: DatasetSpec("builtin", name="photos", count=count)})
+        self.pool = StreamPool(args.pool_size, "fast")
+        self.servicer = StreamServicer(self.settings, self.pool)
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+        async def start() -> int:
+            server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
+                                     options=[("grpc.max_send_message_length", 256 << 20)])
+            register_servicer(server, self.servicer)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            self.server = server
+            return port
+
+        self.port = self.call(start())
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    async def standalone(self, batch: int, batches: int) -> float:
+        from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+        from augserve.server.stream.stream import produce
+
+        samples, started, epoch, done = 0, 0.0, 0, 0
+        while done < batches + 2:
+            job, _, _ = await self.servicer.job(pb.StreamRequest(
+                dataset=DATASET, pipeline_id="imagenet_train", batch_size=batch, seed=1,
+                shuffle=True, epoch=epoch))
+            async for made in produce(self.pool, job, self.settings.window):
+                done += 1
+                if done == 2:
+                    samples, started = 0, time.perf_counter()
+                samples += len(made.indices)
+                if done == batches + 2:
+                    break
+            epoch += 1
+        return samples / (time.perf_counter() - started)
+
+    def stop(self) -> None:
+        self.call(self.server.stop(None))
+        self.pool.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def run(args: argparse.Namespace) -> BenchReport:
+    """Time the three phases and report samples/s, ratios and the client's CPU per batch."""
+    import os
+
+    import ray
+    import torch
+
+    batch = 16 if args.quick else args.batch
+    batches = 6 if args.quick else args.batches
+    local = _local_dataloader(batch, batches)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+    server = _Server(args, batch)
+    try:
+        server.call(server.standalone(batch, 2))  # warm-up: actors up, dataset open
+        before = server.call(server.standalone(batch, batches))
+        consumer = subprocess.run(
+            [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET, str(batch),
+             str(batches), str(args.prefetch)], capture_output=True, text=True, check=True)
+        stream = json.loads(consumer.stdout.strip().splitlines()[-1])
+        after = server.call(server.standalone(batch, batches))
+    finally:
+        server.stop()
+        if started_ray:
+            ray.shutdown()
+    standalone = (before + after) / 2
+    stream_rate = stream["samples"] / stream["wall"]
+    cpu_ms = 1000 * stream["cpu"] / stream["batches"]
+    return BenchReport(
+        name="stream",
+        figures={
+            "stream_samples_per_s": stream_rate,
+            "standalone_samples_per_s": standalone,
+            "standalone_before_after": f"{before:,.1f} / {after:,.1f}",
+            "local_dataloader_samples_per_s": local,
+            "client_cpu_ms_per_batch": cpu_ms,
+            "stream_mb_per_s": stream_rate * 3 * 224 * 224 / 1e6,
+            "batch": batch,
+            "timed_batches": stream["batches"],
+            "pool_size": args.pool_size,
+            "window": args.window,
+        },
+        ratios={
+            "stream_vs_standalone": stream_rate / standalone,
+            "stream_vs_local_dataloader": stream_rate / local,
+        },
+        targets={"stream_vs_standalone": (">=", 0.9)},
+        environment={
+            "pipeline": "imagenet_train at 224, uint8 NCHW (normalize left to the trainer)",
+            "dataset": "built-in photos (six bundled photos at 256x256, repeated)",
+            "local_dataloader": "torch DataLoader, 2 fork workers, albumentations, uint8",
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+        },
+    )
