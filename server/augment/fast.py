@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -22,6 +23,7 @@ from augserve.kernels.augment import apply_colour, crop_resize, flip, gaussian_b
 from augserve.kernels.augment import warp_affine as warp
 from augserve.server.augment.plan import Stage
 
+_IDENTITY = np.eye(4)
 _NP_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16,
               "bfloat16": np.float32}
 
@@ -51,12 +53,14 @@ class _ColourPlan:
 
     def __init__(self, stage: Stage) -> None:
         base, slope = stage.colour_affine_in_mean()
-        self.base = base.numpy()
-        self.slope = slope.numpy()
+        n = base.shape[0]
+        square = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+        square[:, :3] = base
+        self.base = list(square.numpy())  # 4x4 homogeneous, one per sample
+        self.slope = list(slope.numpy())
         self.needs_mean = stage.needs_mean()
         identity = (base == torch.eye(3, 4, dtype=torch.float64)).all(2).all(1)
         self.identity = (identity & (slope == 0).all(2).all(1)).tolist()
-        n = base.shape[0]
         clamps = torch.zeros(n, dtype=torch.bool)
         if stage.clamp:
             params = stage.params[0]
@@ -66,29 +70,18 @@ class _ColourPlan:
         self.clamps = clamps.tolist()
 
     def matrix(self, i: int, mean_in: np.ndarray | None) -> np.ndarray:
-        """Sample i's 3x4 matrix on [0, 1] values; `mean_in` is the entering mean RGB."""
+        """Sample i's 4x4 homogeneous matrix on [0, 1] values, given the entering mean RGB."""
         if not self.needs_mean:
             return self.base[i]
         m = self.base[i].copy()
-        m[:, 3] += self.slope[i] @ mean_in
+        m[:3, 3] += self.slope[i] @ mean_in
         return m
 
 
-def _compose(outer: np.ndarray, inner: np.ndarray | None) -> np.ndarray:
-    """Outer after inner, both 3x4 affine maps."""
-    if inner is None:
-        return outer
-    out = np.empty((3, 4))
-    out[:, :3] = outer[:, :3] @ inner[:, :3]
-    out[:, 3] = outer[:, :3] @ inner[:, 3] + outer[:, 3]
-    return out
-
-
 def _raw(matrix: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
-    """A [0, 1]-valued matrix rewritten for stored values (uint8: times 255)."""
-    m = np.empty((3, 4))
-    m[:, :3] = matrix[:, :3] * (scale_out / scale_in)
-    m[:, 3] = matrix[:, 3] * scale_out
+    """A [0, 1]-valued 4x4 matrix as the 3x4 one for stored values (uint8: times 255)."""
+    m = matrix[:3] * (scale_out / scale_in)
+    m[:, 3] *= scale_in
     return m
 
 
@@ -128,20 +121,25 @@ def run_fast(
         pending: np.ndarray | None = None
         for k, (stage, prep) in enumerate(zip(stages, prepared, strict=True)):
             if stage.kind == "colour":
-                mean_in = None
-                if prep.needs_mean:
-                    mean_in = mean_rgb(im) / scale
-                    if pending is not None:
-                        mean_in = pending[:, :3] @ mean_in + pending[:, 3]
                 if not prep.identity[i]:
-                    pending = _compose(prep.matrix(i, mean_in), pending)
+                    mean_in = None
+                    if prep.needs_mean:
+                        mean_in = mean_rgb(im) / scale
+                        if pending is not None:
+                            mean_in = pending[:3, :3] @ mean_in + pending[:3, 3]
+                    m = prep.matrix(i, mean_in)
+                    pending = m if pending is None else m @ pending
                 if k == last:
-                    m = np.eye(3, 4) if pending is None else pending
+                    m = _IDENTITY if pending is None else pending
                     apply_colour(im, _raw(m, scale, final_scale), outs[i], channels_first,
                                  buffers.colour)
                 elif prep.clamps[i]:
-                    im, scale = _materialise(im, scale, pending, True, buffers.get(k, im.shape,
-                                             _clamp_dtype(im)))
+                    buf = buffers.get(k, im.shape, im.dtype)
+                    if im.dtype == np.uint8:  # saturation is the clamp
+                        cv2.transform(im, _raw(pending, scale, 255.0), dst=buf)
+                        im, scale = buf, 255.0
+                    else:
+                        im, scale = _materialise(im, scale, pending, True, buf)
                     pending = None
                 continue
             if pending is not None:  # a non-colour op needs the colours applied
@@ -169,10 +167,6 @@ def _prepare(stage: Stage) -> Any:
     if stage.kind == "blur":
         return stage.params[0].applied.tolist(), stage.params[0].sigma.tolist()  # type: ignore[attr-defined]
     return stage.params[0].applied.tolist()
-
-
-def _clamp_dtype(im: np.ndarray) -> Any:
-    return np.uint8 if im.dtype == np.uint8 else np.float32
 
 
 def _materialise(im: np.ndarray, scale: float, matrix: np.ndarray, clamp: bool,
