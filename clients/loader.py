@@ -36,8 +36,9 @@ from augserve.clients.augment import decode_image
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
-from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 
+_METHOD = "/augserve.v1.StreamService/StreamBatches"
+_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
 _STATE_KEYS = ("dataset", "batch_size", "seed", "shuffle", "num_shards", "shard_index",
                "drop_last", "sharding")
 
@@ -79,9 +80,72 @@ class _Failure:
     error: BaseException
 
 
-def _decode(message: pb.Batch) -> StreamedBatch:
-    # No shape: every sample of the batch was a corrupt file.
-    images = decode_image(message.images) if message.images.shape else np.zeros(0, np.uint8)
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(raw: bytes, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, field start, value start, value end) of each field in raw[start:stop]."""
+    pos = start
+    while pos < stop:
+        begin = pos
+        key, pos = _varint(raw, pos)
+        wire = key & 7
+        if wire == 2:
+            length, pos = _varint(raw, pos)
+            end = pos + length
+        elif wire == 0:
+            end = _varint(raw, pos)[1]
+        elif wire in (1, 5):
+            end = pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"unsupported wire type {wire} in a Batch message")
+        yield key >> 3, begin, pos, end
+        pos = end
+
+
+def _split(raw: bytes, start: int, stop: int, field: int
+           ) -> tuple[tuple[int, int] | None, bytes]:
+    """The span of `field` (length-delimited, once) and the other fields' bytes."""
+    view, span, rest = memoryview(raw), None, []
+    for number, begin, value, end in _fields(raw, start, stop):
+        if number == field and span is None:
+            span = (value, end)
+        else:
+            rest.append(view[begin:end])
+    return span, b"".join(rest)
+
+
+def parse_batch(raw: bytes) -> StreamedBatch:
+    """A `Batch` message's wire bytes as a StreamedBatch; the pixels are not copied.
+
+    Protobuf would copy the image bytes twice (into the message, then out as `bytes`);
+    here the small fields go through protobuf and the pixels stay where gRPC put them,
+    viewed by `np.frombuffer`.
+    """
+    image_span, rest = _split(raw, 0, len(raw), 1)
+    message = pb.Batch.FromString(rest)
+    if image_span is None:
+        images = np.zeros(0, np.uint8)  # every sample of the batch was a corrupt file
+    else:
+        data_span, meta = _split(raw, *image_span, 1)
+        info = augment_pb2.Image.FromString(meta)
+        data = b"" if data_span is None else memoryview(raw)[data_span[0]:data_span[1]]
+        if not info.shape:
+            images = np.zeros(0, np.uint8)
+        elif info.dtype == "bfloat16":
+            images = decode_image(augment_pb2.Image(data=bytes(data), shape=info.shape,
+                                                    dtype=info.dtype))
+        else:
+            images = np.frombuffer(data, _DTYPES[info.dtype or "uint8"]).reshape(
+                tuple(info.shape))
     return StreamedBatch(images, np.asarray(message.labels, np.int64),
                          np.asarray(message.sample_indices, np.int64), message.epoch,
                          message.position, message.batches_in_epoch, tuple(message.skipped),
@@ -91,11 +155,11 @@ def _decode(message: pb.Batch) -> StreamedBatch:
 class _Lane(threading.Thread):
     """Reads one server's positions (offset, offset + stride, ...) epoch after epoch."""
 
-    def __init__(self, stub: pb_grpc.StreamServiceStub, request: pb.StreamRequest,
+    def __init__(self, stream: Any, request: pb.StreamRequest,
                  offset: int, stride: int, epoch: int, position: int, end_epoch: int | None,
                  depth: int, retries: int, backoff_s: float, max_backoff_s: float) -> None:
         super().__init__(daemon=True)
-        self.stub, self.request = stub, request
+        self.stream, self.request = stream, request
         self.offset, self.stride = offset, stride
         self.epoch, self.end_epoch = epoch, end_epoch
         self.position = position + (offset - position) % stride
@@ -122,11 +186,12 @@ class _Lane(threading.Thread):
             request.epoch, request.start_position = self.epoch, self.position
             request.position_stride = self.stride
             try:
-                self.call = self.stub.StreamBatches(request)
+                self.call = self.stream(request)
                 for message in self.call:
-                    if not self._put(_decode(message)):
+                    batch = parse_batch(message)
+                    if not self._put(batch):
                         return
-                    self.position = message.position + self.stride
+                    self.position = batch.position + self.stride
                     failures = 0
             except grpc.RpcError as error:
                 if self.stop.is_set():
@@ -243,7 +308,10 @@ class RemoteLoader:
         self.lane = lane
         options = [("grpc.max_receive_message_length", max_message_bytes)]
         self._channels = [grpc.insecure_channel(t, options=options) for t in self.targets]
-        self._stubs = [pb_grpc.StreamServiceStub(c) for c in self._channels]
+        # Raw bytes in: `parse_batch` leaves the pixels where gRPC put them.
+        serialize = pb.StreamRequest.SerializeToString
+        self._stubs = [c.unary_stream(_METHOD, request_serializer=serialize)
+                       for c in self._channels]
         self.epoch, self.position = 0, lane[0]
         self.normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
         self.reconnects = 0

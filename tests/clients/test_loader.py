@@ -131,3 +131,40 @@ async def test_torch_output_and_iterable_dataset_adapter(targets):
     assert len(batches) == len(plain) == 18 and state["epoch"] == 1
     for (x, y), (a, b) in zip(batches, plain, strict=True):
         assert np.array_equal(x.numpy(), a) and np.array_equal(y.numpy(), b)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float16", "bfloat16", "empty"])
+def test_parse_batch_matches_protobuf(dtype):
+    import torch
+
+    from augserve.clients.loader import parse_batch
+    from augserve.clients.proto.augserve.v1 import augment_pb2
+    from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+    from augserve.server.stream.pool import BatchResult
+    from augserve.server.stream.servicer import encode_batch
+    from augserve.server.stream.stream import MadeBatch
+
+    x = torch.linspace(-2, 2, 2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    if dtype == "empty":
+        images, kept = None, np.array([False, False])
+    else:
+        t = x.to(getattr(torch, dtype)) if dtype != "uint8" else (x * 50 + 100).to(torch.uint8)
+        images = (t.view(torch.int16) if dtype == "bfloat16" else t).numpy()
+        kept = np.array([True, True])
+    result = BatchResult(images, "uint8" if dtype == "empty" else dtype, kept, ["a.jpg: bad"])
+    raw = encode_batch(MadeBatch(7, np.array([5, 9]), result), np.arange(10) * 2, 3, 8,
+                       (0.5,), (0.25,))
+    ours, theirs = parse_batch(raw), pb.Batch.FromString(raw)
+    assert ours.labels.tolist() == [10, 18] == list(theirs.labels)
+    assert ours.sample_indices.tolist() == [5, 9] and ours.position == 7 and ours.epoch == 3
+    assert ours.batches_in_epoch == 8 and ours.skipped == ("a.jpg: bad",)
+    assert ours.normalize_mean == (0.5,) and ours.normalize_std == (0.25,)
+    if dtype == "empty":
+        assert ours.images.size == 0 and not theirs.images.shape
+        return
+    from augserve.clients.augment import decode_image
+
+    expected = decode_image(theirs.images)
+    assert ours.images.dtype == expected.dtype and ours.images.shape == (2, 3, 4, 5)
+    np.testing.assert_array_equal(ours.images, expected)
+    assert isinstance(theirs.images, augment_pb2.Image)
