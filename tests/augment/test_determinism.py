@@ -32,9 +32,10 @@ def dataset(photos):
     return [photos[i % len(photos)] for i in range(64)]
 
 
+@pytest.mark.parametrize("backend", ["fast", "kornia"])
 @pytest.mark.parametrize("spec", [IMAGENET_TRAIN, FULL], ids=["imagenet", "full"])
-def test_batch_size_does_not_matter(spec, dataset):
-    pipeline = Pipeline(spec, backend="fast")
+def test_batch_size_does_not_matter(spec, backend, dataset):
+    pipeline = Pipeline(spec, backend=backend)
     whole = pipeline(dataset, seed=11, epoch=3).images
     for batch in (1, 7):
         parts = [pipeline(dataset[s : s + batch], seed=11, epoch=3,

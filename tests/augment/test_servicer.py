@@ -73,6 +73,15 @@ async def test_inline_pipeline_matches_local_run(address, mixed):
     np.testing.assert_array_equal(reply.images, local.images.numpy())
 
 
+async def test_mixed_sizes_come_back_as_a_list(address, mixed):
+    spec = {"ops": [{"horizontalFlip": {}, "p": 0.5}], "dtype": "uint8", "layout": "NHWC"}
+    reply = await call_client(address, mixed, pipeline=spec, seed=3)
+    assert isinstance(reply.images, list)
+    local = Pipeline.from_spec(spec, backend="fast")(mixed, seed=3).images
+    for got, want in zip(reply.images, local, strict=True):
+        np.testing.assert_array_equal(got, want.numpy())
+
+
 async def test_registered_imagenet_pipeline_and_replay(address, photos):
     first = await call_client(address, photos[:3], pipeline_id="imagenet_train", seed=9,
                               return_params=True)

@@ -80,3 +80,28 @@ def test_gaussian_blur_matches_reference(photo):
     got = gaussian_blur(photo, 7, 1.7)
     want = gaussian_blur_reference(chw(photo), 7, 1.7)
     assert (chw(got) - want).abs().max() <= 1.0
+
+
+def test_out_buffers_give_the_same_bytes(photo):
+    box_out = np.empty((64, 80, 3), np.uint8)
+    got = crop_resize(photo, (10, 20, 120, 90), (64, 80), out=box_out)
+    assert got is box_out
+    np.testing.assert_array_equal(got, crop_resize(photo, (10, 20, 120, 90), (64, 80)))
+    forward = np.array([[0.9, 0.1, 5.0], [-0.1, 0.9, 3.0], [0, 0, 1.0]])
+    warp_out = np.empty_like(photo)
+    np.testing.assert_array_equal(warp_affine(photo, forward, photo.shape[:2], out=warp_out),
+                                  warp_affine(photo, forward, photo.shape[:2]))
+    flip_out = np.empty_like(photo)
+    np.testing.assert_array_equal(flip(photo, True, out=flip_out), photo[:, ::-1])
+    blur_out = np.empty_like(photo)
+    np.testing.assert_array_equal(gaussian_blur(photo, 5, 1.2, out=blur_out),
+                                  gaussian_blur(photo, 5, 1.2))
+
+
+def test_masks_resample_nearest(photo):
+    mask = (photo[..., 0] > 128).astype(np.uint8) * 7
+    resized = crop_resize(mask, (5, 5, 100, 80), (50, 40), interpolation="nearest")
+    assert resized.shape == (50, 40) and set(np.unique(resized)) <= {0, 7}
+    forward = np.array([[0.8, 0.3, 10.0], [-0.3, 0.8, 30.0], [0, 0, 1.0]])
+    warped = warp_affine(mask, forward, mask.shape, interpolation="nearest")
+    assert warped.shape == mask.shape and set(np.unique(warped)) <= {0, 7}
