@@ -26,11 +26,18 @@ class AugmentWorker:
     """Runs pipelines in one process, on one thread of CPU kernels (or on the GPU)."""
 
     def __init__(self, backend: str = "auto", threads: int = 1) -> None:
-        """Pin OpenCV and torch to `threads` threads: the pool provides the parallelism."""
+        """Pin OpenCV and torch to `threads` threads: the pool provides the parallelism.
+
+        On CUDA, cuDNN is kept to deterministic algorithms, so that a retried chunk
+        gives the same bytes.
+        """
         import cv2
 
         cv2.setNumThreads(threads)
         torch.set_num_threads(threads)
+        if torch.cuda.is_available():
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         self.backend = backend
 
     def run(self, spec: PipelineSpec, images: list[np.ndarray], seed: int, epoch: int,
@@ -72,11 +79,12 @@ class AugmentPool:
     """
 
     def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
-                 chunk_size: int = 64) -> None:
+                 chunk_size: int = 64, num_gpus: float = 0.0) -> None:
         """Describe the pool; the actors start on first use (Ray must be initialised)."""
         self.size = size
         self.backend = backend
         self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
         self.chunk_size = chunk_size
         self._actors: list[Any] = []
         self._local: AugmentWorker | None = None
@@ -91,7 +99,8 @@ class AugmentPool:
             import ray
 
             remote = ray.remote(AugmentWorker).options(
-                num_cpus=self.num_cpus, max_restarts=3, max_task_retries=3)
+                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=3,
+                max_task_retries=3)
             self._actors = [remote.remote(self.backend) for _ in range(self.size)]
 
     async def augment(

@@ -17,6 +17,8 @@ class AugmentSettings:
         pool_size: Ray actors in the augment pool: 2. 0 runs in-process (a thread),
             which tests and tiny deployments may want.
         actor_num_cpus: CPUs each actor reserves: 1 (each runs its kernels on one thread).
+        actor_num_gpus: GPUs (or a fraction) each actor reserves: 0. Ray hides GPUs from
+            actors that reserve none, so set it (e.g. 0.25) for kornia on CUDA.
         chunk_size: images per actor task; a request is cut into chunks that run in
             parallel: 64.
         backend: "auto" (kornia on CUDA when present, else the CPU fast path), "fast" or
@@ -29,6 +31,7 @@ class AugmentSettings:
     max_request_pixels: int = 64 * 1024 * 1024
     pool_size: int = 2
     actor_num_cpus: float = 1.0
+    actor_num_gpus: float = 0.0
     chunk_size: int = 64
     backend: str = "auto"
     pipelines: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -37,6 +40,8 @@ class AugmentSettings:
         for name in ("max_pixels", "max_images", "max_request_pixels", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"augment settings: {name} must be >= 1")
+        if self.actor_num_gpus < 0 or self.actor_num_cpus < 0:
+            raise ValueError("augment settings: actor_num_cpus and actor_num_gpus must be >= 0")
         if self.pool_size < 0:
             raise ValueError("augment settings: pool_size must be >= 0")
         if self.backend not in ("auto", "fast", "kornia"):
