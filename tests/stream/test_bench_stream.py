@@ -1,0 +1,23 @@
+"""`augserve bench stream --quick` runs and reports the ratios the issue names."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from augserve.server.bench import BENCHMARKS
+from augserve.server.cli import bench_parser
+
+
+def test_bench_stream_quick(ray_session, tmp_path):
+    assert "stream" in BENCHMARKS
+    parser, module = bench_parser("stream")
+    args = parser.parse_args(["--quick", "--pool-size", "1", "--json", str(tmp_path / "r.json")])
+    assert isinstance(args, argparse.Namespace)
+    report = module.run(args)
+    report.write_json(args.json)
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert set(payload["ratios"]) == {"stream_vs_standalone", "stream_vs_local_dataloader"}
+    assert all(v > 0 for v in payload["ratios"].values())
+    assert payload["figures"]["client_cpu_ms_per_batch"] > 0
+    assert "stream_vs_standalone" in report.render()
