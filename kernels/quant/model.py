@@ -68,8 +68,8 @@ class CompiledModel(nn.Module):
         self.package_path, self.cache_hit, self.load_seconds = package_path, cache_hit, seconds
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the compiled model on a float (N, C, H, W) batch."""
-        return self._runner(x)
+        """Run the compiled model on a float (N, C, H, W) batch (1 <= N <= max_batch)."""
+        return self._runner(x.float().contiguous())
 
 
 def _digest(
