@@ -124,3 +124,31 @@ def test_round_to_keeps_multiples():
     graph = ChannelGraph(model, (torch.randn(1, 3, 32, 32),))
     plan = graph.plan(0.7, round_to=8)
     assert all(len(kept) % 8 == 0 for _, kept in plan.keep)
+
+
+class _DepthwiseNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pw = nn.Conv2d(16, 8, 1)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.a(x)))
+        y = torch.relu(self.bn2(self.dw(y)))
+        return self.fc(self.flatten(self.pool(self.pw(y))))
+
+
+@torch.no_grad()
+def test_depthwise_conv_follows_its_input_group():
+    model = _randomize_bn(_DepthwiseNet())
+    x = torch.randn(2, 3, 8, 8)
+    _, masked = _prune_and_mask(model, x, 0.5)
+    assert (model.dw.in_channels, model.dw.out_channels, model.dw.groups) == (8, 8, 8)
+    assert (model.pw.in_channels, model.fc.in_features) == (8, 4 * 16)
+    torch.testing.assert_close(model(x), masked(x), rtol=1e-4, atol=1e-5)
