@@ -28,6 +28,9 @@ def apply_colour(
 ) -> None:
     """Apply a 3x4 colour matrix to an HWC image and write the result into `out`.
 
+    OpenCV writes into a `dst` only when its type fits and silently allocates
+    otherwise, so every branch below hands it a buffer of the type it produces.
+
     Args:
         image: (H, W, 3) uint8 or float32.
         matrix: (3, 4) float; raw input values in, output values out.
@@ -51,6 +54,14 @@ def apply_colour(
             array = scratch[key] = np.empty((height, width, 3), dtype)  # type: ignore[index]
         return array
 
+    if out.dtype == np.uint8 and image.dtype != np.uint8:
+        # float in, uint8 out (rare): compute in float32, then round and saturate
+        target = buffer("f32", np.float32)
+        cv2.transform(image, matrix.astype(np.float32), dst=target)
+        rounded = np.clip(np.rint(target), 0, 255)
+        np.copyto(out, rounded.transpose(2, 0, 1) if channels_first else rounded,
+                  casting="unsafe")
+        return
     if out.dtype == np.uint8:
         source, m = image, matrix.astype(np.float64)
         direct = not channels_first

@@ -80,7 +80,7 @@ def _one(stage: Stage, x: torch.Tensor, i: int, reference: bool) -> torch.Tensor
     if stage.steps and stage.steps[0] != _first_step(stage.ops[0]):
         return x  # the reference runs the whole jitter at its first step's stage
     for op, params in zip(stage.ops, stage.params, strict=True):
-        x = op.apply(x, params.take([i]), 0)
+        x = op.apply(x, params.take([i]))
     return x
 
 

@@ -76,6 +76,23 @@ def test_apply_colour_matches_reference(photo, out_dtype, channels_first):
     assert (got - want).abs().max() <= tolerance
 
 
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.float32, np.float16])
+@pytest.mark.parametrize("channels_first", [True, False])
+def test_apply_colour_from_float_input(photo, out_dtype, channels_first):
+    image = photo.astype(np.float32) / 255
+    matrix = np.array([[200.0, 30, 0, 5], [0, 250, 0, -3], [10, 0, 240, 0]])
+    shape = (3, *photo.shape[:2]) if channels_first else photo.shape
+    out = np.full(shape, 7, out_dtype)
+    apply_colour(image, matrix, out, channels_first)
+    want = colour_reference(chw(image), torch.from_numpy(matrix))
+    if out_dtype == np.uint8:
+        want = want.round().clamp(0, 255)
+    got = torch.from_numpy(out.astype(np.float64))
+    got = got if channels_first else got.permute(2, 0, 1)
+    tolerance = {np.uint8: 1.0, np.float32: 1e-3, np.float16: 0.25}[out_dtype]
+    assert (got - want).abs().max() <= tolerance
+
+
 def test_gaussian_blur_matches_reference(photo):
     got = gaussian_blur(photo, 7, 1.7)
     want = gaussian_blur_reference(chw(photo), 7, 1.7)

@@ -130,10 +130,11 @@ class Op:
         """Output (height, width) per sample; the input sizes unless the op resizes."""
         return sizes
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
-        """Apply the op to sample `i` (float CHW in [0, 1]) with kornia's functional ops.
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+        """Apply the op to one image (float CHW in [0, 1]) with kornia's functional ops.
 
-        This is the op-by-op reference (and the kornia backend's path for this op).
+        `params` hold that one sample (`params.take([i])` of a batch). This is the
+        op-by-op reference, and the kornia backend's path for ops it does not batch.
         """
         raise NotImplementedError
 

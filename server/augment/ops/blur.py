@@ -40,8 +40,9 @@ class GaussianBlur(Op):
         """Sigma from draw 1."""
         return BlurParams(self.draw_applied(keys), keys.uniform(1, *self.sigma))
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
         """Kornia's gaussian_blur2d with 'reflect' (= reflect-101) borders."""
+        i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         k = self.kernel_size

@@ -131,8 +131,9 @@ class ColorJitter(ColourOp):
         m[~p.applied] = torch.eye(4, dtype=torch.float64)
         return m[:, :3]
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
         """Kornia's functional ops, clamping after each step."""
+        i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         p: JitterParams = params  # type: ignore[assignment]
@@ -162,8 +163,9 @@ class Grayscale(ColourOp):
         m[params.applied, :, :3] = GREY.expand(3, 3)
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
         """Kornia's rgb_to_grayscale, repeated to three channels."""
+        i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         return kornia.color.rgb_to_grayscale(image[None])[0].expand(3, -1, -1)
@@ -204,7 +206,7 @@ class Normalize(ColourOp):
         m[:, :, 3] = -mean / std
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
         """kornia.enhance.normalize."""
         mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)
         std = torch.tensor(self.std, dtype=image.dtype, device=image.device)

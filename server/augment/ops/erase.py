@@ -64,8 +64,9 @@ class RandomErasing(Op):
         p: EraseParams = params  # type: ignore[assignment]
         return int(p.x0[i]), int(p.y0[i]), int(p.w[i]), int(p.h[i])
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
-        """Write `value` into the box of sample `i`."""
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+        """Write `value` into the drawn box."""
+        i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         x0, y0, w, h = self.box(params, i)

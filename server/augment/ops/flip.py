@@ -42,8 +42,9 @@ class HorizontalFlip(Op):
         out[applied, axis, 2] = extent[applied]
         return out
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
-        """Flip sample `i` with kornia if it was drawn."""
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+        """Flip the image with kornia if the flip was drawn."""
+        i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         return (hflip if self.horizontal else vflip)(image[None])[0]

@@ -68,8 +68,9 @@ class BoxOp(Op):
         m[:, 2, 2] = 1.0
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
-        """Crop (padding with the fill) and resize sample `i` with kornia's resize."""
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+        """Crop (padding with the fill) and resize the image with kornia's resize."""
+        i = 0  # params hold this one sample
         x0, y0, w, h = (int(v) for v in self.boxes(params)[i])  # type: ignore[arg-type]
         _, height, width = image.shape
         f = fill_tensor(self.fill, image).view(-1, 1, 1)

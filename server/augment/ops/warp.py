@@ -47,8 +47,9 @@ class WarpOp(Op):
         m[~params.applied] = torch.eye(3, dtype=torch.float64)
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams, i: int) -> torch.Tensor:
-        """Warp sample `i` with kornia's `warp_affine` (pixel-index matrix, fill outside)."""
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+        """Warp the image with kornia's `warp_affine` (pixel-index matrix, fill outside)."""
+        i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         _, height, width = image.shape
