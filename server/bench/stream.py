@@ -7,10 +7,14 @@ uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dat
 1. local: `torch.utils.data.DataLoader` with 2 worker processes running the same
    pipeline in albumentations, uint8 out, default collate; samples/s seen by the loop.
 2. standalone: the stream's Ray pool and window, driven in this process with no gRPC
-   (the server's ceiling); samples/s. Measured before and after the stream; the mean.
+   (the server's ceiling); samples/s.
 3. stream: `augserve.clients.RemoteLoader` in a separate consumer process that only
    counts batches, over loopback from a StreamBatches server in this process sharing
-   that pool; samples/s, and the consumer's CPU time per batch.
+   that pool; samples/s, the consumer's CPU time per batch, and this (server)
+   process's CPU time per batch.
+
+Phases alternate (standalone, stream, standalone, stream, standalone) so that load
+from other processes drifts over both alike; each figure is the mean of its phases.
 
 Ratios: `stream_vs_standalone` (target >= 0.9) and `stream_vs_local_dataloader`.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -32,12 +37,14 @@ DATASET = "bench_photos"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--batch`, `--batches`, `--pool-size`, `--window`, `--prefetch`, `--quick`."""
+    """`--batch`, `--batches`, `--pool-size`, `--window`, `--prefetch`, `--rounds`, `--quick`."""
     parser.add_argument("--batch", type=int, default=64, help="samples per batch")
     parser.add_argument("--batches", type=int, default=48, help="timed batches per phase")
     parser.add_argument("--pool-size", type=int, default=2, help="stream worker actors")
     parser.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     parser.add_argument("--prefetch", type=int, default=4, help="RemoteLoader prefetch")
+    parser.add_argument("--rounds", type=int, default=2, help="stream phases, each between "
+                        "two standalone phases")
     parser.add_argument("--quick", action="store_true", help="a few seconds: small batches")
 
 
@@ -172,38 +179,47 @@ def run(args: argparse.Namespace) -> BenchReport:
 
     batch = 16 if args.quick else args.batch
     batches = 6 if args.quick else args.batches
+    rounds = 1 if args.quick else args.rounds
     local = _local_dataloader(batch, batches)
     started_ray = not ray.is_initialized()
     if started_ray:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     server = _Server(args, batch)
+    standalone_rates, streams, server_cpu = [], [], 0.0
     try:
         server.call(server.standalone(batch, 2))  # warm-up: actors up, dataset open
-        before = server.call(server.standalone(batch, batches))
-        consumer = subprocess.run(
-            [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET, str(batch),
-             str(batches), str(args.prefetch)], capture_output=True, text=True, check=True)
-        stream = json.loads(consumer.stdout.strip().splitlines()[-1])
-        after = server.call(server.standalone(batch, batches))
+        standalone_rates.append(server.call(server.standalone(batch, batches)))
+        for _ in range(rounds):
+            cpu = time.process_time()
+            consumer = subprocess.run(
+                [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET,
+                 str(batch), str(batches), str(args.prefetch)],
+                capture_output=True, text=True, check=True)
+            server_cpu += time.process_time() - cpu
+            streams.append(json.loads(consumer.stdout.strip().splitlines()[-1]))
+            standalone_rates.append(server.call(server.standalone(batch, batches)))
     finally:
         server.stop()
         if started_ray:
             ray.shutdown()
-    standalone = (before + after) / 2
-    stream_rate = stream["samples"] / stream["wall"]
-    cpu_ms = 1000 * stream["cpu"] / stream["batches"]
+    standalone = statistics.mean(standalone_rates)
+    stream_rate = statistics.mean(s["samples"] / s["wall"] for s in streams)
+    count = sum(s["batches"] for s in streams)
+    cpu_ms = 1000 * sum(s["cpu"] for s in streams) / count
     return BenchReport(
         name="stream",
         figures={
             "stream_samples_per_s": stream_rate,
             "standalone_samples_per_s": standalone,
-            "standalone_before_after": f"{before:,.1f} / {after:,.1f}",
+            "standalone_each_round": " / ".join(f"{r:,.0f}" for r in standalone_rates),
+            "stream_each_round": " / ".join(f"{x['samples'] / x['wall']:,.0f}" for x in streams),
             "local_dataloader_samples_per_s": local,
             "client_cpu_ms_per_batch": cpu_ms,
+            "server_process_cpu_ms_per_batch": 1000 * server_cpu / count,
             "stream_mb_per_s": stream_rate * 3 * 224 * 224 / 1e6,
             "batch": batch,
-            "timed_batches": stream["batches"],
+            "timed_batches_per_phase": batches,
             "pool_size": args.pool_size,
             "window": args.window,
         },
