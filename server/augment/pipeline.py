@@ -148,6 +148,11 @@ class Pipeline:
         """
         batch = check_images(images)
         check_seed(seed)
+        backend = backend or self.backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if not batch:
+            return AugmentResult([], () if return_params else None, [] if targets else None)
         sizes = torch.tensor([im.shape[:2] for im in batch], dtype=torch.int64).reshape(-1, 2)
         if params is None:
             drawn = self.sample(sizes, seed, epoch, sample_indices)
@@ -155,7 +160,6 @@ class Pipeline:
             drawn = self.check_params(params, len(batch))
         chain = self._sizes_chain(sizes, drawn)
         stages = build_plan(self.spec.ops, drawn, sizes)
-        backend = backend or self.backend
         if backend == "auto":
             backend = "kornia" if torch.cuda.is_available() else "fast"
         if backend == "fast":

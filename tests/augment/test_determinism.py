@@ -85,3 +85,8 @@ async def test_one_and_three_workers_agree(ray_session, dataset):
     for pa, pb in zip(a.params, b.params, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(pa.columns().values(),
                                                      pb.columns().values(), strict=True))
+
+
+def test_empty_batch():
+    result = Pipeline(FULL)([], seed=1, return_params=True)
+    assert result.images == [] and result.params == ()
