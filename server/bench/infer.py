@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             # Measured between the two loaded phases, with the server idle, so that
             # drifting load from other processes on the machine hits both sides alike.
             batch_size = max(1, round(mean_batch))
-            ceiling = best_in_process(weights, args.threads, batch_size, max(1.0, duration / 3))
+            ceiling = best_in_process(weights, args.threads, batch_size, max(0.5, duration / 3))
             c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
 
         c = args.concurrency
