@@ -1,0 +1,143 @@
+"""Datasets for jobs: scikit-learn's digits, split for compression and for transfer.
+
+Nothing is downloaded: the digits ship inside scikit-learn. Images are float32
+(N, 3, 8, 8) in [0, 1] (grey on three channels, the augmentation pipeline's RGB layout).
+
+| name | train | held-out test | classes |
+| --- | --- | --- | --- |
+| `digits` | 80% of the 1,797 digits (seed 0) | the other 20% (360) | 10 |
+| `digits_0_4` | the train split's digits 0-4 | the test split's 0-4 | 5 |
+| `digits_5_9_few` | 20 train-split images of each of 5-9 | every other 5-9 image | 5 (5->0) |
+
+`augmented_batches` streams a training set through `augserve.server.augment.pipeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+
+from augserve.server.errors import NotFound
+
+#: Mild, label-preserving augmentation for 8x8 digits (no flips: digits are not symmetric).
+DIGITS_PIPELINE = {
+    "ops": [{"randomCrop": {"size": [8, 8], "padding": 1}}, {"rotate": {"degrees": [-10, 10]}}],
+    "dtype": "float32",
+    "layout": "NCHW",
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled train / held-out test split.
+
+    Attributes:
+        name: the registry name.
+        train_x: float32 (N, 3, 8, 8); train_y: int64 (N,).
+        test_x: float32 (M, 3, 8, 8); test_y: int64 (M,).
+        num_classes: label count.
+        description: one line for the model card.
+    """
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    description: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape, e.g. (3, 8, 8)."""
+        return tuple(self.train_x.shape[1:])
+
+
+@cache
+def _digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.repeat((digits.images / 16.0).astype(np.float32)[:, None], 3, axis=1)
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    cut = int(0.8 * len(labels))
+    train, test = order[:cut], order[cut:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def _digits_full() -> Dataset:
+    tx, ty, vx, vy = _digits()
+    return Dataset("digits", tx, ty, vx, vy, 10, "sklearn digits 3x8x8, 80/20 split (seed 0)")
+
+
+def _digits_0_4() -> Dataset:
+    tx, ty, vx, vy = _digits()
+    a, b = ty < 5, vy < 5
+    return Dataset(
+        "digits_0_4", tx[a], ty[a], vx[b], vy[b], 5, "sklearn digits 0-4, 80/20 split (seed 0)"
+    )
+
+
+def _digits_5_9_few(per_class: int = 20) -> Dataset:
+    tx, ty, vx, vy = _digits()
+    rng = np.random.default_rng(1)
+    picked = np.concatenate(
+        [rng.choice(np.flatnonzero(ty == c), per_class, replace=False) for c in range(5, 10)]
+    )
+    rest = np.setdiff1d(np.flatnonzero(ty >= 5), picked)
+    test_x = np.concatenate([tx[rest], vx[vy >= 5]])
+    test_y = np.concatenate([ty[rest], vy[vy >= 5]]) - 5
+    return Dataset(
+        "digits_5_9_few", tx[picked], ty[picked] - 5, test_x, test_y, 5,
+        f"sklearn digits 5-9 (labels 0-4): {per_class} labelled per class, "
+        f"held out: the other {len(test_y)}",
+    )
+
+
+DATASETS = {"digits": _digits_full, "digits_0_4": _digits_0_4, "digits_5_9_few": _digits_5_9_few}
+
+
+def load_dataset(name: str) -> Dataset:
+    """The dataset registered as `name`.
+
+    Raises:
+        NotFound: no such dataset; the message lists the known ones.
+    """
+    if name not in DATASETS:
+        raise NotFound(f"dataset {name!r} does not exist; known datasets: {sorted(DATASETS)}")
+    return DATASETS[name]()
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A shuffled epoch of (images, labels) tensors; the order depends on (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(y))
+    for start in range(0, len(y), batch_size):
+        index = order[start : start + batch_size]
+        yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
+
+
+def augmented_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
+    spec: dict | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Like `batches`, each batch augmented by the pipeline `spec` (default DIGITS_PIPELINE).
+
+    Every sample is augmented with keys (seed, epoch, sample index), so an epoch is
+    reproducible whatever the batch size.
+    """
+    from augserve.server.augment.pipeline import Pipeline
+
+    pipeline = Pipeline.from_spec(spec or DIGITS_PIPELINE, backend="fast")
+    order = np.random.default_rng([seed, epoch]).permutation(len(y))
+    for start in range(0, len(y), batch_size):
+        index = order[start : start + batch_size]
+        images = np.ascontiguousarray((x[index].transpose(0, 2, 3, 1) * 255).round())
+        out = pipeline(images.astype(np.uint8), seed=seed, epoch=epoch, sample_indices=index)
+        yield out.images, torch.from_numpy(y[index])

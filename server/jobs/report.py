@@ -1,0 +1,195 @@
+"""The compression report (five models) and the transfer report, measured in one process.
+
+`compression_report` trains the fp32 baseline, then runs four jobs from it, each written
+as a model version with its card: channel-pruned to 50% and fine-tuned, int8, pruned +
+int8, and a distilled student. `transfer_report` trains a source on digits 0-4 and builds
+a model for digits 5-9 from 20 labelled images per class: from scratch, by feature
+extraction, by FC-layer transfer and by a full fine-tune. Both print a table and write
+JSON (and, for compression, a PNG plot).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from augserve.server.jobs.execute import execute
+from augserve.server.jobs.progress import Context
+from augserve.server.jobs.specs import (
+    Distill,
+    Finetune,
+    JobSpec,
+    ModelRef,
+    Prune,
+    Quantize,
+    Step,
+    Transfer,
+)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Sizes of the report's runs (the tests shrink them).
+
+    Attributes:
+        width: the baseline's first conv width (2x in the later convs).
+        epochs: the baseline's training epochs.
+        prune_stages, prune_epochs: gradual schedule; fine-tune epochs per stage.
+        student_width, distill_epochs: the student.
+        source_epochs, transfer_epochs: the transfer source and the transfer runs.
+        latency: measure latency (batch 1 and 32).
+    """
+
+    width: int = 32
+    epochs: int = 12
+    prune_stages: int = 2
+    prune_epochs: int = 4
+    student_width: int = 12
+    distill_epochs: int = 20
+    source_epochs: int = 30
+    transfer_epochs: int = 100
+    latency: bool = True
+
+
+COMPRESSION_MODELS = ("fp32", "pruned", "int8", "pruned_int8", "student")
+TRANSFER_METHODS = ("scratch", "feature", "fc", "full")
+
+
+def _job(
+    repository: Path, name: str, source: ModelRef, steps: tuple[Step, ...], dataset: str,
+    settings: ReportSettings, ctx: Context,
+) -> dict[str, Any]:
+    spec = JobSpec(source, steps, dataset, str(repository), name, 0, settings.latency)
+    result = execute(spec, ctx)
+    return {**result.card, "model": name, "version": result.version}
+
+
+def compression_report(
+    repository: Path, settings: ReportSettings = ReportSettings(),
+    report: Callable[..., bool] | None = None,
+) -> dict[str, Any]:
+    """Run the five-model report, writing each model as a version into `repository`.
+
+    Returns:
+        {"models": {key: card}, "int8_top1_drop", "pruned_top1_drop",
+        "student_over_teacher_accuracy", "student_over_teacher_macs", "targets": {...}}.
+    """
+    ctx = Context(0, report or (lambda event: False))
+    fp32 = ModelRef(architecture_kwargs={"width": settings.width})
+    cards = {"fp32": _job(repository, "digits_fp32", fp32, (Finetune(settings.epochs, 3e-3),),
+                          "digits", settings, ctx)}
+    base = ModelRef(str(repository), "digits_fp32", cards["fp32"]["version"])
+    prune = Prune("channel", 0.5, stages=settings.prune_stages,
+                  finetune_epochs=settings.prune_epochs)
+    cards["pruned"] = _job(repository, "digits_pruned", base, (prune,), "digits", settings, ctx)
+    cards["int8"] = _job(repository, "digits_int8", base, (Quantize(),), "digits", settings, ctx)
+    pruned = ModelRef(str(repository), "digits_pruned", cards["pruned"]["version"])
+    cards["pruned_int8"] = _job(
+        repository, "digits_pruned_int8", pruned, (Quantize(),), "digits", settings, ctx
+    )
+    distill = Distill(student_width=settings.student_width, epochs=settings.distill_epochs)
+    cards["student"] = _job(repository, "digits_student", base, (distill,), "digits", settings, ctx)
+    acc = {k: c["accuracy"]["after"] for k, c in cards.items()}
+    macs = cards["student"]["macs"]
+    out = {
+        "models": cards,
+        "int8_top1_drop": round(100 * (acc["fp32"] - acc["int8"]), 3),
+        "pruned_top1_drop": round(100 * (acc["fp32"] - acc["pruned"]), 3),
+        "pruned_int8_top1_drop": round(100 * (acc["fp32"] - acc["pruned_int8"]), 3),
+        "student_over_teacher_accuracy": round(acc["student"] / acc["fp32"], 4),
+        "student_over_teacher_macs": round(macs["after"] / macs["before"], 4),
+    }
+    out["targets"] = {
+        "int8_within_1_point": out["int8_top1_drop"] <= 1.0,
+        "pruned_within_1_point": out["pruned_top1_drop"] <= 1.0,
+        "student_97_percent_accuracy": out["student_over_teacher_accuracy"] >= 0.97,
+        "student_quarter_flops": out["student_over_teacher_macs"] <= 0.25,
+    }
+    return out
+
+
+def transfer_report(
+    repository: Path, settings: ReportSettings = ReportSettings(),
+    report: Callable[..., bool] | None = None,
+) -> dict[str, Any]:
+    """Source on digits 0-4, then the four ways to digits 5-9 with 20 images per class."""
+    ctx = Context(0, report or (lambda event: False))
+    fresh = ModelRef(architecture_kwargs={"width": settings.width, "hidden": 64})
+    source_card = _job(repository, "digits_0_4", fresh,
+                       (Finetune(settings.source_epochs, 3e-3, augment=True),), "digits_0_4",
+                       settings, ctx)
+    source = ModelRef(str(repository), "digits_0_4", source_card["version"])
+    cards = {}
+    for method in TRANSFER_METHODS:
+        lr = 3e-3 if method == "scratch" else 1e-2
+        step = Transfer(method, epochs=settings.transfer_epochs, lr=lr)
+        cards[method] = _job(repository, f"digits_5_9_{method}", source, (step,),
+                             "digits_5_9_few", settings, ctx)
+    acc = {k: c["accuracy"]["after"] for k, c in cards.items()}
+    gap = round(100 * (acc["feature"] - acc["scratch"]), 3)
+    return {
+        "source": source_card, "models": cards,
+        "accuracy": acc, "feature_minus_scratch_points": gap,
+        "targets": {"feature_beats_scratch_by_10_points": gap >= 10.0},
+    }
+
+
+def compression_table(result: dict[str, Any]) -> str:
+    """The five models as a text table, then the target ratios."""
+    lines = [f"{'model':<12} {'top-1':>7} {'params':>8} {'MACs':>9} {'size KiB':>9} "
+             f"{'b1 ms':>7} {'b32 ms':>7} {'int8 pkg KiB':>12}"]
+    for key, card in result["models"].items():
+        size = card["size_bytes"]["after"] / 1024
+        lat = card["latency_ms"]["after"]
+        lines.append(
+            f"{key:<12} {100 * card['accuracy']['after']:>6.2f}% {card['params']['after']:>8,} "
+            f"{card['macs']['after']:>9,} {size:>9.1f} {lat['batch_1']:>7.3f} "
+            f"{lat['batch_32']:>7.3f} {card['int8_package_bytes'] / 1024:>12.1f}"
+        )
+    for key in ("int8_top1_drop", "pruned_top1_drop", "pruned_int8_top1_drop",
+                "student_over_teacher_accuracy", "student_over_teacher_macs"):
+        lines.append(f"{key:<32} {result[key]}")
+    lines += [f"target {k:<30} {'met' if v else 'NOT met'}" for k, v in result["targets"].items()]
+    return "\n".join(lines)
+
+
+def transfer_table(result: dict[str, Any]) -> str:
+    """Transfer accuracies as a text table."""
+    lines = [f"source (digits 0-4) top-1 {100 * result['source']['accuracy']['after']:.2f}%"]
+    lines += [f"{m:<10} {100 * a:>6.2f}%" for m, a in result["accuracy"].items()]
+    lines.append(f"feature_minus_scratch_points {result['feature_minus_scratch_points']}")
+    lines += [f"target {k} {'met' if v else 'NOT met'}" for k, v in result["targets"].items()]
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], json_path: Path | None, png_path: Path | None) -> None:
+    """Write the result as JSON and (for the compression report) a PNG bar chart."""
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    if png_path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cards = result["models"]
+        keys = list(cards)
+        panels = [
+            ("top-1 accuracy (%)", [100 * cards[k]["accuracy"]["after"] for k in keys]),
+            ("parameters", [cards[k]["params"]["after"] for k in keys]),
+            ("size on disk (KiB)", [cards[k]["size_bytes"]["after"] / 1024 for k in keys]),
+            ("latency batch 1 (ms)", [cards[k]["latency_ms"]["after"]["batch_1"] for k in keys]),
+            ("latency batch 32 (ms)", [cards[k]["latency_ms"]["after"]["batch_32"] for k in keys]),
+            ("MACs per image", [cards[k]["macs"]["after"] for k in keys]),
+        ]
+        figure, axes = plt.subplots(2, 3, figsize=(13, 7))
+        for axis, (title, values) in zip(axes.flat, panels, strict=True):
+            axis.bar(keys, values, color="tab:blue")
+            axis.set_title(title)
+            axis.tick_params(axis="x", rotation=30)
+        figure.tight_layout()
+        figure.savefig(png_path, dpi=100)
+        plt.close(figure)
