@@ -137,9 +137,9 @@ async def test_torch_output_and_iterable_dataset_adapter(targets):
 def test_parse_batch_matches_protobuf(dtype):
     import torch
 
-    from augserve.clients.loader import parse_batch
     from augserve.clients.proto.augserve.v1 import augment_pb2
     from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+    from augserve.clients.stream_batch import parse_batch
     from augserve.server.stream.pool import BatchResult
     from augserve.server.stream.servicer import encode_batch
     from augserve.server.stream.stream import MadeBatch
