@@ -20,7 +20,7 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -76,7 +76,9 @@ def _digest(
     model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: ModelInt8Config
 ) -> str:
     h = hashlib.sha256()
-    h.update(f"{torch.__version__}|{type(model).__qualname__}|{asdict(config)}".encode())
+    # Where the cache lives is not part of what was compiled.
+    shape_config = (config.max_batch, config.dynamic_batch)
+    h.update(f"{torch.__version__}|{type(model).__qualname__}|{shape_config}".encode())
     for name, tensor in model.state_dict().items():
         h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

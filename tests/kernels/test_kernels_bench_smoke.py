@@ -32,4 +32,5 @@ def test_bench_kernels_quick_json(tmp_path):
         assert math.isfinite(value) and value > 0, (key, value)
     assert report["figures"]["load_resnet20_int8_first_was_cache_hit"] is False
     figures = report["figures"]
+    assert figures["load_resnet20_int8_restart_cache_hit"] is True
     assert figures["load_resnet20_int8_warm_s"] < figures["load_resnet20_int8_first_s"]
