@@ -1,4 +1,4 @@
-"""The `augserve` command line: `serve` and `bench NAME`."""
+"""The `augserve` command line: `serve`, `bench NAME`, `compress ...` and `transfer ...`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from types import ModuleType
 
 from augserve.server.bench import BENCHMARKS
 from augserve.server.config import add_serve_arguments
+from augserve.server.jobs import cli as jobs_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure augserve beside a named baseline")
     bench.add_argument("bench", choices=sorted(BENCHMARKS), help="which benchmark")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's flags")
+    jobs_cli.add_commands(commands)
     return parser
 
 
@@ -40,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from augserve.server.app import serve_forever
 
         return serve_forever(args)
+    if args.command in jobs_cli.COMMANDS:
+        return jobs_cli.main(args)
     parser, module = bench_parser(args.bench)
     bench_args = parser.parse_args(args.bench_args)
     report = module.run(bench_args)
