@@ -23,6 +23,8 @@ from augserve.kernels.augment import apply_colour, crop_resize, flip, gaussian_b
 from augserve.kernels.augment import warp_affine as warp
 from augserve.server.augment.plan import Stage
 
+_EYE4 = torch.eye(4, dtype=torch.float64)
+
 _IDENTITY = np.eye(4)
 _NP_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16,
               "bfloat16": np.float32}
@@ -54,7 +56,7 @@ class _ColourPlan:
     def __init__(self, stage: Stage) -> None:
         base, slope = stage.colour_affine_in_mean()
         n = base.shape[0]
-        square = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+        square = _EYE4.expand(n, 4, 4).clone()
         square[:, :3] = base
         self.base = list(square.numpy())  # 4x4 homogeneous, one per sample
         self.slope = list(slope.numpy())

@@ -17,6 +17,8 @@ import torch
 from augserve.server.augment.ops import BoxOp, ColourOp, Op, OpParams, WarpOp
 from augserve.server.augment.ops.color import JITTER_STEPS
 
+_EYE4 = torch.eye(4, dtype=torch.float64)
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -45,10 +47,10 @@ class Stage:
     def colour_matrices(self, mean_in: torch.Tensor) -> torch.Tensor:
         """The run's composed (n, 3, 4) matrices on [0, 1] values, given the entering mean RGB."""
         n = mean_in.shape[0]
-        m = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+        m = _EYE4.expand(n, 4, 4).clone()
         for op, params in zip(self.ops, self.params, strict=True):
             mean = (m[:, :3, :3] @ mean_in[:, :, None])[:, :, 0] + m[:, :3, 3]
-            step = torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+            step = _EYE4.expand(n, 4, 4).clone()
             if self.steps:
                 step[:, :3] = op.matrix(params, mean, self.steps)  # type: ignore[attr-defined]
             else:
@@ -64,13 +66,18 @@ class Stage:
         slope @ mean`. A loop over images then needs no per-image composition.
         """
         n = self.out_sizes.shape[0]
-        base = self.colour_matrices(torch.zeros(n, 3, dtype=torch.float64))
-        slope = torch.zeros(n, 3, 3, dtype=torch.float64)
-        if self.needs_mean():
-            for j in range(3):
-                unit = torch.zeros(n, 3, dtype=torch.float64)
-                unit[:, j] = 1.0
-                slope[:, :, j] = self.colour_matrices(unit)[:, :, 3] - base[:, :, 3]
+        if not self.needs_mean():
+            base = self.colour_matrices(torch.zeros(n, 3, dtype=torch.float64))
+            return base, torch.zeros(n, 3, 3, dtype=torch.float64)
+        # one evaluation at mean 0 and at the three unit means, stacked as 4n samples
+        units = torch.cat([torch.zeros(1, 3), torch.eye(3)]).to(torch.float64)
+        means = units.repeat_interleave(n, 0)
+        rows = torch.arange(n).repeat(4)
+        tiled = dataclasses.replace(self, params=tuple(p.take(rows) for p in self.params),
+                                    out_sizes=self.out_sizes[rows])
+        values = tiled.colour_matrices(means).reshape(4, n, 3, 4)
+        base = values[0]
+        slope = (values[1:, :, :, 3] - base[None, :, :, 3]).permute(1, 2, 0)
         return base, slope
 
     def needs_mean(self) -> bool:

@@ -31,6 +31,8 @@ import torch
 from augserve.server.augment.ops.base import Op, OpParams, SpecError
 from augserve.server.augment.rng import Keys
 
+_EYE4 = torch.eye(4, dtype=torch.float64)
+
 GREY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
                     dtype=torch.float64)
@@ -39,7 +41,7 @@ JITTER_STEPS = ("brightness", "contrast", "saturation", "hue")
 
 
 def _eye(n: int) -> torch.Tensor:
-    return torch.eye(4, dtype=torch.float64).repeat(n, 1, 1)
+    return _EYE4.expand(n, 4, 4).clone()
 
 
 def hue_matrix(hue: torch.Tensor) -> torch.Tensor:

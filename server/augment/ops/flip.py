@@ -34,7 +34,7 @@ class HorizontalFlip(Op):
     def forward(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
         """Source -> destination maps (n, 3, 3), continuous coordinates (identity if unapplied)."""
         n = len(params)
-        out = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+        out = torch.eye(3, dtype=torch.float64).expand(n, 3, 3).clone()
         axis = 0 if self.horizontal else 1
         extent = sizes[:, 1 - axis].to(torch.float64)
         applied = params.applied

@@ -41,7 +41,7 @@ class WarpOp(Op):
         n = len(params)
         centre = torch.stack([sizes[:, 1], sizes[:, 0]], 1).to(torch.float64) / 2
         shift = t * torch.stack([sizes[:, 1], sizes[:, 0]], 1).to(torch.float64)
-        m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+        m = torch.eye(3, dtype=torch.float64).expand(n, 3, 3).clone()
         m[:, :2, :2] = a
         m[:, :2, 2] = centre + shift - (a @ centre[:, :, None])[:, :, 0]
         m[~params.applied] = torch.eye(3, dtype=torch.float64)
