@@ -346,6 +346,7 @@ def _torch_dataset_class() -> type:
                     self.state = loader.state_dict()
 
     TorchRemoteDataset.__module__ = __name__
+    TorchRemoteDataset.__qualname__ = "TorchRemoteDataset"  # pickled by name (spawn workers)
     _TORCH_DATASET = TorchRemoteDataset
     return TorchRemoteDataset
 

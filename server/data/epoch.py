@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -71,7 +72,11 @@ class EpochPlan:
             raise ValueError(f"sharding: expected one of {SHARDINGS}, got {self.sharding!r}")
 
     def shard_indices(self) -> np.ndarray:
-        """This shard's sample indices, in epoch order."""
+        """This shard's sample indices, in epoch order (computed once per plan)."""
+        return self._shard_indices
+
+    @functools.cached_property
+    def _shard_indices(self) -> np.ndarray:
         order = permutation(self.size, self.seed, self.epoch, self.shuffle)
         k = self.num_shards
         if self.drop_last:

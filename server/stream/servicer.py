@@ -24,7 +24,7 @@ from augserve.server.augment.spec import (
 )
 from augserve.server.data.datasets import Dataset, open_dataset
 from augserve.server.data.epoch import SHARDINGS, EpochPlan
-from augserve.server.errors import InvalidArgument, NotFound
+from augserve.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from augserve.server.stream.pool import StreamPool
 from augserve.server.stream.settings import CORRUPT_POLICIES, StreamSettings
 from augserve.server.stream.stream import MadeBatch, StreamCounters, StreamJob, produce
@@ -69,8 +69,11 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             raise NotFound(f"dataset {name!r} is not registered "
                            f"(known: {', '.join(sorted(self.settings.datasets))})")
         if name not in self._datasets:
-            self._datasets[name] = await asyncio.to_thread(open_dataset,
-                                                           self.settings.datasets[name])
+            try:
+                self._datasets[name] = await asyncio.to_thread(open_dataset,
+                                                               self.settings.datasets[name])
+            except (OSError, ValueError) as error:
+                raise FailedPrecondition(f"dataset {name!r} cannot be opened: {error}") from error
         return self._datasets[name]
 
     def _pipeline(self, request: pb.StreamRequest) -> PipelineSpec:

@@ -168,3 +168,20 @@ def test_parse_batch_matches_protobuf(dtype):
     assert ours.images.dtype == expected.dtype and ours.images.shape == (2, 3, 4, 5)
     np.testing.assert_array_equal(ours.images, expected)
     assert isinstance(theirs.images, augment_pb2.Image)
+
+
+async def test_dataloader_workers_read_lanes_in_position_order(targets):
+    torch = pytest.importorskip("torch")
+    from augserve.clients.loader import TorchRemoteDataset
+
+    def scenario():
+        dataset = TorchRemoteDataset(targets=targets[0], **KWARGS)
+        workers = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2,
+                                              multiprocessing_context="spawn")
+        with RemoteLoader(targets[0], **KWARGS) as loader:
+            return list(workers), list(loader)
+
+    workers, plain = await asyncio.to_thread(scenario)
+    assert len(workers) == len(plain) == 18
+    for (x, y), (a, b) in zip(workers, plain, strict=True):
+        assert np.array_equal(x.numpy(), a) and np.array_equal(y.numpy(), b)

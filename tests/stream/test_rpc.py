@@ -164,3 +164,17 @@ async def test_cancel_frees_the_streams_resources(local):
         await asyncio.sleep(0.05)
     assert counters.active_streams == 0 and pool.in_flight == 0
     assert by_index(await collect(local.target, batch_size=256))
+
+
+async def test_a_dataset_that_cannot_be_opened_fails_precondition(image_folder, tmp_path):
+    from .conftest import settings, start
+
+    running = await start(settings(datasets={"gone": {"kind": "folder",
+                                                      "path": str(tmp_path / "gone")}}))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(running.target, dataset="gone")
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "gone" in caught.value.details()
+    finally:
+        await running.server.stop(None)
