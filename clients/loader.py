@@ -201,7 +201,10 @@ class RemoteLoader:
             self.request.pipeline.CopyFrom(pipeline)
         else:
             text = pipeline if isinstance(pipeline, str) else json.dumps(pipeline)
-            json_format.Parse(text, self.request.pipeline, descriptor_pool=POOL)
+            try:
+                json_format.Parse(text, self.request.pipeline, descriptor_pool=POOL)
+            except json_format.ParseError as error:
+                raise ValueError(f"pipeline: {error}") from error
         self.epochs, self.prefetch, self.output = epochs, prefetch, output
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
         self.lane = lane

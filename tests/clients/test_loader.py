@@ -185,3 +185,12 @@ async def test_dataloader_workers_read_lanes_in_position_order(targets):
     assert len(workers) == len(plain) == 18
     for (x, y), (a, b) in zip(workers, plain, strict=True):
         assert np.array_equal(x.numpy(), a) and np.array_equal(y.numpy(), b)
+
+
+def test_bad_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match="exactly one"):
+        RemoteLoader("x:1", "digits", 8)
+    with pytest.raises(ValueError, match="pipeline"):
+        RemoteLoader("x:1", "digits", 8, pipeline={"ops": [{"spin": {}}]})
+    with pytest.raises(ValueError, match="output"):
+        RemoteLoader("x:1", "digits", 8, pipeline_id="p", output="jax")
