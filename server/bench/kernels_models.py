@@ -77,67 +77,79 @@ def run_models(
     """
     import torch
 
+    torch._inductor.config.freezing = True  # the peer's setting; our AOTI path sets its own
+    figures: dict[str, Any] = {}
+    ratios: dict[str, float] = {}
+    # Without --cache-dir the packages go to a scratch folder, so "first" is a real compile.
+    scratch = tempfile.TemporaryDirectory(prefix="augserve-bench-cache-")
+    try:
+        for name in models:
+            _run_model(name, batches, repeats, cache_dir or scratch.name, figures, ratios)
+    finally:
+        scratch.cleanup()
+    return figures, ratios
+
+
+def _run_model(
+    name: str, batches: tuple[int, ...], repeats: int, root: str,
+    figures: dict[str, Any], ratios: dict[str, float],
+) -> None:
+    import torch
+
     from augserve.kernels.compress import ChannelPruneConfig, compress_
     from augserve.kernels.quant.model import ModelInt8Config, pt2e_int8, quantize_model
     from augserve.server import zoo
 
-    torch._inductor.config.freezing = True
-    figures: dict[str, Any] = {}
-    ratios: dict[str, float] = {}
-    specs = {"resnet20": (zoo.resnet20, 32), "resnet18": (zoo.resnet18, 224)}
-    for name in models:
-        factory, hw = specs[name]
-        torch.manual_seed(0)
-        model = factory().eval()
-        calib = torch.randn(32, 3, hw, hw)
-        pruned = compress_(copy.deepcopy(model), ChannelPruneConfig(0.5, (1, 3, hw, hw)))
-        figures[f"params_{name}_fp32"] = sum(p.numel() for p in model.parameters())
-        figures[f"params_{name}_pruned50"] = sum(p.numel() for p in pruned.parameters())
-        root = cache_dir or tempfile.mkdtemp(prefix="augserve-bench-cache-")
-        config = ModelInt8Config(cache_dir=root)
-        compiled: dict[str, Callable[[Any], Any]] = {}
-        for variant, source in (("int8", model), ("pruned50_int8", pruned)):
-            cold = quantize_model(source, (calib,), config)
-            warm = quantize_model(source, (calib,), config)  # same process, cached package
-            figures[f"load_{name}_{variant}_first_s"] = cold.load_seconds
-            figures[f"load_{name}_{variant}_first_was_cache_hit"] = cold.cache_hit
-            figures[f"load_{name}_{variant}_warm_s"] = warm.load_seconds
-            compiled[variant] = warm
-            if variant == "int8":  # a restart: fresh process, serving format, cached package
-                figures.update(_restart(name, variant, source, calib, root))
-        start = time.perf_counter()
-        peer = torch.compile(pt2e_int8(model, (calib,), config))
-        with torch.inference_mode():
-            peer(calib)
-        figures[f"load_{name}_peer_pt2e_int8_first_call_s"] = time.perf_counter() - start
-        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    factory, hw = {"resnet20": (zoo.resnet20, 32), "resnet18": (zoo.resnet18, 224)}[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    calib = torch.randn(32, 3, hw, hw)
+    pruned = compress_(copy.deepcopy(model), ChannelPruneConfig(0.5, (1, 3, hw, hw)))
+    figures[f"params_{name}_fp32"] = sum(p.numel() for p in model.parameters())
+    figures[f"params_{name}_pruned50"] = sum(p.numel() for p in pruned.parameters())
+    config = ModelInt8Config(cache_dir=root)
+    compiled: dict[str, Callable[[Any], Any]] = {}
+    for variant, source in (("int8", model), ("pruned50_int8", pruned)):
+        cold = quantize_model(source, (calib,), config)
+        warm = quantize_model(source, (calib,), config)  # same process, cached package
+        figures[f"load_{name}_{variant}_first_s"] = cold.load_seconds
+        figures[f"load_{name}_{variant}_first_was_cache_hit"] = cold.cache_hit
+        figures[f"load_{name}_{variant}_warm_s"] = warm.load_seconds
+        compiled[variant] = warm
+        if variant == "int8":  # a restart: fresh process, serving format, cached package
+            figures.update(_restart(name, variant, source, calib, root))
+    start = time.perf_counter()
+    peer = torch.compile(pt2e_int8(model, (calib,), config))
+    with torch.inference_mode():
+        peer(calib)
+    figures[f"load_{name}_peer_pt2e_int8_first_call_s"] = time.perf_counter() - start
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
-        def bf16_cl(x: Any, m: Any = model_cl) -> Any:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return m(x.contiguous(memory_format=torch.channels_last))
+    def bf16_cl(x: Any, m: Any = model_cl) -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return m(x.contiguous(memory_format=torch.channels_last))
 
-        with torch.inference_mode():
-            reference = model(calib)
-            figures[f"rel_err_{name}_int8_vs_fp32"] = _rel_err(compiled["int8"](calib), reference)
-            figures[f"rel_err_{name}_pruned50_int8_vs_pruned50"] = _rel_err(
-                compiled["pruned50_int8"](calib), pruned(calib)
-            )
-            figures[f"rel_err_{name}_peer_pt2e_int8_vs_fp32"] = _rel_err(peer(calib), reference)
-            for batch in batches:
-                x = torch.randn(batch, 3, hw, hw)
-                calls = {
-                    "fp32": partial(model, x),
-                    "int8": partial(compiled["int8"], x),
-                    "pruned50": partial(pruned, x),
-                    "pruned50_int8": partial(compiled["pruned50_int8"], x),
-                    "peer_bf16_cl": partial(bf16_cl, x),
-                    "peer_pt2e_int8": partial(peer, x),
-                }
-                samples = interleaved_samples(calls, repeats, warmup=2, budget_s=45.0)
-                seconds = medians(samples)
-                for key, (base, ours) in PAIRS.items():
-                    ratios[f"{key}_b{batch}_{name}"] = paired_ratio(samples, base, ours)
-                for variant in VARIANTS:
-                    figures[f"model_{name}_b{batch}_{variant}_ms"] = seconds[variant] * 1e3
-                    figures[f"model_{name}_b{batch}_{variant}_img_s"] = batch / seconds[variant]
-    return figures, ratios
+    with torch.inference_mode():
+        reference = model(calib)
+        figures[f"rel_err_{name}_int8_vs_fp32"] = _rel_err(compiled["int8"](calib), reference)
+        figures[f"rel_err_{name}_pruned50_int8_vs_pruned50"] = _rel_err(
+            compiled["pruned50_int8"](calib), pruned(calib)
+        )
+        figures[f"rel_err_{name}_peer_pt2e_int8_vs_fp32"] = _rel_err(peer(calib), reference)
+        for batch in batches:
+            x = torch.randn(batch, 3, hw, hw)
+            calls = {
+                "fp32": partial(model, x),
+                "int8": partial(compiled["int8"], x),
+                "pruned50": partial(pruned, x),
+                "pruned50_int8": partial(compiled["pruned50_int8"], x),
+                "peer_bf16_cl": partial(bf16_cl, x),
+                "peer_pt2e_int8": partial(peer, x),
+            }
+            samples = interleaved_samples(calls, repeats, warmup=2, budget_s=45.0)
+            seconds = medians(samples)
+            for key, (base, ours) in PAIRS.items():
+                ratios[f"{key}_b{batch}_{name}"] = paired_ratio(samples, base, ours)
+            for variant in VARIANTS:
+                figures[f"model_{name}_b{batch}_{variant}_ms"] = seconds[variant] * 1e3
+                figures[f"model_{name}_b{batch}_{variant}_img_s"] = batch / seconds[variant]
