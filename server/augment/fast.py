@@ -159,13 +159,19 @@ def run_fast(
     return tensors
 
 
+def _fills(stage: Stage) -> dict[float, tuple[float, ...]]:
+    """The op's fill for uint8 images (scale 255) and float32 ones (scale 1)."""
+    fill = stage.ops[0].fill  # type: ignore[attr-defined]
+    return {255.0: tuple(float(v) for v in fill), 1.0: tuple(float(v) / 255.0 for v in fill)}
+
+
 def _prepare(stage: Stage) -> Any:
     if stage.kind == "colour":
         return _ColourPlan(stage)
     if stage.kind == "box":
-        return stage.boxes.tolist(), stage.out_sizes.tolist()  # type: ignore[union-attr]
+        return stage.boxes.tolist(), stage.out_sizes.tolist(), _fills(stage)  # type: ignore[union-attr]
     if stage.kind == "warp":
-        return stage.params[0].applied.tolist(), stage.forward.numpy()  # type: ignore[union-attr]
+        return stage.params[0].applied.tolist(), stage.forward.numpy(), _fills(stage)  # type: ignore[union-attr]
     if stage.kind == "blur":
         return stage.params[0].applied.tolist(), stage.params[0].sigma.tolist()  # type: ignore[attr-defined]
     return stage.params[0].applied.tolist()
@@ -188,14 +194,14 @@ def _step(stage: Stage, prep: Any, i: int, im: np.ndarray, scale: float,
     """Run one geometry, blur or erase stage on image `i`; returns the image and its scale."""
     kind, op = stage.kind, (stage.ops[0] if stage.ops else None)
     if kind == "box":
-        boxes, sizes = prep
-        fill = tuple(np.asarray(op.fill) / 255.0 * scale)  # type: ignore[union-attr]
+        boxes, sizes, fills = prep
+        fill = fills[scale]
         return crop_resize(im, boxes[i], sizes[i], fill, out=buf), scale
     if kind == "warp":
-        applied, forward = prep
+        applied, forward, fills = prep
         if not applied[i]:
             return im, scale
-        fill = tuple(np.asarray(op.fill) / 255.0 * scale)  # type: ignore[union-attr]
+        fill = fills[scale]
         return warp(im, forward[i], im.shape[:2], fill, out=buf), scale
     if kind == "flip":
         return (flip(im, op.horizontal, out=buf) if prep[i] else im), scale  # type: ignore[union-attr]

@@ -29,7 +29,8 @@ STD = (0.229, 0.224, 0.225)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`--batch`, `--rounds`, `--quick`."""
-    parser.add_argument("--batch", type=int, default=64, help="images per timed call")
+    parser.add_argument("--batch", type=int, default=256,
+                        help="images per timed call (256, an ImageNet training batch)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median)")
     parser.add_argument(
         "--kornia-batch", type=int, default=32, help="images per kornia call (it is slow on CPU)"
