@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="short phases (2 s, 0.5 s warm-up): a smoke test"
     )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for both servers (e.g. a Ray setting to try)",
+    )
 
 
 def write_repository(root: Path, max_batch_size: int, threads: int) -> Path:
@@ -97,20 +104,24 @@ def _child_env(omp_wait_policy: str | None = "PASSIVE") -> dict[str, str]:
 
 
 @contextmanager
-def server_process(command: list[str], ready_file: Path, log: Path, timeout_s: float = 240.0):
-    """Run `command` until the block ends; yields the port it writes to `ready_file`.
+def server_process(
+    command: list[str], ready_file: Path, log: Path, extra_env: dict[str, str],
+    timeout_s: float = 240.0,
+):  # fmt: skip
+    """Run `command` until the block ends; yields (the port it writes to `ready_file`, its pid).
 
     On exit the process gets SIGTERM; it must exit 0 within 60 s (else RuntimeError).
     """
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_child_env())
+        env = {**_child_env(), **extra_env}
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + timeout_s
         while not (ready_file.exists() and ready_file.read_text().strip()):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{command[2]} did not become ready; log:\n{log.read_text()}")
             time.sleep(0.1)
-        yield int(ready_file.read_text())
+        yield int(ready_file.read_text()), process.pid
     except BaseException:
         process.kill()
         process.wait()
@@ -141,13 +152,37 @@ def run_loadgen(
     return summary
 
 
-def batch_statistics(port: int) -> tuple[int, int, int]:
-    """(rows, executions, compute-infer ns) so far for the model, from ModelStatistics."""
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server process, its model replicas, and the rest of its tree."""
+    import psutil
+
+    root = psutil.Process(pid)
+    totals = {"server": sum(root.cpu_times()[:2]), "replicas": 0.0, "ray_other": 0.0}
+    for child in root.children(recursive=True):
+        try:
+            seconds = sum(child.cpu_times()[:2])
+            replica = "ModelReplica" in child.name() + " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        totals["replicas" if replica else "ray_other"] += seconds
+    return totals
+
+
+def batch_statistics(port: int) -> tuple[int, int, int, int]:
+    """(rows, executions, compute-infer ns, compute-input ns) so far, from ModelStatistics.
+
+    compute-input is the batcher's time around a replica call minus the model's own
+    time: the Ray round trip (arguments, scheduling, results).
+    """
     from augserve.clients.infer import InferClient
 
     with InferClient(f"127.0.0.1:{port}", timeout=10) as client:
         stats = client.statistics(MODEL).model_stats[0]
-    return stats.inference_count, stats.execution_count, stats.inference_stats.compute_infer.ns
+    infer = stats.inference_stats
+    return (
+        stats.inference_count, stats.execution_count, infer.compute_infer.ns,
+        infer.compute_input.ns,
+    )  # fmt: skip
 
 
 def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> dict[str, float]:
@@ -228,6 +263,7 @@ def run(args: argparse.Namespace) -> BenchReport:
     """Run every phase (see the module docstring) and return the report."""
     duration, warmup = (2.0, 0.5) if args.quick else (args.duration, args.warmup)
     report = BenchReport("infer", environment=_environment(args.threads))
+    extra_env = dict(item.split("=", 1) for item in args.server_env)
     figures, ratios = report.figures, report.ratios
     with tempfile.TemporaryDirectory(prefix="augserve-bench-infer-") as tmp:
         work = Path(tmp)
@@ -237,11 +273,15 @@ def run(args: argparse.Namespace) -> BenchReport:
             "--metrics-port", "0", "--model-repository", str(work / "repo"),
             "--ready-file", str(work / "augserve.port"),
         ]  # fmt: skip
-        with server_process(serve, work / "augserve.port", work / "augserve.log") as port:
-            before = batch_statistics(port)
+        augserve = server_process(serve, work / "augserve.port", work / "augserve.log", extra_env)
+        with augserve as (port, pid):
+            before, cpu_before = batch_statistics(port), cpu_seconds(pid)
             loaded = run_loadgen(port, args.concurrency, duration, warmup, work / "cN.json")
-            after = batch_statistics(port)
-            rows, executions, compute_ns = (a - b for a, b in zip(after, before, strict=True))
+            after, cpu_after = batch_statistics(port), cpu_seconds(pid)
+            rows, executions, compute_ns, hop_ns = (
+                a - b for a, b in zip(after, before, strict=True)
+            )
+            cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             mean_batch = rows / executions
             batch_compute_ms = compute_ns / executions / 1e6
             # Measured between the two loaded phases, with the server idle, so that
@@ -257,6 +297,11 @@ def run(args: argparse.Namespace) -> BenchReport:
             f"augserve_c{c}_p99_ms": loaded["p99_ms"],
             f"augserve_c{c}_mean_batch_size": mean_batch,
             f"augserve_c{c}_batch_compute_ms": batch_compute_ms,
+            f"augserve_c{c}_ray_round_trip_ms_per_batch": hop_ns / executions / 1e6,
+            f"augserve_c{c}_server_cpu_ms_per_request": 1e3 * cpu["server"] / loaded["calls"],
+            f"augserve_c{c}_replica_cpu_ms_per_request": 1e3 * cpu["replicas"] / loaded["calls"],
+            f"augserve_c{c}_ray_other_cpu_ms_per_request": 1e3 * cpu["ray_other"] / loaded["calls"],
+            f"loadgen_c{c}_cpu_ms_per_request": loaded["cpu_ms_per_request"],
             "augserve_c1_requests_per_s": c1["requests_per_s"],
             "augserve_c1_p50_ms": c1["p50_ms"],
             "augserve_c1_p99_ms": c1["p99_ms"],
@@ -275,7 +320,10 @@ def run(args: argparse.Namespace) -> BenchReport:
                 "--state-dict", str(weights), "--threads", str(args.threads),
                 "--model-name", MODEL, "--ready-file", str(work / "rayserve.port"),
             ]  # fmt: skip
-            with server_process(baseline, work / "rayserve.port", work / "rayserve.log") as port:
+            rayserve = server_process(
+                baseline, work / "rayserve.port", work / "rayserve.log", extra_env
+            )
+            with rayserve as (port, _):
                 serve_c = run_loadgen(
                     port, c, duration, warmup, work / "rayserve.json", "--metadata",
                     f"application={MODEL}",
@@ -287,5 +335,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             })  # fmt: skip
             ratios["served_vs_rayserve_c32"] = loaded["requests_per_s"] / serve_c["requests_per_s"]
     report.targets = {name: TARGETS[name] for name in ratios}
-    report.environment.update(duration_s=duration, warmup_s=warmup, concurrency=args.concurrency)
+    report.environment.update(
+        duration_s=duration, warmup_s=warmup, concurrency=args.concurrency, server_env=extra_env
+    )
     return report
