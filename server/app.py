@@ -28,6 +28,7 @@ from augserve.server.inference.demo import build_demo_repository
 from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.servicer import InferenceServicer
 from augserve.server.interceptors import ErrorMappingInterceptor
+from augserve.server.jobs.servicer import add_jobs_service
 from augserve.server.runtime import RayRuntime
 from augserve.server.stream.servicer import add_stream_service
 
@@ -89,7 +90,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     augment_service = add_augment_service(server, config.augment)
     stream_service = add_stream_service(server, config.stream, config.augment.pipelines)
-    services = [INFERENCE_SERVICE, augment_service, stream_service, health.SERVICE_NAME]
+    jobs_service = add_jobs_service(server, repository, config.jobs)
+    services = [
+        INFERENCE_SERVICE, augment_service, stream_service, jobs_service, health.SERVICE_NAME
+    ]
     _register_reflection(server, services)
 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
@@ -105,7 +109,7 @@ async def start_server(config: ServerConfig) -> RunningServer:
             log.error("model %s failed to load: %s", name, result)
 
     inference.ready.set()
-    for service in ("", INFERENCE_SERVICE, augment_service, stream_service):
+    for service in ("", INFERENCE_SERVICE, augment_service, stream_service, jobs_service):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     if config.ready_file:
         config.ready_file.write_text(f"{port}\n")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from augserve.server.augment.settings import AugmentSettings
+from augserve.server.jobs.settings import JobSettings
 from augserve.server.stream.settings import StreamSettings
 
 
@@ -45,6 +46,8 @@ class ServerConfig:
         ready_file: if set, the bound port is written there once the server is ready.
         stream: the StreamBatches service: window, pool, datasets (`[stream]` table, with
             `[stream.datasets.NAME]` sub-tables; see `StreamSettings`).
+        jobs: the Jobs service: task CPUs, threads, running limit (`[jobs]` table; see
+            `JobSettings`).
 
     """
 
@@ -62,6 +65,7 @@ class ServerConfig:
     ready_file: Path | None = None
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     stream: StreamSettings = field(default_factory=StreamSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
 
     def validated(self) -> ServerConfig:
         """Return self after checking every field; raise ValueError naming the bad one."""
@@ -134,4 +138,5 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             augment[key] = getattr(args, flag)
     values["augment"] = AugmentSettings(**augment)
     values["stream"] = StreamSettings(**values.pop("stream", {}))
+    values["jobs"] = JobSettings(**values.pop("jobs", {}))
     return ServerConfig(**values).validated()

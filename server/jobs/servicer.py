@@ -1,0 +1,100 @@
+"""The `augserve.v1.JobService` RPCs: a thin translation to `JobManager` calls.
+
+Errors are augserve exceptions (NotFound for a missing dataset, model or job;
+InvalidArgument for a bad spec; Cancelled for the result of a cancelled job), mapped to
+status codes by the server's interceptor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from grpc import aio
+
+from augserve.clients.proto.augserve.v1 import jobs_pb2 as pb
+from augserve.clients.proto.augserve.v1 import jobs_pb2_grpc as pb_grpc
+from augserve.server.errors import InvalidArgument
+from augserve.server.jobs.runner import JobManager
+from augserve.server.jobs.settings import JobSettings
+from augserve.server.jobs.specs import JobSpec
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
+_STATES = {"running": pb.JobEvent.RUNNING, "done": pb.JobEvent.DONE,
+           "failed": pb.JobEvent.FAILED, "cancelled": pb.JobEvent.CANCELLED}
+
+
+class JobServicer(pb_grpc.JobServiceServicer):
+    """Submit, Watch, Cancel and Result over a `JobManager`."""
+
+    def __init__(self, manager: JobManager, repository: Any = None) -> None:
+        """Serve the jobs of `manager`; reload finished outputs into `repository`."""
+        self.manager = manager
+        self.repository = repository
+        self._reloads: set[asyncio.Task] = set()
+
+    async def _reload_when_done(self, job_id: str, spec: JobSpec) -> None:
+        # A version written into the served repository is served without a restart.
+        try:
+            await self.manager.result(job_id)
+            await self.repository.load(spec.output_name)
+        except Exception as error:  # the job's own error reaches its Result caller
+            log.info("job %s: no reload of %s (%s)", job_id, spec.output_name, error)
+
+    async def Submit(self, request: pb.SubmitJobRequest, context: object) -> pb.SubmitJobResponse:
+        """Parse and check the spec, start the job; returns its id."""
+        try:
+            spec = JobSpec.from_dict(json.loads(request.spec_json or "{}"))
+        except (ValueError, TypeError) as error:
+            raise InvalidArgument(f"spec_json: {error}") from None
+        job_id = self.manager.submit(spec)
+        root = getattr(self.repository, "root", None)
+        if root is not None and spec.output_repository and (
+            Path(spec.output_repository).resolve() == Path(root).resolve()
+        ):
+            task = asyncio.get_running_loop().create_task(self._reload_when_done(job_id, spec))
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+        return pb.SubmitJobResponse(job_id=job_id)
+
+    async def Watch(
+        self, request: pb.WatchJobRequest, context: object
+    ) -> AsyncIterator[pb.JobEvent]:
+        """Stream the job's events (from `from_seq`) until its final one."""
+        async for event in self.manager.watch(request.job_id, int(request.from_seq) - 1):
+            fields = {k: v for k, v in event.items() if k not in ("state",)}
+            yield pb.JobEvent(job_id=request.job_id, state=_STATES[event["state"]], **fields)
+
+    async def Cancel(self, request: pb.JobRef, context: object) -> pb.CancelJobResponse:
+        """Ask the job to stop."""
+        await self.manager.cancel(request.job_id)
+        return pb.CancelJobResponse()
+
+    async def Result(self, request: pb.JobRef, context: object) -> pb.JobResultResponse:
+        """Wait for the job; its version and model card (or its error status)."""
+        result = await self.manager.result(request.job_id)
+        return pb.JobResultResponse(
+            job_id=request.job_id, version=result["version"],
+            model_card_json=json.dumps(result["card"]),
+        )
+
+
+def add_jobs_service(server: aio.Server, repository: object, settings: JobSettings) -> str:
+    """Register the Jobs service on `server`; return its full name.
+
+    Args:
+        server: a `grpc.aio.Server` (with `ErrorMappingInterceptor` installed).
+        repository: the server's `ModelRepository`: a job that writes into its folder
+            has the model reloaded when it finishes, so the new version is served.
+        settings: task size, threads, limits.
+
+    Returns:
+        "augserve.v1.JobService".
+    """
+    pb_grpc.add_JobServiceServicer_to_server(JobServicer(JobManager(settings), repository), server)
+    return SERVICE_NAME

@@ -1,0 +1,160 @@
+"""Jobs run in-process: outputs, model cards, cancellation, failures, the steps."""
+
+import json
+
+import pytest
+import torch
+
+from augserve.kernels.serialize import load_compressed
+from augserve.server.errors import InvalidArgument, NotFound
+from augserve.server.jobs import output
+from augserve.server.jobs.data import load_dataset
+from augserve.server.jobs.distill import hinton_loss
+from augserve.server.jobs.execute import check_spec, execute
+from augserve.server.jobs.models import count_macs, digits_net
+from augserve.server.jobs.progress import CANCELLED, Context, JobCancelled
+from augserve.server.jobs.specs import (
+    Distill,
+    Finetune,
+    JobSpec,
+    ModelRef,
+    Prune,
+    Quantize,
+    Transfer,
+)
+from augserve.server.jobs.train import evaluate
+from augserve.server.jobs.transfer import build
+
+from .conftest import TINY, tree
+
+
+def _spec(root, steps, name="out", source="base", dataset="digits"):
+    return JobSpec(ModelRef(str(root), source), steps, dataset, str(root), name,
+                   measure_latency=False)
+
+
+def test_channel_prune_writes_a_smaller_version_with_its_card(base_repository):
+    events = []
+    result = execute(_spec(base_repository, (Prune(sparsity=0.5, finetune_epochs=1),), "pruned"),
+                     Context(report=lambda e: events.append(e) or False))
+    folder = base_repository / "pruned" / str(result.version)
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card["method"] == "prune"
+    assert card["params"]["after"] < card["params"]["before"] / 2
+    assert card["macs"]["after"] < card["macs"]["before"] / 2
+    for key in ("accuracy", "params", "size_bytes", "latency_ms", "dataset", "settings"):
+        assert key in card
+    config = json.loads((base_repository / "pruned" / "config.json").read_text())
+    assert config["platform"] == "augserve_compressed"
+    model = load_compressed(folder / "compressed")
+    data = load_dataset("digits")
+    assert evaluate(model, data.test_x, data.test_y) == pytest.approx(card["accuracy"]["after"])
+    assert events[-1].state == "done" and any(e.epoch == 1 for e in events)
+    assert not [p for p in (base_repository / "pruned").iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_job_writes_the_next_version(base_repository):
+    spec = _spec(base_repository, (Finetune(1),), "again")
+    assert execute(spec, Context()).version == 1
+    assert execute(spec, Context()).version == 2
+
+
+def test_cancelling_mid_job_leaves_the_repository_unchanged(base_repository):
+    before = tree(base_repository)
+    seen = []
+
+    def report(event):
+        seen.append(event)
+        return event.epoch >= 2  # cancel during the second epoch
+
+    with pytest.raises(JobCancelled):
+        execute(_spec(base_repository, (Finetune(epochs=50),), "cancelled"),
+                Context(report=report, min_interval_s=0.0))
+    assert tree(base_repository) == before
+    assert max(e.epoch for e in seen) < 5
+
+
+def test_a_failure_while_writing_leaves_no_version(base_repository, monkeypatch):
+    before = tree(base_repository)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(output, "save_compressed", broken)
+    with pytest.raises(OSError, match="disk full"):
+        execute(_spec(base_repository, (Finetune(1),), "base"), Context())
+    assert tree(base_repository) == before
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"dataset": "imagenet"}, "dataset 'imagenet' does not exist; known datasets"),
+    ({"source": "missing"}, "source model 'missing' is not in repository"),
+])
+def test_missing_dataset_or_model_fails_with_a_clear_error(base_repository, kwargs, words):
+    spec = _spec(base_repository, (Finetune(1),), **kwargs)
+    with pytest.raises(NotFound, match=words):
+        check_spec(spec)
+    with pytest.raises(NotFound, match=words):
+        execute(spec, Context())
+
+
+def test_missing_state_dict_file_is_not_found(tmp_path):
+    spec = JobSpec(ModelRef(state_dict=str(tmp_path / "nope.pth")), (Finetune(1),))
+    with pytest.raises(NotFound, match=r"nope\.pth"):
+        check_spec(spec)
+
+
+def test_class_count_mismatch_needs_a_transfer_step(base_repository):
+    with pytest.raises(InvalidArgument, match="transfer step"):
+        execute(_spec(base_repository, (Finetune(1),), dataset="digits_0_4"), Context())
+
+
+def test_distill_student_is_smaller_and_learns(base_repository):
+    step = Distill(student_width=2, epochs=4, lr=1e-2)
+    result = execute(_spec(base_repository, (step,), "student"), Context())
+    card = result.card
+    assert card["macs"]["after"] < card["macs"]["before"] / 3
+    assert card["accuracy"]["after"] > 0.15  # chance is 0.10
+
+
+def test_dynamic_int8_stays_close_to_fp32(base_repository):
+    card = execute(_spec(base_repository, (Quantize(method="dynamic"),), "dyn"), Context()).card
+    assert abs(card["accuracy"]["after"] - card["accuracy"]["before"]) <= 0.02
+
+
+def test_hinton_loss_is_zero_for_identical_logits_at_alpha_one():
+    logits = torch.randn(4, 10)
+    assert float(hinton_loss(logits, logits, torch.zeros(4, dtype=torch.long), 4.0, 1.0)) == (
+        pytest.approx(0.0, abs=1e-6)
+    )
+
+
+@pytest.mark.parametrize("method, frozen", [("feature", True), ("fc", True), ("full", False)])
+def test_transfer_builds_freeze_the_backbone_as_asked(method, frozen):
+    source = digits_net(5, 4, hidden=8)
+    model = build(source, Transfer(method), 5, digits_net(5, 4, hidden=8))
+    assert all(p.requires_grad != frozen for p in model.features.parameters())
+    assert all(p.requires_grad for p in model.fc.parameters())
+    if method == "feature":
+        assert isinstance(model.fc, torch.nn.Linear)
+    else:
+        torch.testing.assert_close(model.fc[0].weight, source.fc[0].weight)
+
+
+def test_transfer_job_from_a_state_dict_file(tmp_path):
+    source = digits_net(5, **TINY)
+    torch.save(source.state_dict(), tmp_path / "source.pth")
+    ref = ModelRef(state_dict=str(tmp_path / "source.pth"), architecture_kwargs=TINY)
+    spec = JobSpec(ref, (Transfer("feature", epochs=2),), "digits_5_9_few", str(tmp_path), "t",
+                   measure_latency=False)
+    result = execute(spec, Context())
+    assert result.version == 1 and result.card["dataset"]["train_images"] == 100
+
+
+def test_count_macs_halves_channels_quarter_the_convs():
+    assert count_macs(digits_net(10, 16), (1, 3, 8, 8)) < count_macs(digits_net(10, 32),
+                                                                     (1, 3, 8, 8)) / 3
+
+
+def test_cancelled_state_name():
+    assert CANCELLED == "cancelled"
