@@ -24,7 +24,12 @@ from augserve.server.augment.spec import (
 )
 from augserve.server.data.datasets import Dataset, open_dataset
 from augserve.server.data.epoch import SHARDINGS, EpochPlan
-from augserve.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from augserve.server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from augserve.server.stream.pool import StreamPool
 from augserve.server.stream.settings import CORRUPT_POLICIES, StreamSettings
 from augserve.server.stream.stream import MadeBatch, StreamCounters, StreamJob, produce
@@ -127,6 +132,9 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                             ) -> AsyncIterator[bytes]:
         """Check the request, then yield its batches in position order (as `Batch` bytes)."""
         job, mean, std = await self.job(request)
+        if self.counters.active_streams >= self.settings.max_streams:
+            raise ResourceExhausted(f"{self.counters.active_streams} streams are running "
+                                    f"(max_streams); retry later")
         labels = (await self.dataset(request.dataset)).labels
         count = job.plan.num_batches()
         async for made in produce(self.pool, job, self.settings.window,

@@ -27,6 +27,8 @@ class StreamSettings:
             It bounds what one stream holds on the server to about `window` batches; a
             reader that stops reading stops production once the window is full.
         max_batch_size: the largest batch a request may ask for: 1024.
+        max_streams: streams served at once; one more gets RESOURCE_EXHAUSTED: 64
+            (with `window`, it bounds what all streams hold together).
         cache_bytes: each worker's cache of decoded folder images, in bytes: 512 MiB.
         pool_size: Ray actors making batches (shared by all streams): 2; 0 runs them on a
             thread of the server process (tests, tiny deployments).
@@ -43,6 +45,7 @@ class StreamSettings:
 
     window: int = 8
     max_batch_size: int = 1024
+    max_streams: int = 64
     cache_bytes: int = 512 << 20
     pool_size: int = 2
     actor_num_cpus: float = 1.0
@@ -52,7 +55,7 @@ class StreamSettings:
     datasets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("window", "max_batch_size"):
+        for name in ("window", "max_batch_size", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream settings: {name} must be >= 1")
         for name in ("cache_bytes", "pool_size", "max_retries"):

@@ -178,3 +178,21 @@ async def test_a_dataset_that_cannot_be_opened_fails_precondition(image_folder, 
         assert "gone" in caught.value.details()
     finally:
         await running.server.stop(None)
+
+
+async def test_streams_over_max_streams_are_refused():
+    from .conftest import settings, start
+
+    running = await start(settings(max_streams=1))
+    try:
+        async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
+            stub = pb_grpc.StreamServiceStub(channel)
+            first = stub.StreamBatches(request(batch_size=8))
+            await first.read()
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in stub.StreamBatches(request(batch_size=8)):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            first.cancel()
+    finally:
+        await running.server.stop(None)
