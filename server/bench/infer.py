@@ -217,7 +217,11 @@ def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> 
 
 
 def best_in_process(
-    weights: Path, threads: int, batch_size: int, seconds: float
+    weights: Path,
+    threads: int,
+    batch_size: int,
+    seconds: float,
+    policies: tuple[str | None, ...] = ("PASSIVE", None),
 ) -> dict[str, float]:
     """`in_process` in a fresh process under each OpenMP wait policy; the best figures."""
     code = (
@@ -226,7 +230,7 @@ def best_in_process(
         f"print(json.dumps(in_process(Path({str(weights)!r}), {threads}, {batch_size}, {seconds})))"
     )
     runs = []
-    for policy in ("PASSIVE", None):
+    for policy in policies:
         done = subprocess.run(
             [sys.executable, "-c", code], env=_child_env(policy), capture_output=True, text=True,
             check=True, timeout=20 * seconds + 120,
@@ -287,7 +291,10 @@ def run(args: argparse.Namespace) -> BenchReport:
             # Measured between the two loaded phases, with the server idle, so that
             # drifting load from other processes on the machine hits both sides alike.
             batch_size = max(1, round(mean_batch))
-            ceiling = best_in_process(weights, args.threads, batch_size, max(0.5, duration / 3))
+            ceiling = best_in_process(
+                weights, args.threads, batch_size, max(0.5, duration / 3),
+                ("PASSIVE",) if args.quick else ("PASSIVE", None),
+            )  # fmt: skip
             c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
 
         c = args.concurrency
