@@ -176,3 +176,18 @@ async def test_runs_on_a_ray_pool(ray_session, photos):
     finally:
         await server.stop(None)
         pool.shutdown()
+
+
+async def test_concurrent_calls_do_not_disturb_each_other(stub, photos):
+    good = [request(photos[i : i + 2], seed=i, sample_indices=[i, i + 1]) for i in range(4)]
+    bad = pb.AugmentRequest(images=[pb.Image(data=b"xx", shape=[2, 2, 3])], pipeline_id="small")
+    calls = [stub.Augment(r) for r in good] + [stub.Augment(bad)] * 3
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    pipeline = Pipeline.from_spec(SMALL, backend="fast")
+    for i, reply in enumerate(results[:4]):
+        want = pipeline(photos[i : i + 2], seed=i, sample_indices=[i, i + 1]).images.numpy()
+        got = np.stack([np.frombuffer(m.data, np.uint8).reshape(m.shape) for m in reply.images])
+        np.testing.assert_array_equal(got, want)
+    for error in results[4:]:
+        assert isinstance(error, grpc.aio.AioRpcError)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

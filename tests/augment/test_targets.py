@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from augserve.server.augment.ops import CenterCrop, RandomCrop
 from augserve.server.augment.pipeline import Pipeline
@@ -91,3 +93,23 @@ def test_keypoints_leaving_the_image_are_marked():
         inside = ((moved.keypoints >= 0) & (moved.keypoints < 40)).all(1)
         np.testing.assert_array_equal(moved.keypoints_visible, inside)
     assert (~flags).any()
+
+
+AXIS_ALIGNED = ["horizontal_flip", "vertical_flip", "random_crop", "random_resized_crop",
+                "resize", "center_crop", "scale"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(names=st.lists(st.sampled_from(AXIS_ALIGNED), min_size=2, max_size=3),
+       seed=st.integers(0, 2**32))
+def test_chains_of_axis_aligned_ops_keep_box_and_mask_together(names, seed):
+    ops = tuple(dataclasses.replace(OP_CASES[n], p=1.0) if OP_CASES[n].p < 1 else OP_CASES[n]
+                for n in names)
+    image, targets = scene()
+    result = Pipeline(PipelineSpec(ops, "uint8", "NHWC"))([image], seed=seed, targets=[targets])
+    moved = result.targets[0]
+    assume(moved.mask.sum() >= 30 and len(moved.boxes) == 1)  # the rectangle is still seen
+    out_h, out_w = moved.mask.shape
+    # each resampling may move a mask edge by half a pixel at its scale
+    slack = 1.5 * len(names) * max(out_h / H, out_w / W, H / out_h, W / out_w, 1.0)
+    assert np.abs(mask_box(moved.mask) - moved.boxes[0]).max() <= slack
