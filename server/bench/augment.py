@@ -16,6 +16,7 @@ Pipeline: RandomResizedCrop 224 (scale 0.08-1), horizontal flip p 0.5, ColorJitt
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -154,6 +155,8 @@ def run(args: argparse.Namespace) -> BenchReport:
         environment={
             "threads": "1 per implementation (cv2.setNumThreads(1), torch.set_num_threads(1))",
             "images": "astronaut, coffee, chelsea, rocket, china, flower at 256x256",
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "torch": torch.__version__,
             "kornia": kornia.__version__,
             "albumentations": albumentations.__version__,
