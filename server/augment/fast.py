@@ -3,9 +3,10 @@
 Each image goes through every stage before the next starts, in buffers reused from
 image to image (fresh 150 kB arrays would cost a page fault per 4 kB page): uint8
 HWC through geometry (one `cv2.resize` per box stage, one `cv2.warpAffine` per warp
-stage, a `cv2.flip`); a colour run becomes one `cv2.transform` with a 3x4 matrix,
-written straight into the output batch when it is the last stage. A run that ends
-with a jitter is written back as uint8 (saturation is the clamp to [0, 1]).
+stage, a `cv2.flip`). Colour matrices are composed per image and applied lazily: a
+jitter step whose clamp can act is applied with one `cv2.transform` into uint8 (whose
+saturation is the clamp to [0, 1]); everything else folds into the next matrix, and
+the last one is written straight into the output batch.
 
 Values: the pipeline's meaning is on [0, 1] floats; a uint8 image stores them times
 255. Each stage's scale converts matrices and fills exactly once.
@@ -35,7 +36,7 @@ class _Buffers:
 
     def __init__(self) -> None:
         self.arrays: dict[tuple[Any, ...], np.ndarray] = {}
-        self.colour: dict[str, np.ndarray] = {}
+        self.colour: dict[Any, np.ndarray] = {}
 
     def get(self, stage: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         key = (stage, shape, dtype)
