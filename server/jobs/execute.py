@@ -148,6 +148,7 @@ def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None) -> JobRes
     started = time.time()
     ctx.emit(force=True, stage="load", message=f"source {spec.source.describe()}")
     data = load_dataset(spec.dataset)
+    torch.manual_seed(spec.seed)  # a fresh source's weights depend on the seed only
     source, architecture, kwargs = load_source(spec.source, data)
     transfers = any(isinstance(s, Transfer) for s in spec.steps)
     if not transfers and _classes(source, data) != data.num_classes:

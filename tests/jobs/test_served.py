@@ -44,7 +44,8 @@ async def test_a_job_streams_progress_and_its_version_is_served_at_the_claimed_a
     job_server, stub
 ):
     root = job_server.repository.root
-    steps = [{"prune": {"sparsity": 0.5, "finetune_epochs": 2}}]
+    # prune -> static int8 (PT2E, compiled): the served replica rebuilds the int8 model.
+    steps = [{"prune": {"sparsity": 0.5, "finetune_epochs": 2}}, {"quantize": {}}]
     job = (await stub.Submit(pb.SubmitJobRequest(spec_json=_spec(root, steps, "small")))).job_id
     events = [e async for e in stub.Watch(pb.WatchJobRequest(job_id=job))]
     assert events[-1].state == pb.JobEvent.DONE, events[-1].message
@@ -53,6 +54,7 @@ async def test_a_job_streams_progress_and_its_version_is_served_at_the_claimed_a
     result = await stub.Result(pb.JobRef(job_id=job))
     card = json.loads(result.model_card_json)
     assert result.version == 1 and card["params"]["after"] < card["params"]["before"]
+    assert card["method"] == "prune -> quantize" and card["int8_package_bytes"] > 0
 
     await job_server.repository.load("small")  # what the service's reload does, awaited
     data = load_dataset("digits")

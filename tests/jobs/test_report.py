@@ -1,0 +1,37 @@
+"""The report's table, JSON and PNG from a result of the report's shape (no training)."""
+
+import json
+
+from augserve.server.jobs.report import COMPRESSION_MODELS, compression_table, write_outputs
+
+
+def _card(name, accuracy, params):
+    return {"model": name, "version": 1, "accuracy": {"after": accuracy},
+            "params": {"after": params}, "macs": {"after": params * 10},
+            "size_bytes": {"after": params * 4}, "int8_package_bytes": 0}
+
+
+def _result():
+    accuracy = dict(zip(COMPRESSION_MODELS, (0.99, 0.985, 0.99, 0.98, 0.975), strict=True))
+    return {
+        "models": {k: _card(k, a, 1000) for k, a in accuracy.items()},
+        "latency_ms": {k: {"batch_1": 0.1, "batch_32": 1.0} for k in COMPRESSION_MODELS},
+        "int8_top1_drop": 0.0, "pruned_top1_drop": 0.5, "pruned_int8_top1_drop": 1.0,
+        "student_over_teacher_accuracy": 0.985, "student_over_teacher_macs": 0.2,
+        "targets": {"int8_within_1_point": True, "student_quarter_flops": True},
+    }
+
+
+def test_table_lists_five_models_and_the_targets():
+    table = compression_table(_result())
+    for key in (*COMPRESSION_MODELS, "int8_top1_drop", "pruned_top1_drop",
+                "student_over_teacher_accuracy", "met"):
+        assert key in table
+
+
+def test_writes_json_with_the_target_keys_and_a_png(tmp_path):
+    write_outputs(_result(), tmp_path / "r.json", tmp_path / "r.png")
+    saved = json.loads((tmp_path / "r.json").read_text())
+    for key in ("int8_top1_drop", "pruned_top1_drop", "student_over_teacher_accuracy"):
+        assert key in saved
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
