@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 
@@ -54,23 +55,38 @@ def run_kornia(
         One (n, ...) tensor when every output has the same shape, else a list.
     """
     device = device or default_device()
-    xs = [torch.from_numpy(im).to(device).permute(2, 0, 1).to(compute_dtype) / 255.0
-          for im in images]
+    # a (n, 3, H, W) tensor while the images share a size, else a list of (3, H, W)
+    xs: torch.Tensor | list[torch.Tensor]
+    if len({im.shape for im in images}) == 1:
+        stacked = torch.from_numpy(np.stack(images)).to(device)
+        xs = stacked.permute(0, 3, 1, 2).to(compute_dtype) / 255.0
+    else:
+        xs = [torch.from_numpy(im).to(device).permute(2, 0, 1).to(compute_dtype) / 255.0
+              for im in images]
     for stage in stages:
-        uniform = len({tuple(x.shape) for x in xs}) == 1
-        if not reference and uniform and stage.kind in ("flip", "warp", "blur", "colour"):
-            xs = list(_batched(stage, torch.stack(xs)).unbind(0))
-        else:
-            xs = [_one(stage, x, i, reference) for i, x in enumerate(xs)]
+        if not reference and stage.kind in ("flip", "warp", "blur", "colour", "box"):
+            if isinstance(xs, list) and len({tuple(x.shape) for x in xs}) == 1:
+                xs = torch.stack(xs)
+            if isinstance(xs, torch.Tensor):
+                xs = _batched(stage, xs)
+                continue
+        xs = [_one(stage, x, i, reference) for i, x in enumerate(xs)]
+    return _finish(xs, dtype, layout)
+
+
+def _finish(xs: torch.Tensor | list[torch.Tensor], dtype: str, layout: str
+            ) -> torch.Tensor | list[torch.Tensor]:
+    """Convert to the output dtype and layout, on the CPU."""
+    if isinstance(xs, list) and len({tuple(x.shape) for x in xs}) == 1:
+        xs = torch.stack(xs)
+    parts = [xs] if isinstance(xs, torch.Tensor) else [x[None] for x in xs]
     outs = []
-    for x in xs:
+    for x in parts:
         if dtype == "uint8":
             x = (x * 255).round().clamp(0, 255)
         x = x.to(_TORCH_DTYPES[dtype])
-        outs.append((x if layout == "NCHW" else x.permute(1, 2, 0)).contiguous().cpu())
-    if len({tuple(o.shape) for o in outs}) == 1:
-        return torch.stack(outs)
-    return outs
+        outs.append((x if layout == "NCHW" else x.permute(0, 2, 3, 1)).contiguous().cpu())
+    return outs[0] if isinstance(xs, torch.Tensor) else [o[0] for o in outs]
 
 
 def _one(stage: Stage, x: torch.Tensor, i: int, reference: bool) -> torch.Tensor:
@@ -89,7 +105,9 @@ def _first_step(op: Op) -> str:
 
 
 def _batched(stage: Stage, x: torch.Tensor) -> torch.Tensor:
-    """Run a flip, warp, blur or colour stage on a (n, 3, H, W) batch."""
+    """Run a flip, warp, blur, colour or box stage on a (n, 3, H, W) batch."""
+    if stage.kind == "box":
+        return _crop_resize(stage, x)
     if stage.kind == "colour":
         out = _colour(stage, x, list(range(x.shape[0])))
         return out.clamp(0, 1) if stage.clamp else out
@@ -114,6 +132,32 @@ def _batched(stage: Stage, x: torch.Tensor) -> torch.Tensor:
     out = x.clone()
     out[index] = part
     return out
+
+
+def _crop_resize(stage: Stage, x: torch.Tensor) -> torch.Tensor:
+    """Every sample's box crop and resize as one `grid_sample` (the semantics of `resize`).
+
+    `resize` (bilinear, align_corners=False) reads source row (y + 0.5) * h / out_h - 0.5,
+    clamped to the crop; the crop is padded with the fill where it leaves the image.
+    Sampling the fill-shifted image at those rows and columns, zeros outside, reproduces
+    both exactly.
+    """
+    n, _, height, width = x.shape
+    boxes = stage.boxes.to(torch.float64)  # type: ignore[union-attr]
+    out_h, out_w = (int(v) for v in stage.out_sizes[0])
+    x0, y0, w, h = boxes[:, 0:1], boxes[:, 1:2], boxes[:, 2:3], boxes[:, 3:4]
+    ys = (torch.arange(out_h, dtype=torch.float64) + 0.5) * h / out_h - 0.5
+    xs = (torch.arange(out_w, dtype=torch.float64) + 0.5) * w / out_w - 0.5
+    ys = torch.minimum(ys.clamp(min=0), h - 1) + y0  # (n, out_h), source pixel rows
+    xs = torch.minimum(xs.clamp(min=0), w - 1) + x0
+    # normalised for align_corners=True: pixel p -> 2 p / (size - 1) - 1
+    gy = (2 * ys / max(height - 1, 1) - 1)[:, :, None].expand(n, out_h, out_w)
+    gx = (2 * xs / max(width - 1, 1) - 1)[:, None, :].expand(n, out_h, out_w)
+    grid = torch.stack([gx, gy], -1).to(x.dtype).to(x.device)
+    fill = fill_tensor(stage.ops[0].fill, x).view(1, -1, 1, 1)  # type: ignore[attr-defined]
+    out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=True)
+    return out + fill
 
 
 def _colour(stage: Stage, x: torch.Tensor, rows: list[int]) -> torch.Tensor:

@@ -4,8 +4,8 @@ Tolerances, in uint8 steps (1/255 of the [0, 1] range; normalized outputs are
 multiplied back by std first). The reference is kornia's functional ops applied op by
 op on float tensors (`adjust_*` clamping after each colour-jitter step).
 
-- kornia backend (batched, one matrix per colour step) vs reference, every op:
-  max <= 0.001 (float32 rounding).
+- kornia backend (batched: one grid_sample for all box crops, one matrix per colour
+  step) vs reference, every op: max <= 0.01 (float32 rounding).
 - fast vs reference (and vs the kornia backend), every op but ColorJitter: max <= 1.
   The fast path keeps geometry in uint8 (rounding <= 0.5) and uses OpenCV's
   fixed-point weights (< 0.3).
@@ -105,5 +105,5 @@ def test_kornia_backend_matches_reference(name, photos, mixed):
         normalized = name == "normalize"
         batched = steps(pipeline(images, seed=6, backend="kornia").images, "float32", normalized)
         ref = steps(pipeline(images, seed=6, backend="reference").images, "float32", normalized)
-        # the same kornia ops and clamps, batched or not: float32 rounding only
-        assert (batched - ref).abs().max() <= 1e-3
+        # the same sampling and clamps, batched or not: float32 rounding only
+        assert (batched - ref).abs().max() <= 0.01
