@@ -20,6 +20,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,5 +162,18 @@ def quantize_model(
                     exported, package_path=str(staged), inductor_configs={"freezing": True}
                 )
                 os.replace(staged, path)  # atomic: a crash never leaves half a package
-    runner = torch._inductor.aoti_load_package(str(path))
-    return CompiledModel(runner, path, hit, time.perf_counter() - start)
+    return CompiledModel(_load_runner(path), path, hit, time.perf_counter() - start)
+
+
+def _load_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    # The raw loader needs no `import torch._inductor` (seconds on a cold start); the
+    # package holds one model taking one tensor and returning one tensor.
+    loader_type = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_type is None:
+        return torch._inductor.aoti_load_package(str(path))
+    loader = loader_type(str(path), "model", False, 1, -1)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return loader.run([x])[0]
+
+    return run
