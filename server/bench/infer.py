@@ -308,7 +308,9 @@ def run(args: argparse.Namespace) -> BenchReport:
                 weights, args.threads, batch_size, max(0.5, duration / 3),
                 ("PASSIVE",) if args.quick else ("PASSIVE", None),
             )  # fmt: skip
+            c1_before = batch_statistics(port)
             c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
+            c1_delta = [a - b for a, b in zip(batch_statistics(port), c1_before, strict=True)]
 
         c = args.concurrency
         total_cpu_ms = 1e3 * sum(cpu.values()) / loaded["calls"] + loaded["cpu_ms_per_request"]
@@ -331,6 +333,8 @@ def run(args: argparse.Namespace) -> BenchReport:
             "augserve_c1_requests_per_s": c1["requests_per_s"],
             "augserve_c1_p50_ms": c1["p50_ms"],
             "augserve_c1_p99_ms": c1["p99_ms"],
+            "augserve_c1_batch_compute_ms": c1_delta[2] / c1_delta[1] / 1e6,
+            "augserve_c1_ray_round_trip_ms_per_batch": c1_delta[3] / c1_delta[1] / 1e6,
             "inprocess_batch_size": batch_size,
             "inprocess_images_per_s": ceiling["rps"],
             "inprocess_batch_ms": ceiling["batch_ms"],
