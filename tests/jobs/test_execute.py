@@ -8,7 +8,7 @@ import torch
 from augserve.kernels.serialize import load_compressed
 from augserve.server.errors import InvalidArgument, NotFound
 from augserve.server.jobs import output
-from augserve.server.jobs.data import load_dataset
+from augserve.server.jobs.data import augmented_batches, load_dataset
 from augserve.server.jobs.distill import hinton_loss
 from augserve.server.jobs.execute import check_spec, execute
 from augserve.server.jobs.models import count_macs, digits_net
@@ -110,7 +110,7 @@ def test_class_count_mismatch_needs_a_transfer_step(base_repository):
 
 
 def test_distill_student_is_smaller_and_learns(base_repository):
-    step = Distill(student_width=2, epochs=4, lr=1e-2)
+    step = Distill(student_width=2, epochs=3, lr=1e-2, augment=False)
     result = execute(_spec(base_repository, (step,), "student"), Context())
     card = result.card
     assert card["macs"]["after"] < card["macs"]["before"] / 3
@@ -158,3 +158,13 @@ def test_count_macs_halves_channels_quarter_the_convs():
 
 def test_cancelled_state_name():
     assert CANCELLED == "cancelled"
+
+
+def test_augmented_batches_depend_only_on_seed_and_epoch():
+    data = load_dataset("digits")
+    first = next(augmented_batches(data.train_x, data.train_y, 32, seed=1, epoch=0))
+    again = next(augmented_batches(data.train_x, data.train_y, 32, seed=1, epoch=0))
+    other = next(augmented_batches(data.train_x, data.train_y, 32, seed=1, epoch=1))
+    assert first[0].shape == (32, 3, 8, 8) and first[0].dtype == torch.float32
+    torch.testing.assert_close(first[0], again[0])
+    assert not torch.equal(first[1], other[1])
