@@ -168,3 +168,16 @@ def test_augmented_batches_depend_only_on_seed_and_epoch():
     assert first[0].shape == (32, 3, 8, 8) and first[0].dtype == torch.float32
     torch.testing.assert_close(first[0], again[0])
     assert not torch.equal(first[1], other[1])
+
+
+def test_channel_prune_to_a_flops_target(base_repository):
+    step = Prune(target_flops=0.3, finetune_epochs=0)
+    card = execute(_spec(base_repository, (step,), "flops"), Context()).card
+    assert card["macs"]["after"] <= 0.3 * card["macs"]["before"]
+
+
+@pytest.mark.parametrize("method", ["global", "layer"])
+def test_magnitude_pruning_keeps_weights_zero_through_fine_tuning(base_repository, method):
+    step = Prune(method=method, sparsity=0.6, stages=2, finetune_epochs=1)
+    card = execute(_spec(base_repository, (step,), f"mag_{method}"), Context()).card
+    assert card["weight_sparsity"] >= 0.59

@@ -97,6 +97,25 @@ async def test_missing_dataset_or_model_is_not_found_at_submit(job_server, stub,
     assert words in error.value.details()
 
 
+async def test_job_client_submits_watches_and_fetches(job_server):
+    import asyncio
+
+    from augserve.clients.jobs import JobClient
+
+    root = job_server.repository.root
+    spec = json.loads(_spec(root, [{"finetune": {"epochs": 1}}], "via_client"))
+
+    def run():  # the blocking client, off the server's event loop
+        with JobClient(f"127.0.0.1:{job_server.port}") as client:
+            job = client.submit(spec)
+            events = list(client.watch(job))
+            return events, client.result(job)
+
+    events, result = await asyncio.to_thread(run)
+    assert events[-1].state == "done" and result.version == 1
+    assert result.card["method"] == "finetune"
+
+
 async def test_bad_spec_and_unknown_job(stub):
     with pytest.raises(aio.AioRpcError) as error:
         await stub.Submit(pb.SubmitJobRequest(spec_json='{"steps": [{"prune": {"sparsity": 2}}]}'))
