@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,7 @@ def server_process(
             time.sleep(0.1)
         yield int(ready_file.read_text()), process.pid
     except BaseException:
-        process.kill()
-        process.wait()
+        _stop_tree(process)
         raise
     process.send_signal(signal.SIGTERM)
     try:
@@ -134,6 +133,25 @@ def server_process(
         raise RuntimeError(f"{command[2]} ignored SIGTERM for 60 s") from None
     if code != 0:
         raise RuntimeError(f"{command[2]} exited {code} on SIGTERM; log:\n{log.read_text()}")
+
+
+def _stop_tree(process: subprocess.Popen) -> None:
+    """SIGTERM (a clean Ray shutdown), then SIGKILL for whatever of its tree is left."""
+    import psutil
+
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for child in tree:
+        with suppress(psutil.Error):
+            child.kill()
 
 
 def run_loadgen(
