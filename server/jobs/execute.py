@@ -76,8 +76,9 @@ def check_spec(spec: JobSpec) -> None:
     """Fail fast, before a job starts: unknown dataset, missing source, bad output target.
 
     Raises:
-        NotFound: the dataset, the source model (or version) or the state_dict file.
-        InvalidArgument: the output target cannot take this job's model.
+        NotFound: the dataset, the source model (or version), the state_dict file or the
+            output repository.
+        InvalidArgument: the output model exists with another platform, input or output.
     """
     if spec.dataset not in DATASETS:
         known = sorted(DATASETS)
@@ -91,6 +92,10 @@ def check_spec(spec: JobSpec) -> None:
         _factory(ref.architecture)
     if spec.output_repository and not Path(spec.output_repository).is_dir():
         raise NotFound(f"output repository {spec.output_repository!r} is not a folder")
+    if spec.output_repository:
+        data = load_dataset(spec.dataset)
+        config = output.model_config(data.input_shape, data.num_classes)
+        output.check_target(Path(spec.output_repository), spec.output_name, config)
 
 
 def load_source(ref: ModelRef, data: Dataset) -> tuple[nn.Module, str, dict[str, Any]]:

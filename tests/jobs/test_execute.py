@@ -181,3 +181,9 @@ def test_magnitude_pruning_keeps_weights_zero_through_fine_tuning(base_repositor
     step = Prune(method=method, sparsity=0.6, stages=2, finetune_epochs=1)
     card = execute(_spec(base_repository, (step,), f"mag_{method}"), Context()).card
     assert card["weight_sparsity"] >= 0.59
+
+
+def test_an_output_model_of_another_shape_is_refused_before_the_job_runs(base_repository):
+    spec = _spec(base_repository, (Transfer("feature", epochs=1),), "base", dataset="digits_0_4")
+    with pytest.raises(InvalidArgument, match="choose another output name"):
+        check_spec(spec)
