@@ -96,16 +96,21 @@ class BatchQueue:
         """Requests waiting for a replica."""
         return len(self._queue)
 
-    async def submit(self, inputs: list[np.ndarray], timeout_s: float | None) -> list[np.ndarray]:
+    async def submit(
+        self, inputs: list[np.ndarray], client_deadline_s: float | None
+    ) -> list[np.ndarray]:
         """Queue one request and wait for its outputs.
 
         Args:
             inputs: one array per model input; with batching, dim 0 is the batch.
-            timeout_s: seconds the caller will wait (None: the model's default, if any).
+            client_deadline_s: seconds left before the caller's own deadline. gRPC enforces
+                it (it cancels this call, and the dispatcher then skips the request); here it
+                only drops the request if it is still queued when the deadline passes.
 
         Raises:
             ResourceExhausted: the queue is full.
-            DeadlineExceeded: the timeout passed before the outputs were ready.
+            DeadlineExceeded: the model's `default_timeout_microseconds` passed, or the
+                caller's deadline passed while the request was queued.
             Unavailable: the model is being unloaded.
 
         """
@@ -115,23 +120,25 @@ class BatchQueue:
             raise ResourceExhausted(
                 f"the model's queue is full ({self._batching.max_queue_size} requests); retry later"
             )
-        default = self._batching.default_timeout_microseconds / 1e6 or None
-        timeouts = [t for t in (timeout_s, default) if t is not None]
-        timeout = min(timeouts) if timeouts else None
+        model_timeout = self._batching.default_timeout_microseconds / 1e6 or None
+        limits = [t for t in (client_deadline_s, model_timeout) if t is not None]
         rows = inputs[0].shape[0] if self._max_batch_size else 1
         item = _Item(
             inputs=inputs,
             rows=rows,
             future=asyncio.get_running_loop().create_future(),
             enqueued_ns=time.perf_counter_ns(),
-            deadline=time.monotonic() + timeout if timeout is not None else None,
+            deadline=time.monotonic() + min(limits) if limits else None,
         )
         self._queue.append(item)
         self._wake.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), timeout)
+            if model_timeout is None:
+                # No timer per request on the hot path: cancelling this call cancels the item.
+                return await item.future
+            return await asyncio.wait_for(asyncio.shield(item.future), model_timeout)
         except TimeoutError:
-            raise DeadlineExceeded(f"no result within the {timeout:.3f}s timeout") from None
+            raise DeadlineExceeded(f"no result within the {model_timeout:.3f}s timeout") from None
         finally:
             if not item.future.done():
                 item.future.cancel()  # the dispatcher skips it

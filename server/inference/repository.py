@@ -163,7 +163,11 @@ class ModelRepository:
         self, settings: ModelSettings, folder: Path, version: int
     ) -> LoadedVersion:
         group = settings.instance_group
-        options = {"num_cpus": group.num_cpus, "num_gpus": 1 if group.kind == "gpu" else 0}
+        options = {
+            "num_cpus": group.num_cpus,
+            "num_gpus": 1 if group.kind == "gpu" else 0,
+            "runtime_env": {"env_vars": group.env},
+        }
         actor_class = ray.remote(ModelReplica).options(**options)
         actors = [
             actor_class.remote(settings, str(folder), self.allow_pickle) for _ in range(group.count)

@@ -31,14 +31,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.ready = asyncio.Event()
 
     async def infer(
-        self, request: pb.ModelInferRequest, timeout_s: float | None
+        self, request: pb.ModelInferRequest, client_deadline_s: float | None
     ) -> pb.ModelInferResponse:
         """Validate, queue and run one request; the core of ModelInfer and ModelStreamInfer."""
         if not self.ready.is_set():
             raise Unavailable("the server is not accepting inference requests")
         loaded = self.repository.get(request.model_name, request.model_version)
         decoded = decode_request(request, loaded.settings)
-        outputs = await loaded.queue.submit(decoded.inputs, timeout_s)
+        outputs = await loaded.queue.submit(decoded.inputs, client_deadline_s)
         return encode_response(request, loaded.settings, loaded.version, decoded, outputs)
 
     async def ServerLive(

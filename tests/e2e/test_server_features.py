@@ -93,7 +93,7 @@ async def test_pickle_loads_with_the_opt_in(ray_session, model_repository):
     await repository.load("pickled")
     try:
         loaded = repository.get("pickled")
-        outputs = await loaded.queue.submit([np.ones(4, np.float32)], timeout_s=30)
+        outputs = await loaded.queue.submit([np.ones(4, np.float32)], client_deadline_s=30)
         np.testing.assert_array_equal(outputs[0], np.full(4, 2.0, np.float32))
     finally:
         await repository.unload("pickled")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ async def test_idle_replica_runs_a_request_at_once():
     replica = GatedReplica()
     replica.gate.set()
     queue, stats = make_queue(replica)
-    result = await queue.submit(rows(1.0), timeout_s=5)
+    result = await queue.submit(rows(1.0), client_deadline_s=5)
     np.testing.assert_array_equal(result[0], [[2.0]])
     assert replica.calls == [1]
     assert stats.batches[1].compute_infer.count == 1
@@ -101,14 +102,27 @@ async def test_deadline_while_queued_is_dropped_before_running():
     queue, _ = make_queue(replica)
     running = asyncio.create_task(queue.submit(rows(0.0), 5))
     await replica.started.wait()
-    with pytest.raises(DeadlineExceeded):
-        await queue.submit(rows(9.0), timeout_s=0.01)
+    expiring = asyncio.create_task(queue.submit(rows(9.0), client_deadline_s=0.001))
+    while queue.queued < 1:
+        await asyncio.sleep(0)
+    deadline = time.monotonic() + 0.001
+    while time.monotonic() <= deadline:  # the queued request's deadline passes
+        await asyncio.sleep(0)
     replica.gate.set()
     await running
+    with pytest.raises(DeadlineExceeded, match="while queued"):
+        await expiring
     after = await queue.submit(rows(3.0), 5)
     np.testing.assert_array_equal(after[0], [[6.0]])
-    assert 9.0 * 2 not in [c for c in replica.calls if c > 1]
     assert replica.calls == [1, 1]  # the expired request never reached the replica
+
+
+async def test_model_timeout_gives_deadline_exceeded():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica, default_timeout_microseconds=1000)
+    with pytest.raises(DeadlineExceeded, match="timeout"):
+        await queue.submit(rows(1.0), None)
+    replica.gate.set()
 
 
 async def test_a_request_that_makes_the_model_raise_fails_alone():
