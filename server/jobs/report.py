@@ -226,8 +226,11 @@ def write_outputs(result: dict[str, Any], json_path: Path | None, png_path: Path
         ]
         figure, axes = plt.subplots(2, 3, figsize=(13, 7))
         for axis, (title, values) in zip(axes.flat, panels, strict=True):
-            axis.bar(keys, values, color="tab:blue")
+            bars = axis.bar(keys, values, color="tab:blue")
+            axis.bar_label(bars, fmt="%.4g", fontsize=8)
             axis.set_title(title)
+            if title.startswith("top-1"):  # differences of a point must show
+                axis.set_ylim(max(0.0, min(values) - 3), 100.5)
             axis.tick_params(axis="x", rotation=30)
         figure.tight_layout()
         figure.savefig(png_path, dpi=100)
