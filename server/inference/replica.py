@@ -67,7 +67,8 @@ class ModelReplica:
 
     def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool) -> None:
         group = settings.instance_group
-        torch.set_num_threads(group.num_threads or max(1, int(group.num_cpus)))
+        self.threads = group.num_threads or max(1, int(group.num_cpus))
+        torch.set_num_threads(self.threads)
         self.settings = settings
         self.device = torch.device("cuda" if group.kind == "gpu" else "cpu")
         module = load_module(settings, Path(version_dir), allow_pickle).to(self.device)
@@ -91,6 +92,9 @@ class ModelReplica:
     def infer(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
         """Run one batch; return the outputs in config order and the compute time in ns."""
         start = time.perf_counter_ns()
+        rows = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+        small = rows <= self.settings.instance_group.single_thread_max_rows
+        torch.set_num_threads(1 if small else self.threads)
         tensors = []
         for array, spec in zip(inputs, self.settings.inputs, strict=True):
             tensor = to_tensor(array, spec.datatype).to(self.device, non_blocking=True)
