@@ -86,8 +86,8 @@ def add_commands(commands: Any) -> None:
     run = tsub.add_parser("run", help="feature / fc / full transfer (or scratch)")
     _common(run)
     run.add_argument("--method", choices=("feature", "fc", "full", "scratch"), default="feature")
-    run.add_argument("--epochs", type=int, default=100)
-    run.add_argument("--lr", type=float, default=1e-2)
+    run.add_argument("--epochs", type=int, default=300)
+    run.add_argument("--lr", type=float, default=3e-2, help="head learning rate")
     run.add_argument("--backbone-lr-scale", type=float, default=0.1)
     _report_args(tsub.add_parser("report", help="scratch vs the three transfers"))
 
