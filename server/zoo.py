@@ -96,12 +96,22 @@ def resnet18(num_classes: int = 1000) -> ResNet:
 
 
 class DigitsCNN(nn.Module):
-    """A small CNN for 8x8 single-channel digits (scikit-learn's `load_digits`)."""
+    """A small CNN for 8x8 digits (scikit-learn's `load_digits`).
 
-    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+    conv-bn-relu x2, max-pool, conv-bn-relu, global average pooling, then the head: one
+    Linear, or Linear-ReLU-Linear when `hidden` > 0.
+
+    Attributes:
+        features: the backbone, (N, in_channels, 8, 8) -> (N, 2 * width).
+        fc: the head.
+    """
+
+    def __init__(
+        self, num_classes: int = 10, width: int = 32, hidden: int = 0, in_channels: int = 1
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
+            nn.Conv2d(in_channels, width, 3, padding=1),
             nn.BatchNorm2d(width),
             nn.ReLU(True),
             nn.Conv2d(width, 2 * width, 3, padding=1),
@@ -114,13 +124,19 @@ class DigitsCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.fc = nn.Linear(2 * width, num_classes)
+        self.fc: nn.Module
+        if hidden:
+            self.fc = nn.Sequential(
+                nn.Linear(2 * width, hidden), nn.ReLU(True), nn.Linear(hidden, num_classes)
+            )
+        else:
+            self.fc = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) for inputs (N, 1, 8, 8) scaled to [0, 1]."""
+        """Logits (N, num_classes) for inputs (N, in_channels, 8, 8) scaled to [0, 1]."""
         return self.fc(self.features(x))
 
 
 def digits_cnn(num_classes: int = 10, width: int = 32) -> DigitsCNN:
-    """The demo repository's digits classifier."""
+    """The demo repository's digits classifier (one grey channel)."""
     return DigitsCNN(num_classes, width)

@@ -17,9 +17,9 @@ from augserve.server.augment.convert import (
 )
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.pool import AugmentPool, images_list
+from augserve.server.augment.registry import PipelineRegistry
 from augserve.server.augment.settings import AugmentSettings
-from augserve.server.augment.spec import IMAGENET_TRAIN, PipelineSpec, parse_pipeline
-from augserve.server.errors import InvalidArgument, NotFound
+from augserve.server.errors import InvalidArgument
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AugmentService"].full_name
 
@@ -31,25 +31,12 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
         """Parse the registered pipelines up front: a bad one fails at start, not per call."""
         self.settings = settings
         self.pool = pool
-        self.pipelines: dict[str, PipelineSpec] = {"imagenet_train": IMAGENET_TRAIN}
-        for pipeline_id, text in settings.pipelines.items():
-            self.pipelines[pipeline_id] = parse_pipeline(text)
-
-    def _spec(self, request: pb.AugmentRequest) -> PipelineSpec:
-        which = request.WhichOneof("pipeline_choice")
-        if which == "pipeline_id":
-            if request.pipeline_id not in self.pipelines:
-                raise NotFound(f"pipeline_id {request.pipeline_id!r} is not registered "
-                               f"(known: {', '.join(sorted(self.pipelines))})")
-            return self.pipelines[request.pipeline_id]
-        if which is None:
-            raise InvalidArgument("pipeline: give a pipeline or a pipeline_id")
-        return parse_pipeline(request.pipeline)
+        self.pipelines = PipelineRegistry(settings.pipelines)
 
     async def Augment(self, request: pb.AugmentRequest, context: aio.ServicerContext
                       ) -> pb.AugmentResponse:
         """Check the request, augment on the pool, return images (and params, targets)."""
-        spec = self._spec(request)
+        spec = self.pipelines.resolve(request)
         n = len(request.images)
         if n == 0:
             raise InvalidArgument("images: at least one image is required")

@@ -80,8 +80,10 @@ def _local_dataloader(batch: int, batches: int) -> float:
     import torch
 
     dataset = AlbumentationsPhotos(batch * (batches + 2))
+    # Spawned, not forked: this process holds gRPC and Ray threads, and a forked child
+    # can deadlock on a lock one of them held.
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=2,
-                                         shuffle=True, multiprocessing_context="fork")
+                                         shuffle=True, multiprocessing_context="spawn")
     samples, started = 0, 0.0
     for k, (images, _) in enumerate(loader):
         if k == 2:  # workers are up

@@ -18,51 +18,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from augserve.server.zoo import DigitsCNN
+
 ARCHITECTURE = "augserve.server.jobs.models:digits_net"
 
 
-class DigitsNet(nn.Module):
-    """conv-bn-relu x2, max-pool, conv-bn-relu, global average pooling, then the head.
-
-    Attributes:
-        features: the backbone, (N, 3, 8, 8) -> (N, 2 * width) after global average pooling.
-        fc: the head: one Linear, or Linear-ReLU-Linear when `hidden` > 0.
-    """
-
-    def __init__(
-        self, num_classes: int = 10, width: int = 32, hidden: int = 0, in_channels: int = 3
-    ) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(True),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.fc: nn.Module
-        if hidden:
-            self.fc = nn.Sequential(
-                nn.Linear(2 * width, hidden), nn.ReLU(True), nn.Linear(hidden, num_classes)
-            )
-        else:
-            self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) for inputs (N, 3, 8, 8) in [0, 1]."""
-        return self.fc(self.features(x))
-
-
-def digits_net(num_classes: int = 10, width: int = 32, hidden: int = 0) -> DigitsNet:
-    """The jobs' digits classifier: `width` channels in the first conv, 2x after."""
-    return DigitsNet(num_classes, width, hidden)
+def digits_net(num_classes: int = 10, width: int = 32, hidden: int = 0) -> DigitsCNN:
+    """The jobs' digits classifier on 3 x 8 x 8 inputs: `width` channels, 2x after."""
+    return DigitsCNN(num_classes, width, hidden, in_channels=3)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

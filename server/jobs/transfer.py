@@ -2,7 +2,7 @@
 
 The source must expose `features` (the backbone, ending in global average pooling and a
 flatten, or a `features()` method) and `fc` (the fully-connected head), as
-`augserve.server.jobs.models.DigitsNet` and the zoo's ResNets do.
+`augserve.server.zoo.DigitsCNN` and the zoo's ResNets do.
 
 - feature: the backbone is frozen (BN statistics too); a new Linear head after global
   average pooling is the only thing trained.

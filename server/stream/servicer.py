@@ -15,12 +15,11 @@ from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.server.augment.ops import Normalize
+from augserve.server.augment.registry import PipelineRegistry
 from augserve.server.augment.spec import (
     DTYPES,
-    IMAGENET_TRAIN,
     LAYOUTS,
     PipelineSpec,
-    parse_pipeline,
 )
 from augserve.server.data.datasets import Dataset, open_dataset
 from augserve.server.data.epoch import SHARDINGS, EpochPlan
@@ -63,9 +62,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self.settings = settings
         self.pool = pool
         self.counters = StreamCounters()
-        self.pipelines: dict[str, PipelineSpec] = {"imagenet_train": IMAGENET_TRAIN}
-        for pipeline_id, text in (pipelines or {}).items():
-            self.pipelines[pipeline_id] = parse_pipeline(text)
+        self.pipelines = PipelineRegistry(pipelines)
         self._datasets: dict[str, Dataset] = {}
 
     async def dataset(self, name: str) -> Dataset:
@@ -81,17 +78,6 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                 raise FailedPrecondition(f"dataset {name!r} cannot be opened: {error}") from error
         return self._datasets[name]
 
-    def _pipeline(self, request: pb.StreamRequest) -> PipelineSpec:
-        which = request.WhichOneof("pipeline_choice")
-        if which == "pipeline_id":
-            if request.pipeline_id not in self.pipelines:
-                raise NotFound(f"pipeline_id {request.pipeline_id!r} is not registered "
-                               f"(known: {', '.join(sorted(self.pipelines))})")
-            return self.pipelines[request.pipeline_id]
-        if which is None:
-            raise InvalidArgument("pipeline: give a pipeline or a pipeline_id")
-        return parse_pipeline(request.pipeline)
-
     async def job(self, request: pb.StreamRequest) -> tuple[StreamJob, tuple, tuple]:
         """Check every field of `request`; return the job and the deferred mean and std."""
         dataset = await self.dataset(request.dataset)
@@ -100,7 +86,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             raise InvalidArgument(f"dtype: expected one of {DTYPES}, got {dtype!r}")
         if layout not in LAYOUTS:
             raise InvalidArgument(f"layout: expected one of {LAYOUTS}, got {layout!r}")
-        spec, mean, std = stream_spec(self._pipeline(request), dtype, layout)
+        spec, mean, std = stream_spec(self.pipelines.resolve(request), dtype, layout)
         if not 1 <= request.batch_size <= self.settings.max_batch_size:
             raise InvalidArgument(f"batch_size: expected 1..{self.settings.max_batch_size}, "
                                   f"got {request.batch_size}")
