@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="the model's batch limit")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per replica")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas of the model")
     parser.add_argument(
         "--quick", action="store_true", help="short phases (2 s, 0.5 s warm-up): a smoke test"
     )
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_repository(root: Path, max_batch_size: int, threads: int) -> Path:
+def write_repository(root: Path, max_batch_size: int, threads: int, replicas: int = 1) -> Path:
     """Write a one-model repository (ResNet-20, state_dict, seed 0); returns the weights file."""
     import torch
 
@@ -87,7 +88,7 @@ def write_repository(root: Path, max_batch_size: int, threads: int) -> Path:
         "max_batch_size": max_batch_size,
         "input": [{"name": "input", "datatype": "FP32", "dims": [3, 32, 32]}],
         "output": [{"name": "logits", "datatype": "FP32", "dims": [10]}],
-        "instance_group": {"count": 1, "kind": "cpu", "num_threads": threads},
+        "instance_group": {"count": replicas, "kind": "cpu", "num_threads": threads},
         "warmup": {"batch_sizes": sorted({1, 8, max_batch_size // 2, max_batch_size})},
     }
     (root / MODEL / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -310,7 +311,7 @@ def run(args: argparse.Namespace) -> BenchReport:
     figures, ratios = report.figures, report.ratios
     with tempfile.TemporaryDirectory(prefix="augserve-bench-infer-") as tmp:
         work = Path(tmp)
-        weights = write_repository(work / "repo", args.max_batch_size, args.threads)
+        weights = write_repository(work / "repo", args.max_batch_size, args.threads, args.replicas)
         serve = [
             sys.executable, "-m", "augserve.server.cli", "serve", "--port", "0",
             "--metrics-port", "0", "--model-repository", str(work / "repo"),
@@ -330,8 +331,9 @@ def run(args: argparse.Namespace) -> BenchReport:
             # Measured between the two loaded phases, with the server idle, so that
             # drifting load from other processes on the machine hits both sides alike.
             batch_size = max(1, round(mean_batch))
+            # The in-process model gets the same thread budget as all replicas together.
             ceiling = best_in_process(
-                weights, args.threads, batch_size, max(0.5, duration / 3),
+                weights, args.threads * args.replicas, batch_size, max(0.5, duration / 3),
                 ("PASSIVE",) if args.quick else ("PASSIVE", None),
             )  # fmt: skip
             c1_before = batch_statistics(port)
