@@ -2,8 +2,9 @@
 
 Start-up order: connect Ray, open the port (ServerLive answers at once), load
 the models, then report ready (ServerReady, grpc.health.v1 SERVING). On SIGTERM
-or SIGINT: report not ready, stop accepting, drain in-flight requests for up to
-`shutdown_grace_s`, unload the models, shut down an embedded Ray, exit 0.
+or SIGINT: report not ready, refuse new calls with UNAVAILABLE, drain in-flight
+requests for up to `shutdown_grace_s`, stop the server, unload the models, shut
+down an embedded Ray, exit 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from augserve.server.augment.servicer import add_augment_service
 from augserve.server.config import ServerConfig, config_from_args
+from augserve.server.drain import DrainGate
 from augserve.server.inference.demo import build_demo_repository
 from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.servicer import InferenceServicer
@@ -48,12 +50,14 @@ class RunningServer:
     repository: ModelRepository
     inference: InferenceServicer
     health: health.aio.HealthServicer
+    gate: DrainGate
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls, unload models, release Ray."""
         self.inference.ready.clear()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.shutdown_grace_s)
+        time_left = await self.gate.close_and_drain(self.config.shutdown_grace_s)
+        await self.server.stop(time_left)
         await self.repository.unload_all()
         self.runtime.stop()
 
@@ -76,8 +80,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
     root = config.model_repository or build_demo_repository(config.demo_cache)
     repository = ModelRepository(root, allow_pickle=config.allow_pickle)
 
+    gate = DrainGate()
     server = aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(gate)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -114,7 +119,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
     if config.ready_file:
         config.ready_file.write_text(f"{port}\n")
     log.info("augserve ready: %d model version(s) loaded", len(repository.loaded()))
-    return RunningServer(config, server, port, runtime, repository, inference, health_servicer)
+    return RunningServer(
+        config, server, port, runtime, repository, inference, health_servicer, gate
+    )
 
 
 async def serve(config: ServerConfig) -> None:

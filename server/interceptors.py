@@ -3,7 +3,9 @@
 Servicers raise `augserve.server.errors.AugserveError` subclasses; the
 `ErrorMappingInterceptor` aborts the call with the status bound to the class and
 the error's message. Any other exception becomes INTERNAL for that call only:
-the server keeps running and other calls are untouched.
+the server keeps running and other calls are untouched. The same wrapper admits
+each call through the server's `DrainGate`, so that a draining server answers
+UNAVAILABLE instead of dropping calls (one wrapper per call keeps the hot path short).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from augserve.server.drain import DrainGate
 from augserve.server.errors import AugserveError
 
 log = logging.getLogger(__name__)
@@ -28,20 +31,31 @@ async def _abort_for(error: BaseException, context: aio.ServicerContext, method:
     await context.abort(grpc.StatusCode.INTERNAL, f"{method}: {type(error).__name__}: {error}")
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Any]:
+SHUTTING_DOWN = "server is shutting down; retry on another replica"
+
+
+def _wrap_unary(
+    behavior: Callable[..., Awaitable[Any]], method: str, gate: DrainGate
+) -> Callable[..., Any]:
     async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
+        if not gate.admit():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         try:
             return await behavior(request_or_iterator, context)
         except aio.AbortError:
             raise
         except Exception as error:  # mapped to a status for this call only
             await _abort_for(error, context, method)
+        finally:
+            gate.release()
 
     return wrapper
 
 
-def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_stream(behavior: Callable[..., Any], method: str, gate: DrainGate) -> Callable[..., Any]:
     async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
+        if not gate.admit():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         try:
             async for response in behavior(request_or_iterator, context):
                 yield response
@@ -49,12 +63,23 @@ def _wrap_stream(behavior: Callable[..., Any], method: str) -> Callable[..., Any
             raise
         except Exception as error:  # mapped to a status for this call only
             await _abort_for(error, context, method)
+        finally:
+            gate.release()
 
     return wrapper
 
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
-    """Maps `AugserveError` to its status code and anything else to INTERNAL."""
+    """Maps `AugserveError` to its status code and anything else to INTERNAL.
+
+    Args:
+        gate: the server's drain gate; a private, never-closed one by default.
+    """
+
+    def __init__(self, gate: DrainGate | None = None) -> None:
+        """Bind the interceptor to `gate`."""
+        self.gate = gate or DrainGate()
+        self._exempt_gate = DrainGate()  # never closed: probes pass while draining
 
     async def intercept_service(
         self,
@@ -66,14 +91,15 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        gate = self._exempt_gate if DrainGate.is_exempt(method) else self.gate
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is None:
                 continue
             if inspect.isasyncgenfunction(behavior):
-                wrapped = _wrap_stream(behavior, method)
+                wrapped = _wrap_stream(behavior, method, gate)
             elif inspect.iscoroutinefunction(behavior):
-                wrapped = _wrap_unary(behavior, method)
+                wrapped = _wrap_unary(behavior, method, gate)
             else:
                 return handler
             return handler._replace(**{kind: wrapped})
