@@ -191,7 +191,7 @@ def batch_statistics(port: int) -> tuple[int, int, int, int]:
     """(rows, executions, compute-infer ns, compute-input ns) so far, from ModelStatistics.
 
     compute-input is the batcher's time around a replica call minus the model's own
-    time: the Ray round trip (arguments, scheduling, results).
+    time: the replica round trip (the direct channel or a Ray call: arguments, results).
     """
     from augserve.clients.infer import InferClient
 
@@ -348,7 +348,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             f"augserve_c{c}_p99_ms": loaded["p99_ms"],
             f"augserve_c{c}_mean_batch_size": mean_batch,
             f"augserve_c{c}_batch_compute_ms": batch_compute_ms,
-            f"augserve_c{c}_ray_round_trip_ms_per_batch": hop_ns / executions / 1e6,
+            f"augserve_c{c}_replica_round_trip_ms_per_batch": hop_ns / executions / 1e6,
             f"augserve_c{c}_server_cpu_ms_per_request": 1e3 * cpu["server"] / loaded["calls"],
             f"augserve_c{c}_replica_cpu_ms_per_request": 1e3 * cpu["replicas"] / loaded["calls"],
             f"augserve_c{c}_ray_other_cpu_ms_per_request": 1e3 * cpu["ray_other"] / loaded["calls"],
@@ -362,7 +362,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             "augserve_c1_p50_ms": c1["p50_ms"],
             "augserve_c1_p99_ms": c1["p99_ms"],
             "augserve_c1_batch_compute_ms": c1_delta[2] / c1_delta[1] / 1e6,
-            "augserve_c1_ray_round_trip_ms_per_batch": c1_delta[3] / c1_delta[1] / 1e6,
+            "augserve_c1_replica_round_trip_ms_per_batch": c1_delta[3] / c1_delta[1] / 1e6,
             "inprocess_batch_size": batch_size,
             "inprocess_images_per_s": ceiling["rps"],
             "inprocess_batch_ms": ceiling["batch_ms"],

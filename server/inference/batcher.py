@@ -34,8 +34,9 @@ from augserve.server.inference.statistics import ModelStats
 
 log = logging.getLogger(__name__)
 
-# A replica call: inputs in, (outputs, compute ns) out.
-RunBatch = Callable[[list[np.ndarray]], Awaitable[tuple[list[np.ndarray], int]]]
+# A replica call: for each model input, the requests' arrays to stack on dim 0 (one
+# array per input when unbatched) in; (outputs, compute ns) out.
+RunBatch = Callable[[list[list[np.ndarray]]], Awaitable[tuple[list[np.ndarray], int]]]
 
 
 @dataclass
@@ -249,13 +250,8 @@ class BatchQueue:
     async def _execute(self, replica: _Replica, batch: list[_Item]) -> None:
         started_ns = time.perf_counter_ns()
         rows = sum(item.rows for item in batch)
-        if len(batch) == 1:
-            inputs = batch[0].inputs
-        else:
-            inputs = [
-                np.concatenate(parts) for parts in zip(*(i.inputs for i in batch), strict=True)
-            ]
-        outputs, infer_ns = await replica.run(inputs)
+        parts = [list(arrays) for arrays in zip(*(item.inputs for item in batch), strict=True)]
+        outputs, infer_ns = await replica.run(parts)
         returned_ns = time.perf_counter_ns()
         self._deliver(batch, outputs, rows)
         done_ns = time.perf_counter_ns()

@@ -33,6 +33,7 @@ Example `config.toml`:
     kind = "cpu"                       # cpu | gpu
     num_threads = 0                    # torch threads per replica; 0 = Ray's CPU share
     single_thread_max_rows = 4         # batches this small run on one thread (lower latency)
+    transport = "auto"                 # auto: a Unix socket to same-node replicas | ray
     env = { OMP_WAIT_POLICY = "PASSIVE" }   # replica process environment (merged over this)
 
     [warmup]
@@ -103,6 +104,8 @@ class BatchingSettings:
 # config says otherwise.
 DEFAULT_REPLICA_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
 
+TRANSPORTS = ("auto", "ray")
+
 
 @dataclass(frozen=True)
 class InstanceGroup:
@@ -116,6 +119,9 @@ class InstanceGroup:
         single_thread_max_rows: batches of at most this many rows run on one thread: waking
             a second thread costs more than it saves there (ResNet-20 at batch 1: 1.8 ms on
             one thread, 2.6-5.6 ms on two, measured on 2 cores).
+        transport: how batches reach the replicas: "auto" sends them over a Unix socket
+            to replicas on the server's node (`inference.channel`) and through Ray actor
+            calls to the others; "ray" always uses Ray actor calls.
         env: environment variables of the replica's process.
     """
 
@@ -124,6 +130,7 @@ class InstanceGroup:
     num_threads: int = 0
     num_cpus: float = 1.0
     single_thread_max_rows: int = 4
+    transport: str = "auto"
     env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_REPLICA_ENV))
 
 
@@ -227,10 +234,16 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
         num_threads=int(group_raw.get("num_threads", 0)),
         num_cpus=float(group_raw.get("num_cpus", 1.0)),
         single_thread_max_rows=int(group_raw.get("single_thread_max_rows", 4)),
+        transport=group_raw.get("transport", "auto"),
         env={**DEFAULT_REPLICA_ENV, **{k: str(v) for k, v in group_raw.get("env", {}).items()}},
     )
     if group.count < 1 or group.kind not in ("cpu", "gpu"):
         raise InvalidArgument(f"model {name!r}: instance_group needs count >= 1, kind cpu|gpu")
+    if group.transport not in TRANSPORTS:
+        raise InvalidArgument(
+            f"model {name!r}: instance_group.transport must be one of {TRANSPORTS}, "
+            f"got {group.transport!r}"
+        )
 
     return ModelSettings(
         name=name,

@@ -2,8 +2,10 @@
 
 The actor owns everything that cannot cross processes (the module, the thread
 pool, autocast state) and is built lazily inside the worker. The batcher sends
-it a batch as a list of numpy arrays (through Ray's object store, read without
-a copy) and gets the outputs back with the measured compute time.
+it a batch as a list of numpy arrays, over the replica's direct channel
+(`inference.channel`) when it runs on the server's node, else through Ray's
+object store (read without a copy), and gets the outputs back with the
+measured compute time.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 
 from augserve.clients.datatypes import numpy_dtype
+from augserve.server.inference.channel import ReplicaChannelServer
 from augserve.server.inference.loading import load_module
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
 
@@ -77,6 +81,13 @@ class ModelReplica:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self.load_finished = time.monotonic()
+        self._channel: ReplicaChannelServer | None = None
+
+    def open_channel(self) -> tuple[str, str]:
+        """Start the direct batch channel; returns (this replica's Ray node id, socket path)."""
+        if self._channel is None:
+            self._channel = ReplicaChannelServer(self.infer)
+        return ray.get_runtime_context().get_node_id(), self._channel.path
 
     def ready(self) -> bool:
         """Run the configured warm-up batches; True once the replica can serve."""

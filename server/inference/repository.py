@@ -2,8 +2,9 @@
 
 Disk layout: `<root>/<model>/config.toml|json` and numbered version folders
 `<root>/<model>/<n>/<model file>`. Loading a model starts its replicas (Ray
-actors) for every version its policy selects, warms them up, and only then
-swaps them in, so a reload never drops requests to the old versions.
+actors) for every version its policy selects, warms them up, opens a direct
+channel to those on this node, and only then swaps them in, so a reload never
+drops requests to the old versions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
@@ -25,7 +27,8 @@ from augserve.server.errors import (
     NotFound,
     Unavailable,
 )
-from augserve.server.inference.batcher import BatchQueue
+from augserve.server.inference.batcher import BatchQueue, RunBatch
+from augserve.server.inference.channel import ReplicaChannel
 from augserve.server.inference.model_config import ModelSettings, read_model_config
 from augserve.server.inference.replica import ModelReplica
 from augserve.server.inference.statistics import ModelStats
@@ -42,6 +45,7 @@ class LoadedVersion:
     replicas: list[Any]
     queue: BatchQueue
     stats: ModelStats
+    channels: list[ReplicaChannel] = field(default_factory=list)
 
 
 @dataclass
@@ -76,14 +80,32 @@ def _unwrap(error: Exception, model: str) -> AugserveError:
     return Internal(f"model {model!r}: {type(error).__name__}: {error}")
 
 
-def _runner(actor: Any, model: str) -> Any:
-    async def run(inputs: list[Any]) -> Any:
+def _ray_runner(actor: Any, model: str) -> RunBatch:
+    async def run(parts: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:
+        inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for arrays in parts]
         try:
             return await actor.infer.remote(inputs)
         except (RayTaskError, RayActorError) as error:
             raise _unwrap(error, model) from None
 
     return run
+
+
+async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel | None:
+    """The direct channel to `actor` if it runs on this node and the config allows it."""
+    if settings.instance_group.transport != "auto":
+        return None
+    node, path = await actor.open_channel.remote()
+    if node != ray.get_runtime_context().get_node_id():
+        return None
+    channel = ReplicaChannel(path, settings.name)
+    try:
+        await channel.connect()
+    except OSError as error:
+        log.warning("model %s: replica socket %s unreachable (%s); using Ray calls",
+                    settings.name, path, error)
+        return None
+    return channel
 
 
 class ModelRepository:
@@ -174,22 +196,29 @@ class ModelRepository:
         ]
         try:
             await asyncio.gather(*(actor.ready.remote() for actor in actors))
+            opened = await asyncio.gather(*(_open_channel(a, settings) for a in actors))
         except (RayTaskError, RayActorError) as error:
             for actor in actors:
                 ray.kill(actor)
             raise _unwrap(error, settings.name) from None
+        runners = [
+            channel.run if channel else _ray_runner(actor, settings.name)
+            for actor, channel in zip(actors, opened, strict=True)
+        ]
         stats = ModelStats(settings.name, str(version))
         queue = BatchQueue(
-            [_runner(actor, settings.name) for actor in actors],
+            runners,
             settings.max_batch_size,
             settings.batching,
             stats,
             self.max_in_flight,
         )
-        return LoadedVersion(settings, version, actors, queue, stats)
+        channels = [channel for channel in opened if channel]
+        return LoadedVersion(settings, version, actors, queue, stats, channels)
 
     async def _stop_version(self, loaded: LoadedVersion) -> None:
         await loaded.queue.close()
+        await asyncio.gather(*(channel.close() for channel in loaded.channels))
         for actor in loaded.replicas:
             ray.kill(actor)
 

@@ -23,7 +23,8 @@ class GatedReplica:
         self.started = asyncio.Event()
         self.fail_on = fail_on
 
-    async def __call__(self, inputs):
+    async def __call__(self, parts):
+        inputs = [np.concatenate(arrays) for arrays in parts]
         self.calls.append(inputs[0].shape[0])
         self.started.set()
         await self.gate.wait()
@@ -146,8 +147,8 @@ async def test_a_request_that_makes_the_model_raise_fails_alone():
 
 
 async def test_wrong_row_count_from_the_model_is_an_error_not_a_mixup():
-    async def broken(inputs):
-        return [inputs[0][:1]], 10
+    async def broken(parts):
+        return [parts[0][0][:1]], 10
 
     queue, _ = make_queue(broken)
     with pytest.raises(Internal, match="returned 1 rows for a batch of 2"):

@@ -1,0 +1,61 @@
+"""The direct replica channel: framing, stacking of request parts, errors, a vanished replica."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from augserve.server.errors import Internal, InvalidArgument, Unavailable
+from augserve.server.inference.channel import ReplicaChannel, ReplicaChannelServer
+
+
+def _double_and_count(inputs):
+    if inputs[0].dtype == np.float64:
+        raise InvalidArgument("input 'x': FP64 is not accepted here")
+    if (inputs[0] < 0).any():
+        raise ZeroDivisionError("negative row")
+    return [inputs[0] * 2, np.array([inputs[1].sum()], np.int64)], 1234
+
+
+@pytest.fixture
+async def channel():
+    server = ReplicaChannelServer(_double_and_count)
+    channel = ReplicaChannel(server.path, "m")
+    await channel.connect()
+    yield channel
+    await channel.close()
+
+
+async def test_parts_arrive_stacked_and_outputs_come_back_typed(channel):
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.arange(3, dtype=np.float32).reshape(1, 3) + 100
+    counts = [np.ones((2, 4), np.uint8), np.ones((1, 4), np.uint8)]
+    outputs, compute_ns = await channel.run([[a, b], counts])
+    np.testing.assert_array_equal(outputs[0], np.concatenate([a, b]) * 2)
+    assert outputs[0].dtype == np.float32 and outputs[0].shape == (3, 3)
+    np.testing.assert_array_equal(outputs[1], [12])
+    assert outputs[1].dtype == np.int64 and compute_ns == 1234
+
+
+async def test_non_contiguous_and_large_batches_round_trip(channel):
+    big = np.abs(np.random.default_rng(0).standard_normal((64, 3, 64, 64), dtype=np.float32))
+    strided = big[:, :, ::2, ::2]  # not contiguous
+    outputs, _ = await channel.run([[strided, big[:1, :, :32, :32]], [np.zeros((65, 1), np.uint8)]])
+    expected = np.concatenate([strided, big[:1, :, :32, :32]]) * 2
+    np.testing.assert_array_equal(outputs[0], expected)
+
+
+async def test_replica_errors_keep_their_status_and_the_channel_keeps_serving(channel):
+    with pytest.raises(InvalidArgument, match="FP64"):
+        await channel.run([[np.zeros((1, 2))], [np.zeros((1, 1), np.uint8)]])
+    with pytest.raises(Internal, match="model 'm' raised ZeroDivisionError: negative row"):
+        await channel.run([[-np.ones((1, 2), np.float32)], [np.zeros((1, 1), np.uint8)]])
+    outputs, _ = await channel.run([[np.ones((1, 2), np.float32)], [np.ones((1, 1), np.uint8)]])
+    np.testing.assert_array_equal(outputs[0], [[2, 2]])
+
+
+async def test_a_vanished_replica_is_unavailable(channel):
+    # Closing the connection under the channel is what a killed replica looks like.
+    channel._writer.transport.abort()
+    with pytest.raises(Unavailable, match="replica of model 'm'"):
+        await channel.run([[np.ones((1, 2), np.float32)], [np.ones((1, 1), np.uint8)]])
