@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 
@@ -9,11 +10,12 @@ import grpc
 import numpy as np
 import prometheus_client
 import pytest
+import ray
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from augserve.clients.infer import AsyncInferClient
-from augserve.server.errors import NotFound
+from augserve.server.errors import NotFound, Unavailable
 from augserve.server.inference.repository import ModelRepository
 
 
@@ -97,3 +99,31 @@ async def test_pickle_loads_with_the_opt_in(ray_session, model_repository):
         np.testing.assert_array_equal(outputs[0], np.full(4, 2.0, np.float32))
     finally:
         await repository.unload("pickled")
+
+
+@pytest.mark.parametrize("transport", ["auto", "ray"])
+async def test_both_transports_serve_the_same_answers_and_a_killed_replica_is_unavailable(
+    ray_session, model_repository, tmp_path, transport
+):
+    root = versioned_repository(tmp_path, model_repository / "digits", {"latest": 1})
+    config_file = root / "multi" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["instance_group"] = {"count": 1, "transport": transport}
+    config_file.write_text(json.dumps(config))
+    repository = ModelRepository(root)
+    await repository.load("multi")
+    try:
+        loaded = repository.get("multi")
+        assert len(loaded.channels) == (1 if transport == "auto" else 0)
+        images = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+        together = await loaded.queue.submit([images], client_deadline_s=30)
+        alone = [await loaded.queue.submit([images[i : i + 1]], 30) for i in range(3)]
+        np.testing.assert_allclose(together[0], np.concatenate([a[0] for a in alone]), atol=1e-5)
+
+        ray.kill(loaded.replicas[0])  # asynchronous: calls may succeed until the process is gone
+        with pytest.raises(Unavailable, match="replica of model 'multi'"):
+            for _ in range(200):
+                await loaded.queue.submit([images], client_deadline_s=30)
+                await asyncio.sleep(0.05)
+    finally:
+        await repository.unload("multi")
