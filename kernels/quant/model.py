@@ -9,6 +9,11 @@
 3. AOTInductor with `freezing=True`: conv/linear become oneDNN int8 kernels with fused
    post-ops, and the wrapper is C++, so small batches pay no Python per-kernel overhead.
 
+Models with convs narrower than a oneDNN block (16 output channels, e.g. a 50%-pruned
+ResNet-20's 8-channel stage) are compiled batch-folded (`quant.fold`): pairs of images run
+as one, each conv as 2 groups, which fills the VNNI vectors; `CompiledModel` pads an odd
+batch with one repeated image and drops its output.
+
 The compiled `.pt2` package is cached under `cache_dir()/aoti/<key>.pt2`, the key hashing the
 weights, the calibration data, the config and the torch version, so a restart loads it in
 milliseconds instead of compiling again. torchao is needed for this path only.
@@ -27,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from augserve.kernels.quant.fold import auto_fold_factor, fold_batch, pad_batch
+
 
 def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """The compile cache: `path`, else `$AUGSERVE_CACHE`, else ~/.cache/augserve (created)."""
@@ -43,15 +50,20 @@ class ModelInt8Config:
         max_batch: the largest batch the compiled model accepts (the batch dim is dynamic).
         dynamic_batch: compile once for batches 1..max_batch; False specializes the shape.
         cache_dir: where compiled packages live; None means `cache_dir()`.
+        batch_fold: images per folded image (`quant.fold`); 0 chooses with
+            `fold.auto_fold_factor` (2 for convs narrower than 16 channels), 1 turns it off.
     """
 
     max_batch: int = 1024
     dynamic_batch: bool = True
     cache_dir: str | None = None
+    batch_fold: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch < 2:
             raise ValueError(f"max_batch must be >= 2, got {self.max_batch}")
+        if self.batch_fold < 0:
+            raise ValueError(f"batch_fold must be >= 0, got {self.batch_fold}")
 
 
 class CompiledModel(nn.Module):
@@ -61,24 +73,32 @@ class CompiledModel(nn.Module):
         package_path: the cached `.pt2` file.
         cache_hit: whether loading skipped the compile.
         load_seconds: time from `quantize_model` call until ready (compile included on a miss).
+        batch_fold: images per folded image the package was compiled for (1: not folded).
     """
 
-    def __init__(self, runner: object, package_path: Path, cache_hit: bool, seconds: float) -> None:
+    def __init__(
+        self, runner: Callable[[torch.Tensor], torch.Tensor], package_path: Path,
+        cache_hit: bool, seconds: float, batch_fold: int = 1,
+    ) -> None:
         super().__init__()
         self._runner = runner
         self.package_path, self.cache_hit, self.load_seconds = package_path, cache_hit, seconds
+        self.batch_fold = batch_fold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run the compiled model on a float (N, C, H, W) batch (1 <= N <= max_batch)."""
-        return self._runner(x.float().contiguous())
+        n = x.shape[0]
+        out = self._runner(pad_batch(x.float(), self.batch_fold).contiguous())
+        return out if out.shape[0] == n else out[:n]
 
 
 def _digest(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: ModelInt8Config
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], config: ModelInt8Config,
+    fold: int = 1,
 ) -> str:
     h = hashlib.sha256()
     # Where the cache lives is not part of what was compiled.
-    shape_config = (config.max_batch, config.dynamic_batch)
+    shape_config = (config.max_batch, config.dynamic_batch, fold)
     h.update(f"{torch.__version__}|{type(model).__qualname__}|{shape_config}".encode())
     for name, tensor in model.state_dict().items():
         h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -102,26 +122,30 @@ def _unique_partitions(gm: torch.fx.GraphModule) -> None:
 
 
 def _dynamic_shapes(
-    example: torch.Tensor, config: ModelInt8Config
+    config: ModelInt8Config, batch_multiple: int = 1
 ) -> tuple[dict[int, object], ...] | None:
     if not config.dynamic_batch:
         return None
-    return ({0: torch.export.Dim("batch", min=1, max=config.max_batch)},)
+    if batch_multiple == 1:
+        return ({0: torch.export.Dim("batch", min=1, max=config.max_batch)},)
+    most = -(-config.max_batch // batch_multiple)
+    return ({0: batch_multiple * torch.export.Dim("folded_batch", min=1, max=most)},)
 
 
 def pt2e_int8(
     model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
-    config: ModelInt8Config = ModelInt8Config(),
+    config: ModelInt8Config = ModelInt8Config(), batch_multiple: int = 1,
 ) -> torch.fx.GraphModule:
     """The PT2E-quantized (converted, not yet compiled) graph of an eval-mode model.
 
     This is also the first half of the peer path (`torch.compile` with freezing on top).
+    `batch_multiple` is the batch granularity a `fold.BatchFolded` model needs (its factor).
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
     model = model.eval()
-    shapes = _dynamic_shapes(example_inputs[0], config)
+    shapes = _dynamic_shapes(config, batch_multiple)
     with torch.no_grad():
         exported = torch.export.export(model, example_inputs, dynamic_shapes=shapes).module()
         _unique_partitions(exported)
@@ -141,19 +165,27 @@ def quantize_model(
     Args:
         model: a float eval-mode model taking one (N, C, H, W) tensor.
         example_inputs: one calibration batch (its statistics set the activation scales).
-        config: batch range and cache location.
+        config: batch range, batch folding and cache location.
 
     Returns:
         A `CompiledModel` whose `load_seconds` is the time until ready.
+
+    Raises:
+        ValueError: batch folding was asked for (or chosen) and the folded float model does
+            not reproduce the original on the calibration batch.
     """
     start = time.perf_counter()
     root = cache_dir(config.cache_dir) / "aoti"
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{_digest(model, example_inputs, config)}.pt2"
+    fold = config.batch_fold or auto_fold_factor(model)
+    path = root / f"{_digest(model, example_inputs, config, fold)}.pt2"
     hit = path.exists()
     if not hit:
-        converted = pt2e_int8(model, example_inputs, config)
-        shapes = _dynamic_shapes(example_inputs[0], config)
+        source = model.eval()
+        if fold > 1:
+            source, example_inputs = _checked_fold(model, example_inputs, fold)
+        converted = pt2e_int8(source, example_inputs, config, fold)
+        shapes = _dynamic_shapes(config, fold)
         with torch.no_grad():
             exported = torch.export.export(converted, example_inputs, dynamic_shapes=shapes)
             with tempfile.TemporaryDirectory(dir=root) as tmp:
@@ -162,7 +194,23 @@ def quantize_model(
                     exported, package_path=str(staged), inductor_configs={"freezing": True}
                 )
                 os.replace(staged, path)  # atomic: a crash never leaves half a package
-    return CompiledModel(_load_runner(path), path, hit, time.perf_counter() - start)
+    return CompiledModel(_load_runner(path), path, hit, time.perf_counter() - start, fold)
+
+
+def _checked_fold(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], fold: int
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The folded model and padded examples, after checking it against `model` in float."""
+    folded = fold_batch(model.eval(), fold).eval()
+    padded = tuple(pad_batch(x, fold) for x in example_inputs)
+    with torch.no_grad():
+        want, got = model(*padded), folded(*padded)
+    if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+        raise ValueError(
+            f"batch folding by {fold} changes this model's output (batch- or channel-dependent "
+            "code outside Conv2d / BatchNorm2d / Linear); set ModelInt8Config(batch_fold=1)"
+        )
+    return folded, padded
 
 
 def _load_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

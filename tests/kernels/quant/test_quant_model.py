@@ -51,3 +51,21 @@ def test_config_validates_and_cache_key_follows_weights(tmp_path):
     assert _digest(model, (x,), config) != key
     assert _digest(model, (x,), config) == _digest(model, (x,), config)
     assert quantize_model.__doc__
+
+
+@torch.no_grad()
+def test_narrow_model_compiles_batch_folded_and_serves_odd_batches(tmp_path):
+    torch.manual_seed(0)
+    model = compress_(resnet20().eval(), ChannelPruneConfig(0.5, (1, 3, 32, 32)))
+    calibration = torch.randn(7, 3, 32, 32)  # odd: padded to the fold
+    compiled = quantize_model(model, (calibration,), ModelInt8Config(cache_dir=str(tmp_path)))
+    assert compiled.batch_fold == 2  # 8-channel convs: folded by the auto rule
+    for n in (1, 3, 32):
+        x = torch.randn(n, 3, 32, 32)
+        ref, got = model(x), compiled(x)
+        assert got.shape == (n, 10)
+        assert float((got - ref).norm() / ref.norm()) < 0.05
+    unfolded = quantize_model(
+        model, (calibration,), ModelInt8Config(cache_dir=str(tmp_path), batch_fold=1)
+    )
+    assert unfolded.batch_fold == 1 and unfolded.package_path != compiled.package_path
