@@ -3,7 +3,8 @@
 Variants (batch 1 and 32, per model):
 - `fp32`: eager float32.
 - `int8`: ours, `kernels.quant.model.quantize_model` (PT2E + X86InductorQuantizer,
-  AOTInductor with freezing, dynamic batch, on-disk package cache).
+  AOTInductor with freezing, dynamic batch, on-disk package cache; batch-folded by 2 when a
+  conv has fewer than 16 outputs, i.e. the pruned ResNet-20; `int8_batch_fold_*` says which).
 - `pruned50`: 50% of the channels of every dependency group physically removed, eager fp32.
 - `pruned50_int8`: the pruned model through the same int8 path.
 - `peer_bf16_cl`: bf16 autocast with channels_last (eager).
@@ -115,6 +116,7 @@ def _run_model(
         figures[f"load_{name}_{variant}_first_s"] = cold.load_seconds
         figures[f"load_{name}_{variant}_first_was_cache_hit"] = cold.cache_hit
         figures[f"load_{name}_{variant}_warm_s"] = warm.load_seconds
+        figures[f"int8_batch_fold_{name}_{variant}"] = warm.batch_fold
         compiled[variant] = warm
         if variant == "int8":  # a restart: fresh process, serving format, cached package
             figures.update(_restart(name, variant, source, calib, root))
