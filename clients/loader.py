@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
-from augserve.clients.stream_batch import StreamedBatch, parse_batch
+from augserve.clients.stream_batch import StreamedBatch, parse_batch, reuse_large_buffers
 
 _METHOD = "/augserve.v1.StreamService/StreamBatches"
 _STATE_KEYS = ("dataset", "batch_size", "seed", "shuffle", "num_shards", "shard_index",
@@ -149,6 +149,7 @@ class RemoteLoader:
         max_backoff_s: float = 5.0,
         lane: tuple[int, int] = (0, 1),
         max_message_bytes: int = 512 << 20,
+        reuse_buffers: bool = True,
     ) -> None:
         """Describe the stream; nothing connects until iteration starts.
 
@@ -178,6 +179,10 @@ class RemoteLoader:
             lane: (offset, step): read only positions offset, offset + step, ... (the
                 torch adapter gives each DataLoader worker its own lane).
             max_message_bytes: largest batch message accepted.
+            reuse_buffers: on iteration, let the C library reuse freed message buffers
+                instead of faulting in fresh pages for each batch (process-wide, see
+                `augserve.clients.stream_batch.reuse_large_buffers`): about 1 ms of CPU
+                less per 9.6 MB batch.
 
         Raises:
             ValueError: bad arguments (also raised for a pipeline that is not valid JSON).
@@ -207,7 +212,7 @@ class RemoteLoader:
                 raise ValueError(f"pipeline: {error}") from error
         self.epochs, self.prefetch, self.output = epochs, prefetch, output
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
-        self.lane = lane
+        self.lane, self.reuse_buffers = lane, reuse_buffers
         options = [("grpc.max_receive_message_length", max_message_bytes)]
         self._channels = [grpc.insecure_channel(t, options=options) for t in self.targets]
         # Raw bytes in: `parse_batch` leaves the pixels where gRPC put them.
@@ -244,6 +249,8 @@ class RemoteLoader:
 
     def batches(self) -> Iterator[StreamedBatch]:
         """The batches with their metadata (numpy), from the current state on."""
+        if self.reuse_buffers:
+            reuse_large_buffers()
         count = len(self._stubs)
         offset, step = self.lane
         end = None if self.epochs is None else self.epoch + self.epochs

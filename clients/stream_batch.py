@@ -1,5 +1,8 @@
 """`StreamedBatch` and `parse_batch`: a `Batch` message's wire bytes, pixels left in place.
 
+`reuse_large_buffers` keeps glibc from handing every ~10 MB message buffer back to the
+kernel, so both ends of a stream reuse mapped pages instead of faulting in fresh ones.
+
 Protobuf would copy the image bytes twice (into the message, then out as `bytes`); here
 the small fields go through protobuf and the pixels stay in the buffer gRPC delivered,
 viewed by `np.frombuffer`.
@@ -12,7 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +27,32 @@ from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 
 _DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+_TRIM_THRESHOLD = 256 << 20
+
+
+@functools.cache
+def reuse_large_buffers() -> bool:
+    """Let glibc reuse freed message buffers of up to 32 MiB (process-wide; once).
+
+    By default glibc maps each allocation of this size (or the arena it lands in
+    trims it on free), so every batch's buffers (gRPC's slices, the `bytes` of a
+    message) cost ~2,400 page faults of freshly zeroed pages: measured here at about
+    1 ms of CPU per 9.6 MB batch on each end of a stream. With allocations up to
+    32 MiB served from the heap and up to 256 MiB of free heap kept (per arena), the
+    pages are reused. The process's resident memory then stays at its peak instead of
+    shrinking after it. No effect (False) where the C library has no `mallopt`.
+
+    Returns:
+        True when both settings were applied.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded in the process
+    except (AttributeError, OSError, TypeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+                and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 @dataclasses.dataclass(frozen=True)

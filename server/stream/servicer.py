@@ -14,6 +14,7 @@ from grpc import aio
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
+from augserve.clients.stream_batch import reuse_large_buffers
 from augserve.server.augment.ops import Normalize
 from augserve.server.augment.registry import PipelineRegistry
 from augserve.server.augment.spec import (
@@ -186,7 +187,12 @@ def _serialize(message: bytes | Any) -> bytes:
 
 
 def register_servicer(server: aio.Server, servicer: StreamServicer) -> None:
-    """Add `servicer`'s methods to `server`; StreamBatches yields ready wire bytes."""
+    """Add `servicer`'s methods to `server`; StreamBatches yields ready wire bytes.
+
+    Also lets this process's C library reuse freed batch-sized buffers
+    (`reuse_large_buffers`): every batch sent allocates ~2 of them.
+    """
+    reuse_large_buffers()
     handlers = {
         "StreamBatches": grpc.unary_stream_rpc_method_handler(
             servicer.StreamBatches, request_deserializer=pb.StreamRequest.FromString,
