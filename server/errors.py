@@ -49,6 +49,10 @@ class Unavailable(AugserveError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ReplicaDied(Unavailable):
+    """A model replica's process went away; the batcher restarts it."""
+
+
 class FailedPrecondition(AugserveError):
     """The system is not in a state that allows the operation."""
 

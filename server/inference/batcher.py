@@ -7,7 +7,10 @@ is busy. `max_queue_delay_microseconds` > 0 with a preferred batch size lets a
 batch wait that long to fill. Items whose caller went away (cancelled, deadline
 passed) are dropped before a batch is formed. A batch that fails is split
 into single requests, so only the request that makes the model raise fails;
-the queue keeps going.
+the queue keeps going. A replica whose process died (`ReplicaDied`) fails its
+batch, leaves the rotation, and is restarted; while no replica is left the
+queue holds its requests (bounded by their deadlines and `max_queue_size`), and
+if a restart fails they get UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from augserve.server.errors import (
     AugserveError,
     DeadlineExceeded,
     Internal,
+    ReplicaDied,
     ResourceExhausted,
     Unavailable,
 )
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 # A replica call: for each model input, the requests' arrays to stack on dim 0 (one
 # array per input when unbatched) in; (outputs, compute ns) out.
 RunBatch = Callable[[list[list[np.ndarray]]], Awaitable[tuple[list[np.ndarray], int]]]
+# Replaces the dead replica at an index with a fresh one; returns its RunBatch.
+RestartReplica = Callable[[int], Awaitable[RunBatch]]
 
 
 @dataclass
@@ -59,6 +65,7 @@ class _Item:
 class _Replica:
     run: RunBatch
     in_flight: int = 0
+    alive: bool = True
 
 
 class BatchQueue:
@@ -70,6 +77,8 @@ class BatchQueue:
         batching: queue size, delay, preferred sizes, default timeout.
         stats: where queue and compute times are recorded.
         max_in_flight: batches sent to one replica before it is considered busy.
+        restart: starts a replacement for a replica that died; without it a dead
+            replica simply leaves the rotation.
 
     """
 
@@ -80,8 +89,11 @@ class BatchQueue:
         batching: BatchingSettings,
         stats: ModelStats,
         max_in_flight: int = 1,
+        restart: RestartReplica | None = None,
     ) -> None:
         self._replicas = [_Replica(run) for run in replicas]
+        self._restart = restart
+        self._broken: Unavailable | None = None
         self._max_batch_size = max_batch_size
         self._batching = batching
         self._stats = stats
@@ -117,6 +129,8 @@ class BatchQueue:
         """
         if self._closed:
             raise Unavailable("the model is being unloaded")
+        if self._broken is not None:
+            raise self._broken
         if len(self._queue) >= self._batching.max_queue_size:
             raise ResourceExhausted(
                 f"the model's queue is full ({self._batching.max_queue_size} requests); retry later"
@@ -155,7 +169,7 @@ class BatchQueue:
             await self._dispatcher
 
     def _free_replica(self) -> _Replica | None:
-        free = [r for r in self._replicas if r.in_flight < self._max_in_flight]
+        free = [r for r in self._replicas if r.alive and r.in_flight < self._max_in_flight]
         return min(free, key=lambda r: r.in_flight) if free else None
 
     def _drop_dead_items(self) -> None:
@@ -227,7 +241,10 @@ class BatchQueue:
         try:
             try:
                 await self._execute(replica, batch)
-            except Unavailable as error:  # the replica is gone: nothing to isolate
+            except ReplicaDied as error:  # the process is gone: nothing to isolate
+                self._fail(batch, error)
+                self._replace(replica, error)
+            except Unavailable as error:
                 self._fail(batch, error)
             except Exception as error:
                 if len(batch) == 1:
@@ -262,6 +279,40 @@ class BatchQueue:
             self._stats.record_request(
                 True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows
             )
+
+    def _replace(self, replica: _Replica, error: ReplicaDied) -> None:
+        if not replica.alive:
+            return
+        replica.alive = False
+        log.error("%s", error)
+        if self._restart is None or self._closed:
+            self._give_up_if_none_alive(error)
+            return
+        task = asyncio.create_task(self._revive(replica))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _revive(self, replica: _Replica) -> None:
+        assert self._restart is not None
+        try:
+            replica.run = await self._restart(self._replicas.index(replica))
+        except Exception as error:  # the model no longer starts: say so to every caller
+            log.exception("a replica could not be restarted")
+            self._give_up_if_none_alive(
+                Unavailable(f"a replica died and could not be restarted: {error}")
+            )
+            return
+        replica.alive = True
+        self._wake.set()
+
+    def _give_up_if_none_alive(self, error: Unavailable) -> None:
+        if any(r.alive for r in self._replicas):
+            return
+        self._broken = error
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
 
     def _fail(self, batch: list[_Item], error: Exception) -> None:
         failure = (

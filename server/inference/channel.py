@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from augserve.server import errors
-from augserve.server.errors import AugserveError, Internal, Unavailable
+from augserve.server.errors import AugserveError, Internal, ReplicaDied, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class ReplicaChannel:
         """Run one batch on the replica; its outputs (in config order) and compute ns.
 
         Raises:
-            Unavailable: the replica went away.
+            ReplicaDied: the replica went away.
             AugserveError: the replica's own error for this batch.
         """
         if self._writer is None or self._reader is None:
@@ -212,7 +212,7 @@ class ReplicaChannel:
                 header = json.loads(await self._reader.readexactly(header_bytes))
                 return header, await self._reader.readexactly(payload_bytes)
             except (OSError, asyncio.IncompleteReadError) as error:
-                raise Unavailable(f"a replica of model {self.model!r} died: {error}") from None
+                raise ReplicaDied(f"a replica of model {self.model!r} died: {error}") from None
 
     async def close(self) -> None:
         """Close the connection and remove the replica's socket folder (same node)."""

@@ -2,9 +2,9 @@
 
 Disk layout: `<root>/<model>/config.toml|json` and numbered version folders
 `<root>/<model>/<n>/<model file>`. Loading a model starts its replicas (Ray
-actors) for every version its policy selects, warms them up, opens a direct
-channel to those on this node, and only then swaps them in, so a reload never
-drops requests to the old versions.
+actors, `inference.replicas`) for every version its policy selects, warms them
+up, and only then swaps them in, so a reload never drops requests to the old
+versions. A replica that dies is restarted by its batcher.
 """
 
 from __future__ import annotations
@@ -13,24 +13,16 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import ray
-from ray.exceptions import RayActorError, RayTaskError
 
 from augserve.server.errors import (
     AugserveError,
     FailedPrecondition,
-    Internal,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
 from augserve.server.inference.batcher import BatchQueue, RunBatch
-from augserve.server.inference.channel import ReplicaChannel
 from augserve.server.inference.model_config import ModelSettings, read_model_config
-from augserve.server.inference.replica import ModelReplica
+from augserve.server.inference.replicas import ReplicaHandle, start_replica
 from augserve.server.inference.statistics import ModelStats
 
 log = logging.getLogger(__name__)
@@ -42,10 +34,9 @@ class LoadedVersion:
 
     settings: ModelSettings
     version: int
-    replicas: list[Any]
+    replicas: list[ReplicaHandle]
     queue: BatchQueue
     stats: ModelStats
-    channels: list[ReplicaChannel] = field(default_factory=list)
 
 
 @dataclass
@@ -64,48 +55,6 @@ class _Model:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
     states: dict[str, VersionState] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def _unwrap(error: Exception, model: str) -> AugserveError:
-    creation_error = getattr(error, "cause", None)
-    if isinstance(error, RayActorError) and isinstance(creation_error, RayTaskError):
-        error = creation_error  # the replica's __init__ raised: report that error
-    if isinstance(error, RayTaskError) and isinstance(error.cause, AugserveError):
-        return error.cause
-    if isinstance(error, RayTaskError) and error.cause is not None:
-        cause = error.cause
-        return Internal(f"model {model!r} raised {type(cause).__name__}: {cause}")
-    if isinstance(error, RayActorError):
-        return Unavailable(f"a replica of model {model!r} died: {error}")
-    return Internal(f"model {model!r}: {type(error).__name__}: {error}")
-
-
-def _ray_runner(actor: Any, model: str) -> RunBatch:
-    async def run(parts: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:
-        inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for arrays in parts]
-        try:
-            return await actor.infer.remote(inputs)
-        except (RayTaskError, RayActorError) as error:
-            raise _unwrap(error, model) from None
-
-    return run
-
-
-async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel | None:
-    """The direct channel to `actor` if it runs on this node and the config allows it."""
-    if settings.instance_group.transport != "auto":
-        return None
-    node, path = await actor.open_channel.remote()
-    if node != ray.get_runtime_context().get_node_id():
-        return None
-    channel = ReplicaChannel(path, settings.name)
-    try:
-        await channel.connect()
-    except OSError as error:
-        log.warning("model %s: replica socket %s unreachable (%s); using Ray calls",
-                    settings.name, path, error)
-        return None
-    return channel
 
 
 class ModelRepository:
@@ -184,43 +133,39 @@ class ModelRepository:
     async def _start_version(
         self, settings: ModelSettings, folder: Path, version: int
     ) -> LoadedVersion:
-        group = settings.instance_group
-        options = {
-            "num_cpus": group.num_cpus,
-            "num_gpus": 1 if group.kind == "gpu" else 0,
-            "runtime_env": {"env_vars": group.env},
-        }
-        actor_class = ray.remote(ModelReplica).options(**options)
-        actors = [
-            actor_class.remote(settings, str(folder), self.allow_pickle) for _ in range(group.count)
-        ]
-        try:
-            await asyncio.gather(*(actor.ready.remote() for actor in actors))
-            opened = await asyncio.gather(*(_open_channel(a, settings) for a in actors))
-        except (RayTaskError, RayActorError) as error:
-            for actor in actors:
-                ray.kill(actor)
-            raise _unwrap(error, settings.name) from None
-        runners = [
-            channel.run if channel else _ray_runner(actor, settings.name)
-            for actor, channel in zip(actors, opened, strict=True)
-        ]
+        started = await asyncio.gather(
+            *(
+                start_replica(settings, folder, self.allow_pickle)
+                for _ in range(settings.instance_group.count)
+            ),
+            return_exceptions=True,
+        )
+        replicas = [r for r in started if isinstance(r, ReplicaHandle)]
+        failure = next((r for r in started if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await asyncio.gather(*(replica.stop() for replica in replicas))
+            raise failure
+
+        async def restart(index: int) -> RunBatch:
+            await replicas[index].stop()
+            log.warning("model %s version %d: restarting replica %d", settings.name, version, index)
+            replicas[index] = await start_replica(settings, folder, self.allow_pickle)
+            return replicas[index].run
+
         stats = ModelStats(settings.name, str(version))
         queue = BatchQueue(
-            runners,
+            [replica.run for replica in replicas],
             settings.max_batch_size,
             settings.batching,
             stats,
             self.max_in_flight,
+            restart,
         )
-        channels = [channel for channel in opened if channel]
-        return LoadedVersion(settings, version, actors, queue, stats, channels)
+        return LoadedVersion(settings, version, replicas, queue, stats)
 
     async def _stop_version(self, loaded: LoadedVersion) -> None:
         await loaded.queue.close()
-        await asyncio.gather(*(channel.close() for channel in loaded.channels))
-        for actor in loaded.replicas:
-            ray.kill(actor)
+        await asyncio.gather(*(replica.stop() for replica in loaded.replicas))
 
     async def unload(self, name: str) -> None:
         """Stop serving `name`: drain its queues, then stop its replicas (no-op if not loaded).

@@ -8,7 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from augserve.server.errors import DeadlineExceeded, Internal, ResourceExhausted
+from augserve.server.errors import (
+    DeadlineExceeded,
+    Internal,
+    ReplicaDied,
+    ResourceExhausted,
+    Unavailable,
+)
 from augserve.server.inference.batcher import BatchQueue
 from augserve.server.inference.model_config import BatchingSettings
 from augserve.server.inference.statistics import ModelStats
@@ -200,3 +206,60 @@ async def test_queue_delay_lets_a_batch_fill_to_the_preferred_size():
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
     assert replica.calls == [4]
+
+
+class DyingReplica:
+    """Answers like GatedReplica (gate open) until told to die, then raises ReplicaDied."""
+
+    def __init__(self) -> None:
+        self.dead = False
+
+    async def __call__(self, parts):
+        if self.dead:
+            raise ReplicaDied("a replica of model 'm' died: gone")
+        return [np.concatenate(parts[0]) * 2], 1000
+
+
+async def test_a_dead_replica_fails_its_batch_and_is_restarted():
+    dying = DyingReplica()
+    fresh = GatedReplica()
+    fresh.gate.set()
+    restarted = asyncio.Event()
+
+    async def restart(index):
+        assert index == 0
+        await restarted.wait()  # requests that arrive meanwhile wait in the queue
+        return fresh
+
+    stats = ModelStats("m", "1")
+    queue = BatchQueue([dying], 8, BatchingSettings(), stats, restart=restart)
+    dying.dead = True
+    with pytest.raises(ReplicaDied):
+        await queue.submit(rows(1.0), 5)
+    waiting = asyncio.create_task(queue.submit(rows(2.0), 5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    restarted.set()
+    np.testing.assert_array_equal((await waiting)[0], [[4.0]])
+    assert fresh.calls == [1]
+
+
+async def test_queued_requests_get_unavailable_when_no_replica_can_restart():
+    dying = DyingReplica()
+    dying.dead = True
+    gate = asyncio.Event()
+
+    async def restart(index):
+        await gate.wait()
+        raise RuntimeError("the model file is gone")
+
+    queue = BatchQueue([dying], 8, BatchingSettings(), ModelStats("m", "1"), restart=restart)
+    with pytest.raises(ReplicaDied):
+        await queue.submit(rows(1.0), 5)
+    waiting = asyncio.create_task(queue.submit(rows(2.0), 5))
+    await asyncio.sleep(0.05)
+    gate.set()
+    with pytest.raises(Unavailable, match="could not be restarted: the model file is gone"):
+        await waiting
+    with pytest.raises(Unavailable, match="could not be restarted"):
+        await queue.submit(rows(3.0), 5)

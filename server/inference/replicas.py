@@ -1,0 +1,109 @@
+"""Starting, calling and stopping the Ray actors that run a model version.
+
+`start_replica` creates one `ModelReplica` actor, warms it up, and opens the
+direct batch channel when the actor runs on this node (`inference.channel`),
+else batches go through Ray actor calls. Either way, a replica whose process is
+gone raises `ReplicaDied`, which the batcher answers by starting a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from augserve.server.errors import AugserveError, Internal, ReplicaDied
+from augserve.server.inference.channel import ReplicaChannel
+from augserve.server.inference.model_config import ModelSettings
+from augserve.server.inference.replica import ModelReplica
+
+log = logging.getLogger(__name__)
+
+
+def unwrap_ray_error(error: Exception, model: str) -> AugserveError:
+    """The AugserveError behind a Ray task or actor error of a replica of `model`."""
+    creation_error = getattr(error, "cause", None)
+    if isinstance(error, RayActorError) and isinstance(creation_error, RayTaskError):
+        error = creation_error  # the replica's __init__ raised: report that error
+    if isinstance(error, RayTaskError) and isinstance(error.cause, AugserveError):
+        return error.cause
+    if isinstance(error, RayTaskError) and error.cause is not None:
+        cause = error.cause
+        return Internal(f"model {model!r} raised {type(cause).__name__}: {cause}")
+    if isinstance(error, RayActorError):
+        return ReplicaDied(f"a replica of model {model!r} died: {error}")
+    return Internal(f"model {model!r}: {type(error).__name__}: {error}")
+
+
+@dataclass
+class ReplicaHandle:
+    """One running replica: its actor and, on this node, its direct channel."""
+
+    actor: Any
+    model: str
+    channel: ReplicaChannel | None = None
+
+    async def run(self, parts: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:
+        """Run one batch (see `batcher.RunBatch`) over the channel or a Ray call."""
+        if self.channel is not None:
+            return await self.channel.run(parts)
+        inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for arrays in parts]
+        try:
+            return await self.actor.infer.remote(inputs)
+        except (RayTaskError, RayActorError) as error:
+            raise unwrap_ray_error(error, self.model) from None
+
+    async def stop(self) -> None:
+        """Close the channel and kill the actor."""
+        if self.channel is not None:
+            await self.channel.close()
+        ray.kill(self.actor)
+
+
+async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel | None:
+    """The direct channel to `actor` if it runs on this node and the config allows it."""
+    if settings.instance_group.transport != "auto":
+        return None
+    node, path = await actor.open_channel.remote()
+    if node != ray.get_runtime_context().get_node_id():
+        return None
+    channel = ReplicaChannel(path, settings.name)
+    try:
+        await channel.connect()
+    except OSError as error:
+        log.warning(
+            "model %s: replica socket %s unreachable (%s); using Ray calls",
+            settings.name, path, error,
+        )  # fmt: skip
+        return None
+    return channel
+
+
+async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: bool) -> ReplicaHandle:
+    """Start, warm up and connect one replica of the version in `folder`.
+
+    Raises:
+        AugserveError: the replica failed to load or warm up (it is killed).
+    """
+    group = settings.instance_group
+    actor = (
+        ray.remote(ModelReplica)
+        .options(
+            num_cpus=group.num_cpus,
+            num_gpus=1 if group.kind == "gpu" else 0,
+            runtime_env={"env_vars": group.env},
+        )
+        .remote(settings, str(folder), allow_pickle)
+    )
+    try:
+        await actor.ready.remote()
+        channel = await _open_channel(actor, settings)
+    except (RayTaskError, RayActorError) as error:
+        ray.kill(actor)
+        raise unwrap_ray_error(error, settings.name) from None
+    return ReplicaHandle(actor, settings.name, channel)
