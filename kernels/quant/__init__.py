@@ -1,6 +1,7 @@
 """Quantization: int8 matmul with fused epilogue, Int8Linear / Int8Conv2d, weight-only int8/int4.
 
-The model-level int8 path (PT2E + Inductor, cached AOT artefacts) is in `model.py`.
+The model-level int8 path (PT2E + Inductor, cached AOT artefacts) is in `model.py`; the batch
+folding it applies to convs narrower than a oneDNN block is in `fold.py`.
 """
 
 from augserve.kernels.quant.int8 import (
