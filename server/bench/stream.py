@@ -15,6 +15,10 @@ uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dat
 
 Phases alternate (standalone, stream, standalone, stream, standalone) so that load
 from other processes drifts over both alike; each figure is the mean of its phases.
+CPU per batch is also reported for this process and for the actors in both kinds of
+phase (per counted batch, so slightly high: the window's and prefetch's batches made
+past a phase's end count in it), which splits the stream's cost into the pool's work
+and the transport's.
 
 Ratios: `stream_vs_standalone` (target >= 0.9) and `stream_vs_local_dataloader`.
 """
@@ -166,6 +170,13 @@ class _Server:
             epoch += 1
         return samples / (time.perf_counter() - started)
 
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds used so far by this process and by the pool's actors together."""
+        import ray
+
+        return time.process_time(), sum(ray.get([actor.cpu_seconds.remote()
+                                                 for actor in self.pool.actors]))
+
     def stop(self) -> None:
         self.call(self.server.stop(None))
         self.pool.shutdown()
@@ -188,19 +199,34 @@ def run(args: argparse.Namespace) -> BenchReport:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     server = _Server(args, batch)
-    standalone_rates, streams, server_cpu = [], [], 0.0
+    standalone_rates, streams = [], []
+    cpu = {"standalone": [0.0, 0.0], "stream": [0.0, 0.0]}  # phase: [server, actors] seconds
+
+    def timed(phase: str, work: Any) -> Any:
+        before = server.cpu_seconds()
+        result = work()
+        after = server.cpu_seconds()
+        cpu[phase] = [total + b - a for total, a, b in zip(cpu[phase], before, after,
+                                                             strict=True)]
+        return result
+
+    def standalone_phase() -> None:
+        standalone_rates.append(timed("standalone", lambda: server.call(
+            server.standalone(batch, batches))))
+
+    def stream_phase() -> None:
+        consumer = timed("stream", lambda: subprocess.run(
+            [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET,
+             str(batch), str(batches), str(args.prefetch)],
+            capture_output=True, text=True, check=True))
+        streams.append(json.loads(consumer.stdout.strip().splitlines()[-1]))
+
     try:
         server.call(server.standalone(batch, 2))  # warm-up: actors up, dataset open
-        standalone_rates.append(server.call(server.standalone(batch, batches)))
+        standalone_phase()
         for _ in range(rounds):
-            cpu = time.process_time()
-            consumer = subprocess.run(
-                [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET,
-                 str(batch), str(batches), str(args.prefetch)],
-                capture_output=True, text=True, check=True)
-            server_cpu += time.process_time() - cpu
-            streams.append(json.loads(consumer.stdout.strip().splitlines()[-1]))
-            standalone_rates.append(server.call(server.standalone(batch, batches)))
+            stream_phase()
+            standalone_phase()
     finally:
         server.stop()
         if started_ray:
@@ -209,6 +235,11 @@ def run(args: argparse.Namespace) -> BenchReport:
     stream_rate = statistics.mean(s["samples"] / s["wall"] for s in streams)
     count = sum(s["batches"] for s in streams)
     cpu_ms = 1000 * sum(s["cpu"] for s in streams) / count
+    standalone_count = len(standalone_rates) * (batches + 2)
+    server_ms = {"stream": 1000 * cpu["stream"][0] / count,
+                 "standalone": 1000 * cpu["standalone"][0] / standalone_count}
+    actors_ms = {"stream": 1000 * cpu["stream"][1] / count,
+                 "standalone": 1000 * cpu["standalone"][1] / standalone_count}
     return BenchReport(
         name="stream",
         figures={
@@ -218,7 +249,10 @@ def run(args: argparse.Namespace) -> BenchReport:
             "stream_each_round": " / ".join(f"{x['samples'] / x['wall']:,.0f}" for x in streams),
             "local_dataloader_samples_per_s": local,
             "client_cpu_ms_per_batch": cpu_ms,
-            "server_process_cpu_ms_per_batch": 1000 * server_cpu / count,
+            "server_process_cpu_ms_per_batch": server_ms["stream"],
+            "standalone_server_process_cpu_ms_per_batch": server_ms["standalone"],
+            "actors_cpu_ms_per_batch_stream": actors_ms["stream"],
+            "actors_cpu_ms_per_batch_standalone": actors_ms["standalone"],
             "stream_mb_per_s": stream_rate * 3 * 224 * 224 / 1e6,
             "batch": batch,
             "timed_batches_per_phase": batches,

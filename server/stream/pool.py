@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -85,6 +86,10 @@ class StreamWorker:
     def ping(self) -> bool:
         """True once the worker is up (used to wait for a fresh pool)."""
         return True
+
+    def cpu_seconds(self) -> float:
+        """CPU time this worker's process has used (the benchmark's per-batch cost)."""
+        return time.process_time()
 
     def make_batch(self, task: BatchTask) -> BatchResult:
         """Load, decode and augment `task`'s samples."""
