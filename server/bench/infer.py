@@ -2,16 +2,23 @@
 
 One run, phases in order (each server runs alone, so they never compete):
 1. `augserve serve` in a subprocess (fresh embedded Ray) on a temporary repository
-   holding a CIFAR ResNet-20 (random weights, fp32, torch threads as `--threads`).
+   holding a CIFAR ResNet-20 (random weights, fp32) in `--replicas` replicas of
+   `--threads` torch threads each (default 2 x 1: single-thread replicas never
+   wait at OpenMP barriers for a thread the front end preempted). With several
+   replicas a free one may wait up to `--fill-delay-us`, while another is busy,
+   for max_batch_size / replicas rows, so that the load does not split into small
+   batches; an idle server dispatches at once.
 2. The load generator (`bench.loadgen`, its own process, one prebuilt raw fp32
    request of one image) at `--concurrency` clients. ModelStatistics before and
    after give the mean executed batch size and the mean compute time per batch.
-3. In-process, while the server idles: the same model and threads, its
-   throughput at that batch size and its batch-1 latency (median of many calls).
+3. In-process, while the server idles: the same model with all the replicas'
+   threads, its throughput at that batch size and its batch-1 latency (median of
+   many calls, at its best thread count).
 4. The load generator at 1 client; then SIGTERM to the server, which must exit 0.
 5. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
-   `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray),
-   driven by the same load generator at `--concurrency` clients.
+   `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray)
+   in the same replicas and threads, driven by the same load generator at
+   `--concurrency` clients.
 
 Both servers run with `OMP_WAIT_POLICY=PASSIVE` unless the caller set it: with
 the gRPC front end and the load generator sharing the cores, OpenMP's default
@@ -56,8 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--baseline", choices=("none", "ray-serve"), default="ray-serve", help="peer to compare"
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="the model's batch limit")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per replica")
-    parser.add_argument("--replicas", type=int, default=1, help="replicas of the model")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per replica")
+    parser.add_argument("--replicas", type=int, default=2, help="replicas of the model")
+    parser.add_argument(
+        "--fill-delay-us",
+        type=int,
+        default=5000,
+        help="with several replicas: how long a free replica may wait, while another is busy, "
+        "for max_batch_size / replicas rows (dynamic_batching.delay_only_while_busy)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="short phases (2 s, 0.5 s warm-up): a smoke test"
     )
@@ -70,7 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def write_repository(root: Path, max_batch_size: int, threads: int, replicas: int = 1) -> Path:
+def write_repository(
+    root: Path, max_batch_size: int, threads: int, replicas: int = 1, fill_delay_us: int = 0
+) -> Path:
     """Write a one-model repository (ResNet-20, state_dict, seed 0); returns the weights file."""
     import torch
 
@@ -89,6 +105,11 @@ def write_repository(root: Path, max_batch_size: int, threads: int, replicas: in
         "input": [{"name": "input", "datatype": "FP32", "dims": [3, 32, 32]}],
         "output": [{"name": "logits", "datatype": "FP32", "dims": [10]}],
         "instance_group": {"count": replicas, "kind": "cpu", "num_threads": threads},
+        "dynamic_batching": {
+            "max_queue_delay_microseconds": fill_delay_us,
+            "preferred_batch_size": [max(1, max_batch_size // replicas)],
+            "delay_only_while_busy": True,
+        },
         "warmup": {"batch_sizes": sorted({1, 8, max_batch_size // 2, max_batch_size})},
     }
     (root / MODEL / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -280,7 +301,7 @@ def best_in_process(
     }
 
 
-def _environment(threads: int) -> dict[str, Any]:
+def _environment(args: argparse.Namespace) -> dict[str, Any]:
     import grpc
     import torch
 
@@ -293,7 +314,9 @@ def _environment(threads: int) -> dict[str, Any]:
         "device": "cpu",
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
+        "replicas": args.replicas,
+        "torch_threads_per_replica": args.threads,
+        "fill_delay_us": args.fill_delay_us,
         "precision": "fp32",
         "servers_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         "load_average_at_start": os.getloadavg(),
@@ -306,12 +329,14 @@ def _environment(threads: int) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> BenchReport:
     """Run every phase (see the module docstring) and return the report."""
     duration, warmup = (2.0, 0.5) if args.quick else (args.duration, args.warmup)
-    report = BenchReport("infer", environment=_environment(args.threads))
+    report = BenchReport("infer", environment=_environment(args))
     extra_env = dict(item.split("=", 1) for item in args.server_env)
     figures, ratios = report.figures, report.ratios
     with tempfile.TemporaryDirectory(prefix="augserve-bench-infer-") as tmp:
         work = Path(tmp)
-        weights = write_repository(work / "repo", args.max_batch_size, args.threads, args.replicas)
+        weights = write_repository(
+            work / "repo", args.max_batch_size, args.threads, args.replicas, args.fill_delay_us
+        )
         serve = [
             sys.executable, "-m", "augserve.server.cli", "serve", "--port", "0",
             "--metrics-port", "0", "--model-repository", str(work / "repo"),
@@ -376,7 +401,8 @@ def run(args: argparse.Namespace) -> BenchReport:
             baseline = [
                 sys.executable, "-m", "augserve.server.bench.rayserve_baseline",
                 "--state-dict", str(weights), "--threads", str(args.threads),
-                "--model-name", MODEL, "--ready-file", str(work / "rayserve.port"),
+                "--replicas", str(args.replicas), "--model-name", MODEL,
+                "--ready-file", str(work / "rayserve.port"),
             ]  # fmt: skip
             rayserve = server_process(
                 baseline, work / "rayserve.port", work / "rayserve.log", extra_env

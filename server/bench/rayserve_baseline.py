@@ -9,7 +9,7 @@ and Ray down and exits 0.
 
 Usage:
     python -m augserve.server.bench.rayserve_baseline --state-dict model.pth \
-        --threads 2 --ready-file port.txt
+        --threads 1 --replicas 2 --ready-file port.txt
 """
 
 from __future__ import annotations
@@ -112,7 +112,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(state_dict: Path, threads: int, model_name: str, grpc_port: int) -> Any:
+def start(
+    state_dict: Path, threads: int, model_name: str, grpc_port: int, replicas: int = 1
+) -> Any:
     """Start a fresh local Ray and the Serve application; returns the deployment handle."""
     os.environ.pop("RAY_ADDRESS", None)
     ray.init(
@@ -129,7 +131,7 @@ def start(state_dict: Path, threads: int, model_name: str, grpc_port: int) -> An
     # (and its stub aliases) instead of receiving the class pickled by value.
     from augserve.server.bench.rayserve_baseline import ResNetModel as deployment
 
-    app = deployment.bind(str(state_dict), threads, model_name)
+    app = deployment.options(num_replicas=replicas).bind(str(state_dict), threads, model_name)
     return serve.run(app, name=model_name, route_prefix="/")
 
 
@@ -138,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dict", type=Path, required=True, help="resnet20 weights")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the replica")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas of the deployment")
     parser.add_argument("--model-name", default="resnet20", help="name in responses")
     parser.add_argument("--port", type=int, default=0, help="gRPC port (0: a free one)")
     parser.add_argument("--ready-file", type=Path, help="write the gRPC port here when ready")
@@ -145,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     port = args.port or free_port()
-    start(args.state_dict, args.threads, args.model_name, port)
+    start(args.state_dict, args.threads, args.model_name, port, args.replicas)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

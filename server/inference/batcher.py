@@ -4,7 +4,9 @@ Each request is one `_Item` with its own future. The dispatcher is
 work-conserving: when a replica is free it takes what is queued at once (no
 added wait when the server is idle), so batches grow only while every replica
 is busy. `max_queue_delay_microseconds` > 0 with a preferred batch size lets a
-batch wait that long to fill. Items whose caller went away (cancelled, deadline
+batch wait that long to fill; with `delay_only_while_busy` it waits only while
+another replica is busy, so that replicas do not split a load into small batches
+while an idle server still answers at once. Items whose caller went away (cancelled, deadline
 passed) are dropped before a batch is formed. A batch that fails is split
 into single requests, so only the request that makes the model raise fails;
 the queue keeps going. A replica whose process died (`ReplicaDied`) fails its
@@ -187,6 +189,10 @@ class BatchQueue:
         target = max(self._batching.preferred_batch_size, default=self._max_batch_size)
         oldest = self._queue[0].enqueued_ns / 1e9
         while sum(i.rows for i in self._queue) < target:
+            if self._batching.delay_only_while_busy and not any(
+                r.in_flight for r in self._replicas
+            ):
+                return
             remaining = oldest + delay - time.perf_counter_ns() / 1e9
             if remaining <= 0:
                 return

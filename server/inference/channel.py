@@ -185,6 +185,8 @@ class ReplicaChannel:
         )
         sock = self._writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER_BYTES)
+        # A whole batch goes into the transport without `drain()` waiting on the loop.
+        self._writer.transport.set_write_buffer_limits(high=_SOCKET_BUFFER_BYTES)
 
     async def run(self, parts: BatchParts) -> tuple[list[np.ndarray], int]:
         """Run one batch on the replica; its outputs (in config order) and compute ns.

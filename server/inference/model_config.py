@@ -24,6 +24,7 @@ Example `config.toml`:
 
     [dynamic_batching]
     max_queue_delay_microseconds = 0   # 0: dispatch as soon as a replica is free
+    delay_only_while_busy = false      # true: wait to fill only while another replica is busy
     preferred_batch_size = []
     max_queue_size = 1024              # a full queue answers RESOURCE_EXHAUSTED
     default_timeout_microseconds = 0   # 0: only the client's deadline applies
@@ -90,9 +91,15 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class BatchingSettings:
-    """The dynamic batcher's knobs (see the module docstring)."""
+    """The dynamic batcher's knobs (see the module docstring).
+
+    `delay_only_while_busy` limits `max_queue_delay_microseconds` to the times when
+    another replica is busy: an idle server dispatches at once, a loaded one lets
+    batches fill (Triton's semantics, the default, wait whenever a delay is set).
+    """
 
     max_queue_delay_microseconds: int = 0
+    delay_only_while_busy: bool = False
     preferred_batch_size: tuple[int, ...] = ()
     max_queue_size: int = 1024
     default_timeout_microseconds: int = 0
@@ -217,6 +224,7 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
     batching_raw = raw.get("dynamic_batching", {})
     batching = BatchingSettings(
         max_queue_delay_microseconds=int(batching_raw.get("max_queue_delay_microseconds", 0)),
+        delay_only_while_busy=bool(batching_raw.get("delay_only_while_busy", False)),
         preferred_batch_size=tuple(batching_raw.get("preferred_batch_size", ())),
         max_queue_size=int(batching_raw.get("max_queue_size", 1024)),
         default_timeout_microseconds=int(batching_raw.get("default_timeout_microseconds", 0)),

@@ -208,6 +208,33 @@ async def test_queue_delay_lets_a_batch_fill_to_the_preferred_size():
     assert replica.calls == [4]
 
 
+async def test_delay_only_while_busy_waits_to_fill_only_beside_a_busy_replica():
+    busy, free = GatedReplica(), GatedReplica()
+    free.gate.set()
+    settings = BatchingSettings(
+        max_queue_delay_microseconds=2_000_000, preferred_batch_size=(3,),
+        delay_only_while_busy=True,
+    )  # fmt: skip
+    queue = BatchQueue([busy, free], 8, settings, ModelStats("m", "1"))
+    # Idle server: the first request goes at once, in spite of the 2 s delay.
+    first = asyncio.create_task(queue.submit(rows(1.0), 5))
+    await busy.started.wait()
+    # One replica busy: the free one waits for 3 rows instead of taking 1.
+    fill = [asyncio.create_task(queue.submit(rows(float(i)), 5)) for i in (2, 3)]
+    await asyncio.sleep(0.05)
+    assert free.calls == []
+    fill.append(asyncio.create_task(queue.submit(rows(4.0), 5)))
+    await asyncio.gather(*fill)
+    assert free.calls == [3]
+    # A lone request beside the busy replica goes when that replica frees up.
+    late = asyncio.create_task(queue.submit(rows(5.0), 5))
+    await asyncio.sleep(0.05)
+    assert not late.done()
+    busy.gate.set()
+    await asyncio.gather(first, late)
+    assert sorted(busy.calls + free.calls) == [1, 1, 3]
+
+
 class DyingReplica:
     """Answers like GatedReplica (gate open) until told to die, then raises ReplicaDied."""
 
