@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> BenchReport:
         environment={
             "pipeline": "imagenet_train at 224, uint8 NCHW (normalize left to the trainer)",
             "dataset": "built-in photos (six bundled photos at 256x256, repeated)",
-            "local_dataloader": "torch DataLoader, 2 fork workers, albumentations, uint8",
+            "local_dataloader": "torch DataLoader, 2 spawned workers, albumentations, uint8",
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
         },
