@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import platform
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from augserve.clients import RemoteLoader
+from augserve.clients.stream_batch import reuse_large_buffers
 from augserve.server.errors import Unavailable
 from augserve.server.stream.servicer import StreamServicer
 
@@ -196,3 +198,9 @@ def test_bad_arguments_fail_at_construction():
         RemoteLoader("x:1", "digits", 8, pipeline={"ops": [{"spin": {}}]})
     with pytest.raises(ValueError, match="output"):
         RemoteLoader("x:1", "digits", 8, pipeline_id="p", output="jax")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_reuse_large_buffers_applies_once():
+    assert reuse_large_buffers() is True
+    assert reuse_large_buffers() is True  # cached: applied once per process
