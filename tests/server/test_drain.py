@@ -43,12 +43,18 @@ async def gated_server():
     await server.stop(0)
 
 
-async def test_admitted_calls_finish_and_new_calls_are_refused_unavailable(gated_server):
-    gate, release, channel = gated_server
+async def _admitted_call(gate, channel, payload):
+    """Start a slow call and return (its future, the call) once the gate has admitted it."""
     call = channel.unary_unary(SLOW_METHOD, _identity, _identity)
-    admitted = asyncio.ensure_future(call(b"first", timeout=10))
+    future = asyncio.ensure_future(call(payload, timeout=10))
     while gate.in_flight == 0:
         await asyncio.sleep(0.01)
+    return future, call
+
+
+async def test_admitted_calls_finish_and_new_calls_are_refused_unavailable(gated_server):
+    gate, release, channel = gated_server
+    admitted, call = await _admitted_call(gate, channel, b"first")
 
     drain = asyncio.create_task(gate.close_and_drain(10))
     with pytest.raises(aio.AioRpcError) as refused:
@@ -74,10 +80,7 @@ async def test_health_probes_pass_a_closed_gate(gated_server):
 
 async def test_drain_gives_up_after_the_grace_period(gated_server):
     gate, release, channel = gated_server
-    call = channel.unary_unary(SLOW_METHOD, _identity, _identity)
-    stuck = asyncio.ensure_future(call(b"stuck", timeout=10))
-    while gate.in_flight == 0:
-        await asyncio.sleep(0.01)
+    stuck, _ = await _admitted_call(gate, channel, b"stuck")
     assert await gate.close_and_drain(0.2) == 0.0
     assert gate.in_flight == 1
     release.set()
