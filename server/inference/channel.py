@@ -179,10 +179,17 @@ class ReplicaChannel:
         self._lock = asyncio.Lock()
 
     async def connect(self) -> None:
-        """Open the connection (raises OSError if the socket cannot be reached)."""
-        self._reader, self._writer = await asyncio.open_unix_connection(
-            self.path, limit=_SOCKET_BUFFER_BYTES
-        )
+        """Open the connection (raises OSError if the socket cannot be reached).
+
+        Once connected, the socket's folder is removed: the connection lives on, and a
+        replica that is killed leaves nothing behind in the file system.
+        """
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(
+                self.path, limit=_SOCKET_BUFFER_BYTES
+            )
+        finally:
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
         sock = self._writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER_BYTES)
         # A whole batch goes into the transport without `drain()` waiting on the loop.
@@ -217,11 +224,10 @@ class ReplicaChannel:
                 raise ReplicaDied(f"a replica of model {self.model!r} died: {error}") from None
 
     async def close(self) -> None:
-        """Close the connection and remove the replica's socket folder (same node)."""
+        """Close the connection."""
         if self._writer is not None:
             self._writer.close()
             try:
                 await self._writer.wait_closed()
             except OSError as error:
                 log.debug("closing the channel to %s: %s", self.path, error)
-        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)

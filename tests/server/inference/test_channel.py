@@ -21,7 +21,9 @@ def _double_and_count(inputs):
 async def channel():
     server = ReplicaChannelServer(_double_and_count)
     channel = ReplicaChannel(server.path, "m")
+    assert server.folder.stat().st_mode & 0o777 == 0o700  # only this user may connect
     await channel.connect()
+    assert not server.folder.exists()  # nothing is left behind once connected
     yield channel
     await channel.close()
 
