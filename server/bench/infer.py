@@ -23,9 +23,10 @@ One run, phases in order (each server runs alone, so they never compete):
 Both servers run with `OMP_WAIT_POLICY=PASSIVE` unless the caller set it: with
 the gRPC front end and the load generator sharing the cores, OpenMP's default
 spin-wait makes a 2-thread replica burn its time slices at barriers (about 10x
-slower in our measurements). The in-process figures are the best of the
-default and the passive policy, each in a fresh process, so the ceiling is never
-understated.
+slower in our measurements). Replicas of either server take the policy of
+`model_config.default_replica_env` (ACTIVE for one thread, PASSIVE for more).
+The in-process figures are the best of the default and the passive policy, each
+in a fresh process, so the ceiling is never understated.
 """
 
 from __future__ import annotations

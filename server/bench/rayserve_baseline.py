@@ -33,6 +33,7 @@ from ray.serve.config import gRPCOptions
 from augserve.clients.proto import inference as stubs
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from augserve.server.inference.model_config import default_replica_env
 
 
 def alias_stub_modules() -> None:
@@ -131,7 +132,11 @@ def start(
     # (and its stub aliases) instead of receiving the class pickled by value.
     from augserve.server.bench.rayserve_baseline import ResNetModel as deployment
 
-    app = deployment.options(num_replicas=replicas).bind(str(state_dict), threads, model_name)
+    # The same OpenMP wait policy as augserve's replicas of that many threads.
+    actor_options = {"num_cpus": 1, "runtime_env": {"env_vars": default_replica_env(threads)}}
+    app = deployment.options(num_replicas=replicas, ray_actor_options=actor_options).bind(
+        str(state_dict), threads, model_name
+    )
     return serve.run(app, name=model_name, route_prefix="/")
 
 

@@ -71,7 +71,7 @@ class ModelReplica:
 
     def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool) -> None:
         group = settings.instance_group
-        self.threads = group.num_threads or max(1, int(group.num_cpus))
+        self.threads = group.threads
         torch.set_num_threads(self.threads)
         self.settings = settings
         self.device = torch.device("cuda" if group.kind == "gpu" else "cpu")
