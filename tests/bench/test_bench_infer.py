@@ -32,7 +32,9 @@ def test_quick_run_writes_every_ratio(tmp_path):
     figures = report["figures"]
     assert figures["augserve_c32_requests_per_s"] > 0
     assert figures["augserve_c1_p50_ms"] > 0
-    assert 1 <= figures["augserve_c32_mean_batch_size"] <= 32
+    # 32 requests outstanding on 2 replicas: the batcher must merge them (mean above 1),
+    # and never beyond max_batch_size.
+    assert 1 < figures["augserve_c32_mean_batch_size"] <= 32
     assert figures["inprocess_images_per_s"] > 0
     assert "augserve bench infer" in result.stdout
 
