@@ -46,13 +46,8 @@ BatchParts = Sequence[Sequence[np.ndarray]]
 InferFn = Callable[[list[np.ndarray]], tuple[list[np.ndarray], int]]
 
 
-def _describe(arrays: Sequence[np.ndarray], rows: int | None = None) -> list[dict[str, Any]]:
-    return [
-        {"dtype": a.dtype.str, "shape": [rows if rows is not None else a.shape[0], *a.shape[1:]]}
-        if a.ndim
-        else {"dtype": a.dtype.str, "shape": []}
-        for a in arrays
-    ]
+def _spec(array: np.ndarray, shape: Sequence[int]) -> dict[str, Any]:
+    return {"dtype": array.dtype.str, "shape": list(shape)}
 
 
 def _arrays_from(specs: list[dict[str, Any]], payload: memoryview) -> list[np.ndarray]:
@@ -78,8 +73,8 @@ def encode_request(parts: BatchParts) -> list[bytes | memoryview]:
     buffers: list[bytes | memoryview] = []
     for arrays in parts:
         first = arrays[0]
-        rows = sum(a.shape[0] for a in arrays) if first.ndim else None
-        inputs.extend(_describe([first], rows))
+        rows = sum(a.shape[0] for a in arrays) if len(arrays) > 1 else None
+        inputs.append(_spec(first, first.shape if rows is None else (rows, *first.shape[1:])))
         buffers.extend(memoryview(np.ascontiguousarray(a)).cast("B") for a in arrays)
     size = sum(len(b) for b in buffers)
     return [_frame_head({"inputs": inputs}, size), *buffers]
@@ -110,15 +105,14 @@ class ReplicaChannelServer:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
         self._listener.listen()
-        threading.Thread(target=self._accept_forever, name="replica-channel", daemon=True).start()
+        threading.Thread(target=self._serve_forever, name="replica-channel", daemon=True).start()
 
-    def _accept_forever(self) -> None:
+    def _serve_forever(self) -> None:
+        # One connection at a time: the server connects once (and removes the path).
         while True:
             connection, _ = self._listener.accept()
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER_BYTES)
-            threading.Thread(
-                target=self._serve, args=(connection,), name="replica-batches", daemon=True
-            ).start()
+            self._serve(connection)
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
@@ -145,7 +139,7 @@ class ReplicaChannelServer:
         outputs = [np.ascontiguousarray(o) for o in outputs]
         buffers = [memoryview(o).cast("B") for o in outputs]
         head = _frame_head(
-            {"outputs": _describe(outputs), "compute_ns": compute_ns},
+            {"outputs": [_spec(o, o.shape) for o in outputs], "compute_ns": compute_ns},
             sum(len(b) for b in buffers),
         )
         return [head, *buffers]

@@ -43,7 +43,6 @@ Example `config.toml`:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -112,12 +111,10 @@ class BatchingSettings:
 # waiting unless a model's config says otherwise. A single-thread replica has no
 # worker to spin, and the passive policy only slowed it (ResNet-20 at batch 1: 2.4 ms
 # passive vs 1.7 ms active; at 32 clients 0.85 vs 0.82 ms of replica CPU per image).
-DEFAULT_REPLICA_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def default_replica_env(threads: int) -> dict[str, str]:
     """The environment a replica of `threads` torch threads starts with."""
-    return {"OMP_WAIT_POLICY": "ACTIVE"} if threads == 1 else dict(DEFAULT_REPLICA_ENV)
+    return {"OMP_WAIT_POLICY": "ACTIVE" if threads == 1 else "PASSIVE"}
+
 
 TRANSPORTS = ("auto", "ray")
 
@@ -137,8 +134,8 @@ class InstanceGroup:
         transport: how batches reach the replicas: "auto" sends them over a Unix socket
             to replicas on the server's node (`inference.channel`) and through Ray actor
             calls to the others; "ray" always uses Ray actor calls.
-        env: environment variables of the replica's process (OpenMP waits passively
-            unless the replica runs one thread).
+        env: environment variables of the replica's process, over
+            `default_replica_env` (see `replica_env`).
     """
 
     count: int = 1
@@ -147,12 +144,17 @@ class InstanceGroup:
     num_cpus: float = 1.0
     single_thread_max_rows: int = 4
     transport: str = "auto"
-    env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_REPLICA_ENV))
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def threads(self) -> int:
         """Torch threads each replica runs: `num_threads`, else its Ray CPU share."""
         return self.num_threads or max(1, int(self.num_cpus))
+
+    @property
+    def replica_env(self) -> dict[str, str]:
+        """The replica process's environment: the configured `env` over the default."""
+        return {**default_replica_env(self.threads), **self.env}
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,6 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
         transport=group_raw.get("transport", "auto"),
         env={k: str(v) for k, v in group_raw.get("env", {}).items()},
     )
-    group = dataclasses.replace(group, env={**default_replica_env(group.threads), **group.env})
     if group.count < 1 or group.kind not in ("cpu", "gpu"):
         raise InvalidArgument(f"model {name!r}: instance_group needs count >= 1, kind cpu|gpu")
     if group.transport not in TRANSPORTS:

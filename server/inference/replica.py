@@ -103,7 +103,7 @@ class ModelReplica:
     def infer(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
         """Run one batch; return the outputs in config order and the compute time in ns."""
         start = time.perf_counter_ns()
-        rows = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+        rows = inputs[0].shape[0] if self.settings.max_batch_size else 1  # unbatched: one
         small = rows <= self.settings.instance_group.single_thread_max_rows
         torch.set_num_threads(1 if small else self.threads)
         tensors = []

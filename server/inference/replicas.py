@@ -96,7 +96,7 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
         .options(
             num_cpus=group.num_cpus,
             num_gpus=1 if group.kind == "gpu" else 0,
-            runtime_env={"env_vars": group.env},
+            runtime_env={"env_vars": group.replica_env},
         )
         .remote(settings, str(folder), allow_pickle)
     )

@@ -29,7 +29,7 @@ def _config(**instance_group):
 )
 def test_openmp_waits_passively_only_in_replicas_of_several_threads(group, policy):
     settings = parse_model_config(_config(**group), "m")
-    assert settings.instance_group.env["OMP_WAIT_POLICY"] == policy
+    assert settings.instance_group.replica_env["OMP_WAIT_POLICY"] == policy
 
 
 def test_an_unknown_transport_names_the_field():
