@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -77,11 +78,16 @@ class StreamWorker:
         self.backend = backend
         self.cache_bytes = cache_bytes
         self._datasets: dict[DatasetSpec, Dataset] = {}
+        # The in-process worker makes batches on several threads: a dataset is opened once,
+        # by one of them (concurrent opens also raced inside CPython 3.11's parser, via
+        # np.load's header parsing: "AST constructor recursion depth mismatch").
+        self._opening = threading.Lock()
 
     def _dataset(self, spec: DatasetSpec) -> Dataset:
-        if spec not in self._datasets:
-            self._datasets[spec] = open_dataset(spec, self.cache_bytes)
-        return self._datasets[spec]
+        with self._opening:
+            if spec not in self._datasets:
+                self._datasets[spec] = open_dataset(spec, self.cache_bytes)
+            return self._datasets[spec]
 
     def ping(self) -> bool:
         """True once the worker is up (used to wait for a fresh pool)."""
