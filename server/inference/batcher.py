@@ -9,10 +9,13 @@ another replica is busy, so that replicas do not split a load into small batches
 while an idle server still answers at once. Items whose caller went away (cancelled, deadline
 passed) are dropped before a batch is formed. A batch that fails is split
 into single requests, so only the request that makes the model raise fails;
-the queue keeps going. A replica whose process died (`ReplicaDied`) fails its
-batch, leaves the rotation, and is restarted; while no replica is left the
-queue holds its requests (bounded by their deadlines and `max_queue_size`), and
-if a restart fails they get UNAVAILABLE.
+the queue keeps going. A replica whose process died (`ReplicaDied`) leaves the
+rotation and is restarted, and its batch goes back to the head of the queue for
+another replica (inference is idempotent). A request whose batch loses
+`MAX_REPLICA_DEATHS` replicas fails with UNAVAILABLE, so an input that crashes
+the model process costs at most that many restarts. While no replica is left
+the queue holds its requests (bounded by their deadlines and `max_queue_size`),
+and if a restart fails they get UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ RunBatch = Callable[[list[list[np.ndarray]]], Awaitable[tuple[list[np.ndarray], 
 # Replaces the dead replica at an index with a fresh one; returns its RunBatch.
 RestartReplica = Callable[[int], Awaitable[RunBatch]]
 
+#: Replica deaths a request may ride through before it fails with UNAVAILABLE.
+MAX_REPLICA_DEATHS = 2
+
 
 @dataclass
 class _Item:
@@ -54,6 +60,7 @@ class _Item:
     future: asyncio.Future[list[np.ndarray]]
     enqueued_ns: int
     deadline: float | None  # time.monotonic() seconds
+    replica_deaths: int = 0
     signature: tuple[tuple[int, ...], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -248,7 +255,7 @@ class BatchQueue:
             try:
                 await self._execute(replica, batch)
             except ReplicaDied as error:  # the process is gone: nothing to isolate
-                self._fail(batch, error)
+                self._requeue_or_fail(batch, error)
                 self._replace(replica, error)
             except Unavailable as error:
                 self._fail(batch, error)
@@ -285,6 +292,22 @@ class BatchQueue:
             self._stats.record_request(
                 True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows
             )
+
+    def _requeue_or_fail(self, batch: list[_Item], error: ReplicaDied) -> None:
+        """Put the batch's live requests back at the head of the queue, in order."""
+        retry = []
+        for item in batch:
+            item.replica_deaths += 1
+            if item.future.done():
+                continue
+            if item.replica_deaths >= MAX_REPLICA_DEATHS:
+                self._fail([item], ReplicaDied(
+                    f"{error}; this request's batch lost {item.replica_deaths} replicas"
+                ))
+            else:
+                retry.append(item)
+        self._queue.extendleft(reversed(retry))
+        self._wake.set()
 
     def _replace(self, replica: _Replica, error: ReplicaDied) -> None:
         if not replica.alive:

@@ -236,18 +236,26 @@ async def test_delay_only_while_busy_waits_to_fill_only_beside_a_busy_replica():
 
 
 class DyingReplica:
-    """Answers like GatedReplica (gate open) until told to die, then raises ReplicaDied."""
+    """Answers like GatedReplica (gate open) until it dies, then raises ReplicaDied.
 
-    def __init__(self) -> None:
+    It dies when told to, or on a batch holding `poison`.
+    """
+
+    def __init__(self, poison: float | None = None) -> None:
         self.dead = False
+        self.poison = poison
+        self.calls: list[int] = []
 
     async def __call__(self, parts):
-        if self.dead:
+        batch = np.concatenate(parts[0])
+        self.calls.append(batch.shape[0])
+        if self.dead or (self.poison is not None and (batch == self.poison).any()):
+            self.dead = True
             raise ReplicaDied("a replica of model 'm' died: gone")
-        return [np.concatenate(parts[0]) * 2], 1000
+        return [batch * 2], 1000
 
 
-async def test_a_dead_replica_fails_its_batch_and_is_restarted():
+async def test_a_dead_replicas_batch_reruns_on_its_restarted_replica():
     dying = DyingReplica()
     fresh = GatedReplica()
     fresh.gate.set()
@@ -255,20 +263,46 @@ async def test_a_dead_replica_fails_its_batch_and_is_restarted():
 
     async def restart(index):
         assert index == 0
-        await restarted.wait()  # requests that arrive meanwhile wait in the queue
+        await restarted.wait()  # the batch and requests that arrive meanwhile wait
         return fresh
 
     stats = ModelStats("m", "1")
     queue = BatchQueue([dying], 8, BatchingSettings(), stats, restart=restart)
     dying.dead = True
-    with pytest.raises(ReplicaDied):
-        await queue.submit(rows(1.0), 5)
+    first = asyncio.create_task(queue.submit(rows(1.0), 5))
+    await asyncio.sleep(0.02)
     waiting = asyncio.create_task(queue.submit(rows(2.0), 5))
     await asyncio.sleep(0.05)
-    assert not waiting.done()
+    assert dying.calls == [1] and not first.done() and not waiting.done()
     restarted.set()
+    np.testing.assert_array_equal((await first)[0], [[2.0]])
     np.testing.assert_array_equal((await waiting)[0], [[4.0]])
-    assert fresh.calls == [1]
+    assert fresh.calls == [2]  # the requeued request went first, with the newcomer
+
+
+async def test_a_dead_replicas_batch_reruns_on_another_replica_at_once():
+    dying, other = DyingReplica(), GatedReplica()
+    other.gate.set()
+    queue = BatchQueue([dying, other], 8, BatchingSettings(), ModelStats("m", "1"))
+    dying.dead = True
+    results = await asyncio.gather(*(queue.submit(rows(float(v)), 5) for v in range(4)))
+    assert [float(r[0][0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0]
+    assert dying.calls and sum(other.calls) == 4
+
+
+async def test_an_input_that_kills_replicas_fails_after_two_deaths_and_others_go_on():
+    replicas = [DyingReplica(poison=-1.0) for _ in range(3)]
+
+    async def restart(index):
+        replicas.append(DyingReplica(poison=-1.0))
+        return replicas[-1]
+
+    queue = BatchQueue(replicas[:3], 8, BatchingSettings(), ModelStats("m", "1"),
+                       restart=restart)
+    with pytest.raises(ReplicaDied, match="this request's batch lost 2 replicas"):
+        await queue.submit(rows(-1.0), 5)
+    assert sum(r.dead for r in replicas) == 2
+    np.testing.assert_array_equal((await queue.submit(rows(3.0), 5))[0], [[6.0]])
 
 
 async def test_queued_requests_get_unavailable_when_no_replica_can_restart():
@@ -281,12 +315,13 @@ async def test_queued_requests_get_unavailable_when_no_replica_can_restart():
         raise RuntimeError("the model file is gone")
 
     queue = BatchQueue([dying], 8, BatchingSettings(), ModelStats("m", "1"), restart=restart)
-    with pytest.raises(ReplicaDied):
-        await queue.submit(rows(1.0), 5)
+    first = asyncio.create_task(queue.submit(rows(1.0), 5))
+    await asyncio.sleep(0.02)
     waiting = asyncio.create_task(queue.submit(rows(2.0), 5))
     await asyncio.sleep(0.05)
     gate.set()
-    with pytest.raises(Unavailable, match="could not be restarted: the model file is gone"):
-        await waiting
+    for task in (first, waiting):
+        with pytest.raises(Unavailable, match="could not be restarted: the model file is gone"):
+            await task
     with pytest.raises(Unavailable, match="could not be restarted"):
         await queue.submit(rows(3.0), 5)
