@@ -8,12 +8,20 @@
 
 Cancellation is cooperative: the task polls the channel between batches and steps and
 raises `JobCancelled` (nothing is written). A task that dies is reported as failed.
+
+Every job is journaled (`journal`): a thread per live job writes its record at submit, at
+each stage or epoch change and at the end. A new manager loads the journal, so jobs of an
+earlier server answer Watch (a replay), Result and Cancel (a no-op) from their records; a
+job that was running when that server stopped is failed as interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -24,9 +32,12 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from augserve.server.errors import AugserveError, Cancelled, Internal, NotFound, ResourceExhausted
+from augserve.server.jobs.journal import Journal, Record, state_dir
 from augserve.server.jobs.progress import CANCELLED, FAILED, FINAL, ProgressEvent
 from augserve.server.jobs.settings import JobSettings
 from augserve.server.jobs.specs import JobSpec
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote(num_cpus=0)
@@ -86,12 +97,13 @@ run_job = ray.remote(max_retries=0)(_run)
 
 @dataclass
 class Job:
-    """A submitted job: its id, spec, channel actor and result ref."""
+    """A job submitted to this manager: id, spec, channel actor, result ref, journal thread."""
 
     id: str
     spec: JobSpec
     channel: Any
     ref: Any
+    recorder: threading.Thread | None = None
 
 
 def _unwrap(error: BaseException) -> AugserveError:
@@ -104,16 +116,56 @@ def _unwrap(error: BaseException) -> AugserveError:
     return Internal(f"job failed: {type(error).__name__}: {error}")
 
 
+def _outcome(ref: Any) -> tuple[dict[str, Any] | None, AugserveError | None]:
+    try:
+        return ray.get(ref), None
+    except RayError as error:
+        return None, _unwrap(error)
+
+
 class JobManager:
-    """Submits jobs as Ray tasks and answers watch / cancel / result for them."""
+    """Runs jobs as Ray tasks; answers for them and for an earlier server's journaled jobs."""
 
     def __init__(self, settings: JobSettings | None = None) -> None:
-        """Keep up to `settings.keep_finished` finished jobs; run `max_running` at once."""
+        """Keep up to `settings.keep_finished` finished jobs; run `max_running` at once.
+
+        Loads the journal in `settings.state_dir` (see `journal.state_dir`).
+        """
         self.settings = settings or JobSettings()
-        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self.journal = Journal(state_dir(self.settings.state_dir))
+        records = self.journal.load(self.settings.keep_finished)
+        self._jobs: OrderedDict[str, Job | Record] = OrderedDict(
+            (record.id, record) for record in reversed(records)
+        )
 
     def _running(self) -> int:
-        return sum(1 for job in self._jobs.values() if not ray.wait([job.ref], timeout=0)[0])
+        return sum(
+            1 for job in self._jobs.values()
+            if isinstance(job, Job) and not ray.wait([job.ref], timeout=0)[0]
+        )
+
+    def _record(self, job: Job, record: Record) -> None:
+        # Follows the channel as `watch` does; writes at submit, at each stage or epoch
+        # change, and at the end.
+        try:
+            self.journal.write(record)
+            seq, mark = -1, None
+            while True:
+                events = ray.get(job.channel.after.remote(seq, 1.0))
+                if events:
+                    seq, last = events[-1]["seq"], events[-1]
+                    record = record.with_events(events)
+                    if last["state"] in FINAL:
+                        break
+                    if (last["stage"], last["epoch"]) != mark:
+                        mark = (last["stage"], last["epoch"])
+                        self.journal.write(record)
+                elif ray.wait([job.ref], timeout=0)[0]:
+                    record = record.with_events(ray.get(job.channel.after.remote(seq, 0.0)))
+                    break
+            self.journal.write(record.finished(*_outcome(job.ref)))
+        except Exception as error:  # e.g. Ray shut down first: a restart marks it interrupted
+            log.warning("job %s: journal stopped: %s: %s", job.id, type(error).__name__, error)
 
     def submit(self, spec: JobSpec) -> str:
         """Check `spec` (NotFound / InvalidArgument), start its task; returns the job id.
@@ -131,13 +183,18 @@ class JobManager:
             spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir
         )
         job = Job(uuid.uuid4().hex[:16], spec, channel, ref)
+        job.recorder = threading.Thread(
+            target=self._record, args=(job, Record(job.id, spec.to_dict(), time.time())),
+            name=f"journal-{job.id}", daemon=True,
+        )
+        job.recorder.start()
         self._jobs[job.id] = job
         while len(self._jobs) > self.settings.keep_finished + self.settings.max_running:
-            self._jobs.popitem(last=False)
+            self.journal.delete(self._jobs.popitem(last=False)[0])
         return job.id
 
-    def get(self, job_id: str) -> Job:
-        """The job called `job_id`, or NotFound."""
+    def get(self, job_id: str) -> Job | Record:
+        """The job called `job_id` (live, or journaled by an earlier server), or NotFound."""
         job = self._jobs.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} does not exist")
@@ -146,6 +203,10 @@ class JobManager:
     async def watch(self, job_id: str, after: int = -1) -> AsyncIterator[dict[str, Any]]:
         """Yield the job's events (seq > `after`) as they come, ending with the final one."""
         job = self.get(job_id)
+        if isinstance(job, Record):
+            for event in job.events_after(after):
+                yield event
+            return
         while True:
             events = await job.channel.after.remote(after, 1.0)
             for event in events:
@@ -166,12 +227,19 @@ class JobManager:
                 return
 
     async def cancel(self, job_id: str) -> None:
-        """Ask the job to stop; it reports "cancelled" and writes nothing."""
-        await self.get(job_id).channel.cancel.remote()
+        """Ask the job to stop; it reports "cancelled" and writes nothing.
+
+        A finished job ignores it, as does a journaled one (all journaled jobs are finished).
+        """
+        job = self.get(job_id)
+        if isinstance(job, Job):
+            await job.channel.cancel.remote()
 
     async def result(self, job_id: str) -> dict[str, Any]:
         """Wait for the job; returns {"version", "card"} or raises its error (Cancelled, ...)."""
         job = self.get(job_id)
+        if isinstance(job, Record):
+            return job.outcome()
         try:
             return await job.ref
         except RayError as error:
@@ -179,15 +247,23 @@ class JobManager:
 
     def result_sync(self, job_id: str) -> dict[str, Any]:
         """`result` for synchronous callers (the CLI)."""
+        job = self.get(job_id)
+        if isinstance(job, Record):
+            return job.outcome()
         try:
-            return ray.get(self.get(job_id).ref)
+            return ray.get(job.ref)
         except RayError as error:
             raise _unwrap(error) from None
 
     def events_sync(self, job_id: str, after: int, timeout_s: float) -> list[dict[str, Any]]:
         """Events with seq > `after`, waiting up to `timeout_s` (for the CLI's progress bar)."""
-        return ray.get(self.get(job_id).channel.after.remote(after, timeout_s))
+        job = self.get(job_id)
+        if isinstance(job, Record):
+            return job.events_after(after)
+        return ray.get(job.channel.after.remote(after, timeout_s))
 
     def cancel_sync(self, job_id: str) -> None:
         """`cancel` for synchronous callers."""
-        ray.get(self.get(job_id).channel.cancel.remote())
+        job = self.get(job_id)
+        if isinstance(job, Job):
+            ray.get(job.channel.cancel.remote())

@@ -13,10 +13,13 @@ class JobSettings:
         task_num_cpus: CPUs each job's Ray task reserves: 1.
         torch_threads: torch intra-op threads inside a job: 1.
         max_running: jobs running at once; a Submit beyond it is RESOURCE_EXHAUSTED: 2.
-        keep_finished: finished jobs remembered for Watch / Result: 64.
+        keep_finished: finished jobs remembered for Watch / Result (also in the journal): 64.
         cache_dir: the int8 compile cache ("" = `kernels.quant.model.cache_dir()`, which
             the inference replicas use too, so a served int8 version loads without a
             compile).
+        state_dir: the job journal, one JSON record per job, so Watch / Result answer
+            after a restart ("" = `$AUGSERVE_STATE/jobs`, else
+            `~/.local/state/augserve/jobs`; created with the first job).
     """
 
     task_num_cpus: float = 1.0
@@ -24,6 +27,7 @@ class JobSettings:
     max_running: int = 2
     keep_finished: int = 64
     cache_dir: str = ""
+    state_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.task_num_cpus <= 0 or self.torch_threads < 1:

@@ -12,6 +12,7 @@ from augserve.clients.proto.augserve.v1 import jobs_pb2 as pb
 from augserve.clients.proto.augserve.v1 import jobs_pb2_grpc as pb_grpc
 from augserve.server.config import ServerConfig
 from augserve.server.jobs.data import load_dataset
+from augserve.server.jobs.settings import JobSettings
 
 from .conftest import train_base, tree
 
@@ -22,8 +23,9 @@ async def job_server(ray_session, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("served-repository")
     train_base(root)
+    jobs = JobSettings(state_dir=str(tmp_path_factory.mktemp("job-journal")))
     running = await start_server(ServerConfig(port=0, metrics_port=0, model_repository=root,
-                                              shutdown_grace_s=1.0))
+                                              shutdown_grace_s=1.0, jobs=jobs))
     yield running
     await running.stop()
 
