@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Servers and CLI runs started by the tests journal their jobs here, never in the home folder.
+os.environ["AUGSERVE_STATE"] = tempfile.mkdtemp(prefix="augserve-test-state-")
+atexit.register(shutil.rmtree, os.environ["AUGSERVE_STATE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

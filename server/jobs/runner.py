@@ -218,6 +218,9 @@ class JobManager:
                 late = await job.channel.after.remote(after, 0.0)
                 if late:
                     continue
+                recorded = await job.channel.after.remote(-1, 0.0)
+                if recorded and recorded[-1]["state"] in FINAL:
+                    return  # the caller asked from past the final event: nothing is left
                 try:
                     await job.ref
                     message = "the job ended without a final event"

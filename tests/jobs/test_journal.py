@@ -40,6 +40,7 @@ async def test_a_finished_job_is_answered_by_a_new_manager(ray_session, tmp_path
     job_id = first.submit(_spec(tmp_path))
     live = [event async for event in first.watch(job_id)]
     result = await first.result(job_id)
+    assert [event async for event in first.watch(job_id, live[-1]["seq"])] == []
     first.get(job_id).recorder.join(30)
 
     second = JobManager(_settings(tmp_path))
