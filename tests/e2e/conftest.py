@@ -114,13 +114,18 @@ async def server(ray_session, model_repository):
 class ServeProcess:
     """`augserve serve` in a subprocess on a free port."""
 
-    def __init__(self, repository: Path, workdir: Path, *extra: str) -> None:
+    def __init__(self, repository: Path | None, workdir: Path, *extra: str) -> None:
+        """Start it on `repository`; None serves the demo repository (the test cache's)."""
         self.ready_file = workdir / "port"
         self.log = workdir / "serve.log"
+        where = (
+            ["--model-repository", str(repository)] if repository is not None
+            else ["--demo-cache", str(CACHE / "demo")]
+        )  # fmt: skip
         command = [
             sys.executable, "-m", "augserve.server.cli", "serve",
             "--port", "0", "--metrics-port", "0", "--ray-num-cpus", "16",
-            "--model-repository", str(repository), "--ready-file", str(self.ready_file), *extra,
+            *where, "--ready-file", str(self.ready_file), *extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
