@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -134,7 +135,7 @@ def _child_env(omp_wait_policy: str | None = "PASSIVE") -> dict[str, str]:
 def server_process(
     command: list[str], ready_file: Path, log: Path, extra_env: dict[str, str],
     timeout_s: float = 240.0,
-):  # fmt: skip
+) -> Iterator[tuple[int, int]]:  # fmt: skip
     """Run `command` until the block ends; yields (the port it writes to `ready_file`, its pid).
 
     On exit the process gets SIGTERM; it must exit 0 within 60 s (else RuntimeError).
