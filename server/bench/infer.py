@@ -8,17 +8,21 @@ One run, phases in order (each server runs alone, so they never compete):
    replicas a free one may wait up to `--fill-delay-us`, while another is busy,
    for max_batch_size / replicas rows, so that the load does not split into small
    batches; an idle server dispatches at once.
-2. The load generator (`bench.loadgen`, its own process, one prebuilt raw fp32
-   request of one image) at `--concurrency` clients. ModelStatistics before and
-   after give the mean executed batch size and the mean compute time per batch.
-3. In-process, while the server idles: the same model with all the replicas'
-   threads, its throughput at that batch size and its batch-1 latency (median of
-   many calls, at its best thread count).
-4. The load generator at 1 client; then SIGTERM to the server, which must exit 0.
-   The in-process figures are measured again with no server running; the ceiling
-   is the better of the two measurements (this VM's throughput swings by ~20%
-   from one measurement to the next, and a low ceiling would flatter the ratio).
-5. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
+2. `--rounds` pairs (default 3), each of a loaded phase and a ceiling, so that each
+   pair sees the same drift in this VM's speed (it swings by ~20% from minute to
+   minute):
+   a. the load generator (`bench.loadgen`, its own process, one prebuilt raw fp32
+      request of one image) at `--concurrency` clients for `--duration / --rounds`
+      seconds; ModelStatistics before and after give the executed batch sizes and
+      the compute time per batch;
+   b. in-process, while the server idles: the same model with the replicas' thread
+      budget at that round's mean batch size, the best of one process with all the
+      threads (under two OpenMP wait policies) and the replicas' own layout (one
+      process per replica, timed together).
+   `served_vs_inprocess_c32` is the median over rounds of served / ceiling; p99 is
+   the worst round's; the batch-1 latency is the best of every ceiling measurement.
+3. The load generator at 1 client; then SIGTERM to the server, which must exit 0.
+4. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
    `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray)
    in the same replicas and threads, driven by the same load generator at
    `--concurrency` clients.
@@ -28,8 +32,8 @@ the gRPC front end and the load generator sharing the cores, OpenMP's default
 spin-wait makes a 2-thread replica burn its time slices at barriers (about 10x
 slower in our measurements). Replicas of either server take the policy of
 `model_config.default_replica_env` (ACTIVE for one thread, PASSIVE for more).
-The in-process figures are the best of the default and the passive policy, each
-in a fresh process, so the ceiling is never understated.
+Every in-process figure comes from fresh processes, and the best is kept, so the
+ceiling is never understated.
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5000,
         help="with several replicas: how long a free replica may wait, while another is busy, "
         "for max_batch_size / replicas rows (dynamic_batching.delay_only_while_busy)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="loaded phases at --concurrency, each followed by an in-process ceiling measurement",
     )
     parser.add_argument(
         "--quick", action="store_true", help="short phases (2 s, 0.5 s warm-up): a smoke test"
@@ -231,8 +239,13 @@ def batch_statistics(port: int) -> tuple[int, int, int, int]:
     )  # fmt: skip
 
 
-def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> dict[str, float]:
+def in_process(
+    weights: Path, threads: int, batch_size: int, seconds: float, start_at: float | None = None
+) -> dict[str, float]:
     """The model in this process at `batch_size` and at 1.
+
+    With `start_at` (a `time.time()`), the timed run at `batch_size` begins then, so that
+    processes started together measure together.
 
     Returns:
         rps (images/s) and batch_ms at `batch_size`, cpu_ms_per_image there (this
@@ -254,6 +267,8 @@ def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> 
             batch = torch.from_numpy(rng.standard_normal((size, 3, 32, 32), dtype=np.float32))
             for _ in range(5):
                 module(batch)
+            if size == batch_size and start_at is not None:
+                time.sleep(max(0.0, start_at - time.time()))
             times = []
             cpu_start = time.process_time()
             end = time.perf_counter() + seconds
@@ -279,26 +294,67 @@ def in_process(weights: Path, threads: int, batch_size: int, seconds: float) -> 
     return results
 
 
+def _in_process_command(
+    weights: Path, threads: int, batch_size: int, seconds: float, start_at: float | None = None
+) -> list[str]:
+    call = f"in_process(Path({str(weights)!r}), {threads}, {batch_size}, {seconds}, {start_at})"
+    return [sys.executable, "-c", "import json; from pathlib import Path; "
+            f"from augserve.server.bench.infer import in_process; print(json.dumps({call}))"]
+
+
+def _last_json(stdout: str) -> dict[str, float]:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def side_by_side(
+    weights: Path, processes: int, threads: int, batch_size: int, seconds: float
+) -> dict[str, float]:
+    """`processes` fresh processes of `threads` threads, timed together (the replicas' layout).
+
+    Returns `in_process`'s figures with rps summed over the processes, batch_ms and
+    cpu_ms_per_image averaged, and the best b1_ms.
+    """
+    start_at = time.time() + 5.0  # after every process has imported torch and warmed up
+    command = _in_process_command(weights, threads, batch_size, seconds, start_at)
+    policy = "ACTIVE" if threads == 1 else "PASSIVE"  # as `default_replica_env` sets them
+    running = [
+        subprocess.Popen(command, env=_child_env(policy), stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    runs = [_last_json(process.communicate(timeout=20 * seconds + 120)[0]) for process in running]
+    if any(process.returncode for process in running):
+        raise RuntimeError("an in-process measurement failed")
+    return {
+        "rps": sum(r["rps"] for r in runs),
+        "batch_ms": statistics.mean(r["batch_ms"] for r in runs),
+        "cpu_ms_per_image": statistics.mean(r["cpu_ms_per_image"] for r in runs),
+        "b1_ms": min(r["b1_ms"] for r in runs),
+    }
+
+
 def best_in_process(
     weights: Path,
     threads: int,
+    replicas: int,
     batch_size: int,
     seconds: float,
     policies: tuple[str | None, ...] = ("PASSIVE", None),
 ) -> dict[str, float]:
-    """`in_process` in a fresh process under each OpenMP wait policy; the best figures."""
-    code = (
-        "import json, sys; from pathlib import Path; "
-        "from augserve.server.bench.infer import in_process; "
-        f"print(json.dumps(in_process(Path({str(weights)!r}), {threads}, {batch_size}, {seconds})))"
-    )
-    runs = []
-    for policy in policies:
-        done = subprocess.run(
-            [sys.executable, "-c", code], env=_child_env(policy), capture_output=True, text=True,
-            check=True, timeout=20 * seconds + 120,
-        )  # fmt: skip
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    """The model's best in-process figures with the replicas' thread budget.
+
+    One fresh process with all `threads * replicas` threads under each OpenMP wait policy,
+    and, with several replicas, `replicas` processes of `threads` threads side by side.
+    """
+    command = _in_process_command(weights, threads * replicas, batch_size, seconds)
+    runs = [
+        _last_json(subprocess.run(
+            command, env=_child_env(policy), capture_output=True, text=True, check=True,
+            timeout=20 * seconds + 120,
+        ).stdout)
+        for policy in policies
+    ]  # fmt: skip
+    if replicas > 1:
+        runs.append(side_by_side(weights, replicas, threads, batch_size, seconds))
     return best_of(runs)
 
 
@@ -354,44 +410,60 @@ def run(args: argparse.Namespace) -> BenchReport:
             "--ready-file", str(work / "augserve.port"),
         ]  # fmt: skip
         augserve = server_process(serve, work / "augserve.port", work / "augserve.log", extra_env)
+        rounds = 1 if args.quick else args.rounds
+        served: list[dict] = []
+        ceilings: list[dict[str, float]] = []
+        cpu = {"server": 0.0, "replicas": 0.0, "ray_other": 0.0}
         with augserve as (port, pid):
-            before, cpu_before = batch_statistics(port), cpu_seconds(pid)
-            loaded = run_loadgen(port, args.concurrency, duration, warmup, work / "cN.json")
-            after, cpu_after = batch_statistics(port), cpu_seconds(pid)
+            before = batch_statistics(port)
+            for index in range(rounds):
+                # A short loaded phase, then the in-process ceiling while the server idles:
+                # each pair sees the same drift in this VM's speed.
+                round_before, cpu_before = batch_statistics(port), cpu_seconds(pid)
+                served.append(run_loadgen(
+                    port, args.concurrency, duration / rounds, warmup if index == 0 else 1.0,
+                    work / f"c{args.concurrency}-{index}.json",
+                ))  # fmt: skip
+                round_after, cpu_after = batch_statistics(port), cpu_seconds(pid)
+                for key in cpu:
+                    cpu[key] += cpu_after[key] - cpu_before[key]
+                round_rows, round_batches = (
+                    a - b for a, b in zip(round_after[:2], round_before[:2], strict=True)
+                )
+                ceilings.append(best_in_process(
+                    weights, args.threads, args.replicas, max(1, round(round_rows / round_batches)),
+                    max(0.5, duration / rounds / 3),
+                    ("PASSIVE",) if args.quick else ("PASSIVE", None),
+                ))  # fmt: skip
             rows, executions, compute_ns, hop_ns = (
-                a - b for a, b in zip(after, before, strict=True)
+                a - b for a, b in zip(batch_statistics(port), before, strict=True)
             )
-            cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             mean_batch = rows / executions
             batch_compute_ms = compute_ns / executions / 1e6
-            # Measured between the two loaded phases, with the server idle, so that
-            # drifting load from other processes on the machine hits both sides alike.
-            batch_size = max(1, round(mean_batch))
-            # The in-process model gets the same thread budget as all replicas together.
-            measure_ceiling = partial(
-                best_in_process, weights, args.threads * args.replicas, batch_size,
-                max(0.5, duration / 3), ("PASSIVE",) if args.quick else ("PASSIVE", None),
-            )  # fmt: skip
-            ceiling_idle = measure_ceiling()
             c1_before = batch_statistics(port)
             c1 = run_loadgen(port, 1, duration, warmup, work / "c1.json")
             c1_delta = [a - b for a, b in zip(batch_statistics(port), c1_before, strict=True)]
-        ceiling_stopped = measure_ceiling()
-        ceiling = best_of([ceiling_idle, ceiling_stopped])
+        ceiling = best_of(ceilings)
 
         c = args.concurrency
-        total_cpu_ms = 1e3 * sum(cpu.values()) / loaded["calls"] + loaded["cpu_ms_per_request"]
+        calls = sum(phase["calls"] for phase in served)
+        requests_per_s = calls / sum(phase["calls"] / phase["requests_per_s"] for phase in served)
+        p99_ms = max(phase["p99_ms"] for phase in served)
+        loadgen_cpu_ms = sum(phase["cpu_ms_per_request"] * phase["calls"] for phase in served)
+        total_cpu_ms = (1e3 * sum(cpu.values()) + loadgen_cpu_ms) / calls
         figures.update({
-            f"augserve_c{c}_requests_per_s": loaded["requests_per_s"],
-            f"augserve_c{c}_p50_ms": loaded["p50_ms"],
-            f"augserve_c{c}_p99_ms": loaded["p99_ms"],
+            f"augserve_c{c}_requests_per_s": requests_per_s,
+            f"augserve_c{c}_each_round": " / ".join(
+                f"{phase['requests_per_s']:,.0f}" for phase in served),
+            f"augserve_c{c}_p50_ms": statistics.median(phase["p50_ms"] for phase in served),
+            f"augserve_c{c}_p99_ms": p99_ms,
             f"augserve_c{c}_mean_batch_size": mean_batch,
             f"augserve_c{c}_batch_compute_ms": batch_compute_ms,
             f"augserve_c{c}_replica_round_trip_ms_per_batch": hop_ns / executions / 1e6,
-            f"augserve_c{c}_server_cpu_ms_per_request": 1e3 * cpu["server"] / loaded["calls"],
-            f"augserve_c{c}_replica_cpu_ms_per_request": 1e3 * cpu["replicas"] / loaded["calls"],
-            f"augserve_c{c}_ray_other_cpu_ms_per_request": 1e3 * cpu["ray_other"] / loaded["calls"],
-            f"loadgen_c{c}_cpu_ms_per_request": loaded["cpu_ms_per_request"],
+            f"augserve_c{c}_server_cpu_ms_per_request": 1e3 * cpu["server"] / calls,
+            f"augserve_c{c}_replica_cpu_ms_per_request": 1e3 * cpu["replicas"] / calls,
+            f"augserve_c{c}_ray_other_cpu_ms_per_request": 1e3 * cpu["ray_other"] / calls,
+            f"loadgen_c{c}_cpu_ms_per_request": loadgen_cpu_ms / calls,
             f"augserve_c{c}_total_cpu_ms_per_request": total_cpu_ms,
             "inprocess_cpu_ms_per_image": ceiling["cpu_ms_per_image"],
             # Noise-resistant view of served_vs_inprocess: images per CPU-second, served
@@ -402,15 +474,18 @@ def run(args: argparse.Namespace) -> BenchReport:
             "augserve_c1_p99_ms": c1["p99_ms"],
             "augserve_c1_batch_compute_ms": c1_delta[2] / c1_delta[1] / 1e6,
             "augserve_c1_replica_round_trip_ms_per_batch": c1_delta[3] / c1_delta[1] / 1e6,
-            "inprocess_batch_size": batch_size,
+            "inprocess_batch_size": max(1, round(mean_batch)),
             "inprocess_images_per_s": ceiling["rps"],
-            "inprocess_images_per_s_server_idle": ceiling_idle["rps"],
-            "inprocess_images_per_s_server_stopped": ceiling_stopped["rps"],
+            "inprocess_each_round": " / ".join(f"{r['rps']:,.0f}" for r in ceilings),
             "inprocess_batch_ms": ceiling["batch_ms"],
             "inprocess_b1_ms": ceiling["b1_ms"],
         })  # fmt: skip
-        ratios["served_vs_inprocess_c32"] = loaded["requests_per_s"] / ceiling["rps"]
-        ratios["p99_over_batch_compute_c32"] = loaded["p99_ms"] / batch_compute_ms
+        # Paired: each round's served rate over the ceiling measured right after it.
+        ratios["served_vs_inprocess_c32"] = statistics.median(
+            phase["requests_per_s"] / ceiling_round["rps"]
+            for phase, ceiling_round in zip(served, ceilings, strict=True)
+        )
+        ratios["p99_over_batch_compute_c32"] = p99_ms / batch_compute_ms
         ratios["c1_p50_added_ms"] = c1["p50_ms"] - ceiling["b1_ms"]
 
         if args.baseline == "ray-serve":
@@ -433,7 +508,7 @@ def run(args: argparse.Namespace) -> BenchReport:
                 f"rayserve_c{c}_p50_ms": serve_c["p50_ms"],
                 f"rayserve_c{c}_p99_ms": serve_c["p99_ms"],
             })  # fmt: skip
-            ratios["served_vs_rayserve_c32"] = loaded["requests_per_s"] / serve_c["requests_per_s"]
+            ratios["served_vs_rayserve_c32"] = requests_per_s / serve_c["requests_per_s"]
     report.targets = {name: TARGETS[name] for name in ratios}
     report.environment.update(
         duration_s=duration, warmup_s=warmup, concurrency=args.concurrency, server_env=extra_env
