@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import queue
 import threading
 import time
@@ -34,7 +35,10 @@ from google.protobuf import json_format
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+from augserve.clients.ring import RingReader, SharedMemoryUnavailable, is_loopback_target
 from augserve.clients.stream_batch import StreamedBatch, parse_batch, reuse_large_buffers
+
+log = logging.getLogger(__name__)
 
 _METHOD = "/augserve.v1.StreamService/StreamBatches"
 _STATE_KEYS = ("dataset", "batch_size", "seed", "shuffle", "num_shards", "shard_index",
@@ -56,9 +60,11 @@ class _Lane(threading.Thread):
 
     def __init__(self, stream: Any, request: pb.StreamRequest,
                  offset: int, stride: int, epoch: int, position: int, end_epoch: int | None,
-                 depth: int, retries: int, backoff_s: float, max_backoff_s: float) -> None:
+                 depth: int, retries: int, backoff_s: float, max_backoff_s: float,
+                 shared_memory: bool) -> None:
         super().__init__(daemon=True)
         self.stream, self.request = stream, request
+        self.shared_memory, self.ring = shared_memory, RingReader()
         self.offset, self.stride = offset, stride
         self.epoch, self.end_epoch = epoch, end_epoch
         self.position = position + (offset - position) % stride
@@ -83,15 +89,20 @@ class _Lane(threading.Thread):
             request = pb.StreamRequest()
             request.CopyFrom(self.request)
             request.epoch, request.start_position = self.epoch, self.position
-            request.position_stride = self.stride
+            request.position_stride, request.shared_memory = self.stride, self.shared_memory
             try:
                 self.call = self.stream(request)
                 for message in self.call:
-                    batch = parse_batch(message)
+                    batch = parse_batch(message, self.ring)
                     if not self._put(batch):
                         return
                     self.position = batch.position + self.stride
                     failures = 0
+            except SharedMemoryUnavailable as error:  # e.g. the server runs as another user
+                log.warning("%s; reading the pixels inline from now on", error)
+                self.call.cancel()
+                self.shared_memory = False
+                continue
             except grpc.RpcError as error:
                 if self.stop.is_set():
                     return
@@ -120,6 +131,8 @@ class _Lane(threading.Thread):
         if self.call is not None:
             self.call.cancel()
         self.join(timeout=5)
+        if not self.is_alive():
+            self.ring.close()
 
 
 class RemoteLoader:
@@ -150,6 +163,7 @@ class RemoteLoader:
         lane: tuple[int, int] = (0, 1),
         max_message_bytes: int = 512 << 20,
         reuse_buffers: bool = True,
+        shared_memory: bool | None = None,
     ) -> None:
         """Describe the stream; nothing connects until iteration starts.
 
@@ -183,6 +197,11 @@ class RemoteLoader:
                 instead of faulting in fresh pages for each batch (process-wide, see
                 `augserve.clients.stream_batch.reuse_large_buffers`): about 1 ms of CPU
                 less per 9.6 MB batch.
+            shared_memory: ask for the pixels through a shared-memory ring
+                (`augserve.clients.ring`) instead of in the messages; None: for the
+                targets on this host (loopback or Unix socket). A server that cannot
+                (another host, transport off, no room in /dev/shm) sends them inline; a
+                ring this process cannot open makes the loader read inline from then on.
 
         Raises:
             ValueError: bad arguments (also raised for a pipeline that is not valid JSON).
@@ -213,6 +232,8 @@ class RemoteLoader:
         self.epochs, self.prefetch, self.output = epochs, prefetch, output
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
         self.lane, self.reuse_buffers = lane, reuse_buffers
+        self.shared_memory = [is_loopback_target(t) if shared_memory is None else shared_memory
+                              for t in self.targets]
         options = [("grpc.max_receive_message_length", max_message_bytes)]
         self._channels = [grpc.insecure_channel(t, options=options) for t in self.targets]
         # Raw bytes in: `parse_batch` leaves the pixels where gRPC put them.
@@ -256,7 +277,7 @@ class RemoteLoader:
         end = None if self.epochs is None else self.epoch + self.epochs
         lanes = [_Lane(stub, self.request, offset + s * step, step * count, self.epoch,
                        self.position, end, -(-self.prefetch // count), self.retries,
-                       self.backoff_s, self.max_backoff_s)
+                       self.backoff_s, self.max_backoff_s, self.shared_memory[s])
                  for s, stub in enumerate(self._stubs)]
         for lane in lanes:
             lane.start()
@@ -290,7 +311,8 @@ class RemoteLoader:
         import torch
 
         for batch in self.batches():
-            yield torch.from_numpy(batch.images.copy()), torch.from_numpy(batch.labels)
+            images = batch.images if batch.images.flags.writeable else batch.images.copy()
+            yield torch.from_numpy(images), torch.from_numpy(batch.labels)
 
     def close(self) -> None:
         """Close the channels."""

@@ -25,6 +25,7 @@ import numpy as np
 from augserve.clients.augment import decode_image
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+from augserve.clients.ring import RingReader
 
 _DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -125,12 +126,26 @@ def _split(raw: bytes, start: int, stop: int, field: int
     return span, b"".join(rest)
 
 
-def parse_batch(raw: bytes) -> StreamedBatch:
-    """A `Batch` message's wire bytes as a StreamedBatch; the pixels are not copied.
+def _take(where: pb.SharedMemorySlot, info: augment_pb2.Image, ring: RingReader | None
+          ) -> np.ndarray:
+    if ring is None:
+        raise ValueError("the batch's pixels are in shared memory: parse it with a RingReader")
+    itemsize = 2 if info.dtype == "bfloat16" else np.dtype(_DTYPES[info.dtype or "uint8"]).itemsize
+    nbytes = int(np.prod(info.shape)) * itemsize
+    return ring.take(where.path, where.slots, where.slot_bytes, where.slot, nbytes)
+
+
+def parse_batch(raw: bytes, ring: RingReader | None = None) -> StreamedBatch:
+    """A `Batch` message's wire bytes as a StreamedBatch; inline pixels are not copied.
 
     Protobuf would copy the image bytes twice (into the message, then out as `bytes`);
     here the small fields go through protobuf and the pixels stay where gRPC put them,
-    viewed by `np.frombuffer`.
+    viewed by `np.frombuffer` (read-only). Pixels sent through the stream's
+    shared-memory ring are copied out of it by `ring` (writable), which releases the slot.
+
+    Raises:
+        ValueError: the pixels are in shared memory and no `ring` was given.
+        SharedMemoryUnavailable: the ring the batch names cannot be opened here.
     """
     image_span, rest = _split(raw, 0, len(raw), 1)
     message = pb.Batch.FromString(rest)
@@ -139,7 +154,12 @@ def parse_batch(raw: bytes) -> StreamedBatch:
     else:
         data_span, meta = _split(raw, *image_span, 1)
         info = augment_pb2.Image.FromString(meta)
-        data = b"" if data_span is None else memoryview(raw)[data_span[0]:data_span[1]]
+        if not info.shape:
+            data = b""
+        elif message.HasField("shared_memory"):
+            data = _take(message.shared_memory, info, ring)
+        else:
+            data = b"" if data_span is None else memoryview(raw)[data_span[0]:data_span[1]]
         if not info.shape:
             images = np.zeros(0, np.uint8)
         elif info.dtype == "bfloat16":

@@ -10,17 +10,20 @@ uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dat
    (the server's ceiling); samples/s.
 3. stream: `augserve.clients.RemoteLoader` in a separate consumer process that only
    counts batches, over loopback from a StreamBatches server in this process sharing
-   that pool; samples/s, the consumer's CPU time per batch, and this (server)
-   process's CPU time per batch.
+   that pool, pixels inline in the gRPC messages; samples/s, the consumer's CPU time
+   per batch, and this (server) process's CPU time per batch.
+4. shm: the same, with the pixels through the stream's shared-memory ring
+   (`shared_memory=True`, what a RemoteLoader on the server's host uses by default).
 
-Phases alternate (standalone, stream, standalone, stream, standalone) so that load
-from other processes drifts over both alike; each figure is the mean of its phases.
+Phases alternate (standalone, stream, shm, standalone, stream, shm, standalone) so that
+load from other processes drifts over all alike; each figure is the mean of its phases.
 CPU per batch is also reported for this process and for the actors in both kinds of
 phase (per counted batch, so slightly high: the window's and prefetch's batches made
 past a phase's end count in it), which splits the stream's cost into the pool's work
 and the transport's.
 
-Ratios: `stream_vs_standalone` (target >= 0.9) and `stream_vs_local_dataloader`.
+Ratios: `stream_vs_standalone` (target >= 0.9), `stream_vs_local_dataloader`, and
+`stream_shm_vs_standalone` (the same-host transport).
 """
 
 from __future__ import annotations
@@ -99,9 +102,9 @@ def _local_dataloader(batch: int, batches: int) -> float:
 CONSUMER = """
 import json, sys, time
 from augserve.clients import RemoteLoader
-target, dataset, batch, batches, prefetch = sys.argv[1:6]
+target, dataset, batch, batches, prefetch, shared = sys.argv[1:7]
 loader = RemoteLoader(target, dataset, int(batch), pipeline_id="imagenet_train", seed=1,
-                      epochs=None, prefetch=int(prefetch))
+                      epochs=None, prefetch=int(prefetch), shared_memory=shared == "shm")
 samples = count = 0
 for k, item in enumerate(loader.batches()):
     if k == 2:
@@ -183,6 +186,10 @@ class _Server:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def _each(runs: list[dict[str, float]]) -> str:
+    return " / ".join(f"{r['samples'] / r['wall']:,.0f}" for r in runs)
+
+
 def run(args: argparse.Namespace) -> BenchReport:
     """Time the three phases and report samples/s, ratios and the client's CPU per batch."""
     import os
@@ -199,8 +206,10 @@ def run(args: argparse.Namespace) -> BenchReport:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     server = _Server(args, batch)
-    standalone_rates, streams = [], []
-    cpu = {"standalone": [0.0, 0.0], "stream": [0.0, 0.0]}  # phase: [server, actors] seconds
+    standalone_rates: list[float] = []
+    streams: dict[str, list[dict[str, float]]] = {"stream": [], "shm": []}
+    # phase: [server, actors] CPU seconds
+    cpu = {"standalone": [0.0, 0.0], "stream": [0.0, 0.0], "shm": [0.0, 0.0]}
 
     def timed(phase: str, work: Any) -> Any:
         before = server.cpu_seconds()
@@ -214,54 +223,65 @@ def run(args: argparse.Namespace) -> BenchReport:
         standalone_rates.append(timed("standalone", lambda: server.call(
             server.standalone(batch, batches))))
 
-    def stream_phase() -> None:
-        consumer = timed("stream", lambda: subprocess.run(
+    def stream_phase(transport: str) -> None:
+        consumer = timed(transport, lambda: subprocess.run(
             [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET,
-             str(batch), str(batches), str(args.prefetch)],
+             str(batch), str(batches), str(args.prefetch), transport],
             capture_output=True, text=True, check=True))
-        streams.append(json.loads(consumer.stdout.strip().splitlines()[-1]))
+        streams[transport].append(json.loads(consumer.stdout.strip().splitlines()[-1]))
 
     try:
-        server.call(server.standalone(batch, 2))  # warm-up: actors up, dataset open
+        # Warm-up, one untimed phase: actors up, dataset open, and the idle workers Ray
+        # starts with a fresh instance settled (a first timed phase ran ~15-35% slow).
+        server.call(server.standalone(batch, batches))
         standalone_phase()
         for _ in range(rounds):
-            stream_phase()
+            stream_phase("stream")
+            stream_phase("shm")
             standalone_phase()
     finally:
         server.stop()
         if started_ray:
             ray.shutdown()
     standalone = statistics.mean(standalone_rates)
-    stream_rate = statistics.mean(s["samples"] / s["wall"] for s in streams)
-    count = sum(s["batches"] for s in streams)
-    cpu_ms = 1000 * sum(s["cpu"] for s in streams) / count
     standalone_count = len(standalone_rates) * (batches + 2)
-    server_ms = {"stream": 1000 * cpu["stream"][0] / count,
-                 "standalone": 1000 * cpu["standalone"][0] / standalone_count}
-    actors_ms = {"stream": 1000 * cpu["stream"][1] / count,
-                 "standalone": 1000 * cpu["standalone"][1] / standalone_count}
+    rate, client_ms, server_ms, actors_ms = {}, {}, {}, {}
+    for transport, runs in streams.items():
+        count = sum(r["batches"] for r in runs)
+        rate[transport] = statistics.mean(r["samples"] / r["wall"] for r in runs)
+        client_ms[transport] = 1000 * sum(r["cpu"] for r in runs) / count
+        server_ms[transport] = 1000 * cpu[transport][0] / count
+        actors_ms[transport] = 1000 * cpu[transport][1] / count
+    server_ms["standalone"] = 1000 * cpu["standalone"][0] / standalone_count
+    actors_ms["standalone"] = 1000 * cpu["standalone"][1] / standalone_count
     return BenchReport(
         name="stream",
         figures={
-            "stream_samples_per_s": stream_rate,
+            "stream_samples_per_s": rate["stream"],
+            "stream_shm_samples_per_s": rate["shm"],
             "standalone_samples_per_s": standalone,
             "standalone_each_round": " / ".join(f"{r:,.0f}" for r in standalone_rates),
-            "stream_each_round": " / ".join(f"{x['samples'] / x['wall']:,.0f}" for x in streams),
+            "stream_each_round": _each(streams["stream"]),
+            "stream_shm_each_round": _each(streams["shm"]),
             "local_dataloader_samples_per_s": local,
-            "client_cpu_ms_per_batch": cpu_ms,
+            "client_cpu_ms_per_batch": client_ms["stream"],
+            "client_cpu_ms_per_batch_shm": client_ms["shm"],
             "server_process_cpu_ms_per_batch": server_ms["stream"],
+            "server_process_cpu_ms_per_batch_shm": server_ms["shm"],
             "standalone_server_process_cpu_ms_per_batch": server_ms["standalone"],
             "actors_cpu_ms_per_batch_stream": actors_ms["stream"],
+            "actors_cpu_ms_per_batch_shm": actors_ms["shm"],
             "actors_cpu_ms_per_batch_standalone": actors_ms["standalone"],
-            "stream_mb_per_s": stream_rate * 3 * 224 * 224 / 1e6,
+            "stream_mb_per_s": rate["stream"] * 3 * 224 * 224 / 1e6,
             "batch": batch,
             "timed_batches_per_phase": batches,
             "pool_size": args.pool_size,
             "window": args.window,
         },
         ratios={
-            "stream_vs_standalone": stream_rate / standalone,
-            "stream_vs_local_dataloader": stream_rate / local,
+            "stream_vs_standalone": rate["stream"] / standalone,
+            "stream_vs_local_dataloader": rate["stream"] / local,
+            "stream_shm_vs_standalone": rate["shm"] / standalone,
         },
         targets={"stream_vs_standalone": (">=", 0.9)},
         environment={

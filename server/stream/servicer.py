@@ -31,6 +31,7 @@ from augserve.server.errors import (
     ResourceExhausted,
 )
 from augserve.server.stream.pool import StreamPool
+from augserve.server.stream.ring import RingPool, RingWriter, is_local_peer
 from augserve.server.stream.settings import CORRUPT_POLICIES, StreamSettings
 from augserve.server.stream.stream import MadeBatch, StreamCounters, StreamJob, produce
 
@@ -65,6 +66,8 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self.counters = StreamCounters()
         self.pipelines = PipelineRegistry(pipelines)
         self._datasets: dict[str, Dataset] = {}
+        self.rings = (RingPool(settings.shared_memory_dir, settings.shared_memory_slots)
+                      if settings.shared_memory_dir else None)
 
     async def dataset(self, name: str) -> Dataset:
         """The registered dataset `name` (opened once, off the event loop), or NotFound."""
@@ -124,9 +127,20 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                                     f"(max_streams); retry later")
         labels = (await self.dataset(request.dataset)).labels
         count = job.plan.num_batches()
-        async for made in produce(self.pool, job, self.settings.window,
-                                  self.settings.max_retries, self.counters):
-            yield encode_batch(made, labels, job.plan.epoch, count, mean, std)
+        ring = None
+        if request.shared_memory and self.rings is not None and is_local_peer(context.peer()):
+            ring = RingWriter(self.rings, request.batch_size)
+        completed = False
+        try:
+            async for made in produce(self.pool, job, self.settings.window,
+                                      self.settings.max_retries, self.counters):
+                images = made.result.images
+                where = None if ring is None or images is None else await ring.put(images)
+                yield encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
+            completed = True
+        finally:
+            if ring is not None:
+                ring.finish(completed)
 
     async def GetDataset(self, request: pb.GetDatasetRequest, context: aio.ServicerContext
                          ) -> pb.DatasetInfo:
@@ -158,21 +172,26 @@ _LEN_FIELD_1 = b"\x0a"  # field 1, wire type 2 (length-delimited): Batch.images,
 
 
 def encode_batch(made: MadeBatch, labels: np.ndarray, epoch: int, count: int,
-                 mean: tuple, std: tuple) -> bytes:
+                 mean: tuple, std: tuple, shared: pb.SharedMemorySlot | None = None) -> bytes:
     """A made batch as the wire bytes of a `Batch` message, copying the pixels only once.
 
     The small fields go through protobuf; the image tensor is spliced in as
     `images.data` straight from the worker's result (in Ray's object store), instead of
-    being copied into a message and copied again when it is serialized.
+    being copied into a message and copied again when it is serialized. With `shared`
+    (the pixels are already in the stream's shared-memory ring) only their shape and
+    dtype are sent, and where they are.
     """
     result = made.result
     head = pb.Batch(labels=labels[made.indices].tolist(), sample_indices=made.indices.tolist(),
                     epoch=epoch, position=made.position, batches_in_epoch=count,
-                    skipped=result.skipped, normalize_mean=mean,
-                    normalize_std=std).SerializeToString()
+                    skipped=result.skipped, normalize_mean=mean, normalize_std=std,
+                    shared_memory=shared).SerializeToString()
     parts: list[bytes | memoryview] = []
     if result.images is None:
         parts.append(augment_pb2.Image(dtype=result.dtype).SerializeToString())
+    elif shared is not None:
+        parts.append(augment_pb2.Image(shape=result.images.shape,
+                                       dtype=result.dtype).SerializeToString())
     else:
         raw = memoryview(result.images.reshape(-1).view(np.uint8))
         parts += [augment_pb2.Image(shape=result.images.shape,

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from augserve.clients.ring import MAX_SLOTS
 from augserve.server.data.datasets import DatasetSpec
 
 BUILTIN_DATASETS: dict[str, DatasetSpec] = {
@@ -38,6 +39,10 @@ class StreamSettings:
             batch is one sample shorter and lists it in `skipped`) or "fail"s the stream
             with FAILED_PRECONDITION; requests may override it: "skip".
         max_retries: times one batch is resubmitted after its actor died: 3.
+        shared_memory_dir: where same-host streams that ask for it get their
+            shared-memory rings (a tmpfs); "" turns the transport off: "/dev/shm".
+        shared_memory_slots: batches one ring holds (written, not yet copied out by
+            the client): 4.
         datasets: extra datasets, name -> `DatasetSpec` or its table, e.g.
             `{"train": {"kind": "folder", "path": "/data/train"}}`; "digits",
             "lfw_subset" and "photos" are always registered.
@@ -52,12 +57,16 @@ class StreamSettings:
     backend: str = "auto"
     on_corrupt: str = "skip"
     max_retries: int = 3
+    shared_memory_dir: str = "/dev/shm"
+    shared_memory_slots: int = 4
     datasets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("window", "max_batch_size", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream settings: {name} must be >= 1")
+        if not 1 <= self.shared_memory_slots <= MAX_SLOTS:
+            raise ValueError(f"stream settings: shared_memory_slots must be 1..{MAX_SLOTS}")
         for name in ("cache_bytes", "pool_size", "max_retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"stream settings: {name} must be >= 0")

@@ -17,7 +17,9 @@ def test_bench_stream_quick(ray_session, tmp_path):
     report = module.run(args)
     report.write_json(args.json)
     payload = json.loads((tmp_path / "r.json").read_text())
-    assert set(payload["ratios"]) == {"stream_vs_standalone", "stream_vs_local_dataloader"}
+    assert set(payload["ratios"]) == {"stream_vs_standalone", "stream_vs_local_dataloader",
+                                      "stream_shm_vs_standalone"}
     assert all(v > 0 for v in payload["ratios"].values())
     assert payload["figures"]["client_cpu_ms_per_batch"] > 0
+    assert payload["figures"]["client_cpu_ms_per_batch_shm"] > 0
     assert "stream_vs_standalone" in report.render()

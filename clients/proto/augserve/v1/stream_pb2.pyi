@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamRequest(_message.Message):
-    __slots__ = ("dataset", "pipeline", "pipeline_id", "batch_size", "seed", "epoch", "shuffle", "shard_index", "num_shards", "drop_last", "start_position", "position_stride", "dtype", "layout", "sharding", "on_corrupt")
+    __slots__ = ("dataset", "pipeline", "pipeline_id", "batch_size", "seed", "epoch", "shuffle", "shard_index", "num_shards", "drop_last", "start_position", "position_stride", "dtype", "layout", "sharding", "on_corrupt", "shared_memory")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class StreamRequest(_message.Message):
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
     SHARDING_FIELD_NUMBER: _ClassVar[int]
     ON_CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     pipeline: _augment_pb2.Pipeline
     pipeline_id: str
@@ -40,10 +41,23 @@ class StreamRequest(_message.Message):
     layout: str
     sharding: str
     on_corrupt: str
-    def __init__(self, dataset: _Optional[str] = ..., pipeline: _Optional[_Union[_augment_pb2.Pipeline, _Mapping]] = ..., pipeline_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle: bool = ..., shard_index: _Optional[int] = ..., num_shards: _Optional[int] = ..., drop_last: bool = ..., start_position: _Optional[int] = ..., position_stride: _Optional[int] = ..., dtype: _Optional[str] = ..., layout: _Optional[str] = ..., sharding: _Optional[str] = ..., on_corrupt: _Optional[str] = ...) -> None: ...
+    shared_memory: bool
+    def __init__(self, dataset: _Optional[str] = ..., pipeline: _Optional[_Union[_augment_pb2.Pipeline, _Mapping]] = ..., pipeline_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle: bool = ..., shard_index: _Optional[int] = ..., num_shards: _Optional[int] = ..., drop_last: bool = ..., start_position: _Optional[int] = ..., position_stride: _Optional[int] = ..., dtype: _Optional[str] = ..., layout: _Optional[str] = ..., sharding: _Optional[str] = ..., on_corrupt: _Optional[str] = ..., shared_memory: bool = ...) -> None: ...
+
+class SharedMemorySlot(_message.Message):
+    __slots__ = ("path", "slots", "slot_bytes", "slot")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    SLOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    slots: int
+    slot_bytes: int
+    slot: int
+    def __init__(self, path: _Optional[str] = ..., slots: _Optional[int] = ..., slot_bytes: _Optional[int] = ..., slot: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("images", "labels", "sample_indices", "epoch", "position", "batches_in_epoch", "skipped", "normalize_mean", "normalize_std")
+    __slots__ = ("images", "labels", "sample_indices", "epoch", "position", "batches_in_epoch", "skipped", "normalize_mean", "normalize_std", "shared_memory")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDICES_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +67,7 @@ class Batch(_message.Message):
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_MEAN_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_STD_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     images: _augment_pb2.Image
     labels: _containers.RepeatedScalarFieldContainer[int]
     sample_indices: _containers.RepeatedScalarFieldContainer[int]
@@ -62,7 +77,8 @@ class Batch(_message.Message):
     skipped: _containers.RepeatedScalarFieldContainer[str]
     normalize_mean: _containers.RepeatedScalarFieldContainer[float]
     normalize_std: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, images: _Optional[_Union[_augment_pb2.Image, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., sample_indices: _Optional[_Iterable[int]] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., batches_in_epoch: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ..., normalize_mean: _Optional[_Iterable[float]] = ..., normalize_std: _Optional[_Iterable[float]] = ...) -> None: ...
+    shared_memory: SharedMemorySlot
+    def __init__(self, images: _Optional[_Union[_augment_pb2.Image, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., sample_indices: _Optional[_Iterable[int]] = ..., epoch: _Optional[int] = ..., position: _Optional[int] = ..., batches_in_epoch: _Optional[int] = ..., skipped: _Optional[_Iterable[str]] = ..., normalize_mean: _Optional[_Iterable[float]] = ..., normalize_std: _Optional[_Iterable[float]] = ..., shared_memory: _Optional[_Union[SharedMemorySlot, _Mapping]] = ...) -> None: ...
 
 class GetDatasetRequest(_message.Message):
     __slots__ = ("name",)

@@ -1,0 +1,218 @@
+"""The same-host shared-memory transport: the ring's two ends, and streams that use it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from augserve.clients import RemoteLoader
+from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
+from augserve.clients.ring import RingReader, SharedMemoryUnavailable, is_loopback_target
+from augserve.clients.stream_batch import parse_batch
+from augserve.server.stream.ring import RingPool, RingWriter, is_local_peer
+from augserve.server.stream.settings import StreamSettings
+
+from .conftest import OPTIONS, images_of, request, settings, start
+
+KWARGS = {"dataset": "digits32", "pipeline_id": "small", "batch_size": 100, "seed": 5}
+
+
+def batches(loader: RemoteLoader, limit: int | None = None) -> list[tuple]:
+    return [(b.epoch, b.position, b.sample_indices.tolist(), b.images.tobytes(),
+             b.images.shape, b.labels.tolist()) for b in itertools.islice(loader.batches(), limit)]
+
+
+def read(target: str, epochs: int = 1, **kwargs) -> list[tuple]:
+    with RemoteLoader(target, epochs=epochs, **{**KWARGS, **kwargs}) as loader:
+        return batches(loader)
+
+
+async def test_writer_waits_for_the_reader_to_release_a_slot(tmp_path):
+    pool = RingPool(str(tmp_path), slots=2)
+    writer, reader = RingWriter(pool, batch_size=4), RingReader()
+    made = [np.full((4, 3, 5, 5), k, np.uint8) for k in range(3)]
+    first, second = await writer.put(made[0]), await writer.put(made[1])
+    assert (first.slot, second.slot) == (0, 1) and first.path == second.path
+    assert first.slot_bytes % 4096 == 0 and first.slot_bytes >= made[0].nbytes
+    third = asyncio.create_task(writer.put(made[2]))
+    await asyncio.sleep(0.05)
+    assert not third.done()  # slot 0 still holds batch 0
+    taken = reader.take(first.path, first.slots, first.slot_bytes, 0, made[0].nbytes)
+    np.testing.assert_array_equal(taken.reshape(made[0].shape), made[0])
+    where = await asyncio.wait_for(third, 5)
+    assert where.slot == 0 and taken.flags.writeable
+    for expected, slot in ((made[1], 1), (made[2], 0)):
+        got = reader.take(where.path, where.slots, where.slot_bytes, slot, expected.nbytes)
+        np.testing.assert_array_equal(got.reshape(expected.shape), expected)
+    writer.finish(completed=True)
+    await asyncio.gather(*pool.returning)
+    assert len(pool.free) == 1  # everything released: pooled for the next call
+    again = RingWriter(pool, batch_size=4)
+    reused = await again.put(made[1])
+    assert (reused.path, reused.slot, pool.made) == (first.path, 0, 1)
+    np.testing.assert_array_equal(
+        reader.take(reused.path, 2, reused.slot_bytes, 0, made[1].nbytes).reshape(4, 3, 5, 5),
+        made[1])
+    again.finish(completed=False)  # a cancelled call's ring is removed
+    assert not os.listdir(tmp_path)
+    reader.close()
+
+
+async def test_a_ring_not_released_in_time_is_removed_not_pooled(tmp_path):
+    pool = RingPool(str(tmp_path), slots=2, release_timeout_s=0.05)
+    writer = RingWriter(pool, batch_size=1)
+    assert await writer.put(np.ones((1, 8), np.uint8)) is not None
+    writer.finish(completed=True)
+    await asyncio.gather(*pool.returning)
+    assert not pool.free and not os.listdir(tmp_path)
+
+
+def test_rings_of_dead_servers_are_removed_at_start(tmp_path):
+    dead = 2**22 + 12345
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+    (tmp_path / f"augserve-ring-{dead}-abc").write_bytes(b"x")
+    (tmp_path / f"augserve-ring-{os.getpid()}-def").write_bytes(b"x")
+    (tmp_path / "someone-else").write_bytes(b"x")
+    RingPool(str(tmp_path), slots=1)
+    assert sorted(os.listdir(tmp_path)) == [f"augserve-ring-{os.getpid()}-def", "someone-else"]
+
+
+async def test_writer_sends_inline_when_it_cannot_make_a_ring(tmp_path):
+    writer = RingWriter(RingPool(str(tmp_path / "missing"), slots=2), batch_size=4)
+    assert await writer.put(np.ones((4, 3, 5, 5), np.uint8)) is None
+    assert writer.inline and await writer.put(np.ones((4, 3, 5, 5), np.uint8)) is None
+    writer.finish(completed=True)
+
+
+async def test_a_batch_larger_than_its_slot_goes_inline(tmp_path):
+    writer = RingWriter(RingPool(str(tmp_path), slots=2), batch_size=1)
+    assert await writer.put(np.ones((1, 8), np.uint8)) is not None
+    assert await writer.put(np.ones((1, 8000), np.uint8)) is None
+    writer.finish(completed=False)
+    assert not os.listdir(tmp_path)
+
+
+def test_reader_refuses_what_is_not_a_ring(tmp_path):
+    path = tmp_path / "not-a-ring"
+    path.write_bytes(b"\0" * (4096 + 4096))
+    with pytest.raises(SharedMemoryUnavailable, match="not an augserve ring"):
+        RingReader().take(str(path), 1, 4096, 0, 10)
+    with pytest.raises(SharedMemoryUnavailable, match="cannot open"):
+        RingReader().take(str(tmp_path / "gone"), 1, 4096, 0, 10)
+
+
+@pytest.mark.parametrize(("target", "local"), [
+    ("localhost:8001", True), ("127.0.0.1:8001", True), ("[::1]:8001", True),
+    ("unix:/tmp/augserve.sock", True), ("ipv4:127.0.0.2:1", True), ("dns:///localhost:1", True),
+    ("trainer-7:8001", False), ("10.0.0.3:8001", False), ("[2001:db8::1]:8001", False)])
+def test_loopback_targets(target, local):
+    assert is_loopback_target(target) is local
+
+
+@pytest.mark.parametrize(("peer", "local"), [
+    ("ipv4:127.0.0.1:5000", True), ("ipv6:[::1]:5000", True), ("unix:", True),
+    ("ipv6:%5B::1%5D:5000", True), ("ipv4:10.1.2.3:5000", False), ("ipv6:[fe80::1]:9", False)])
+def test_local_peers(peer, local):
+    assert is_local_peer(peer) is local
+
+
+def test_slots_are_checked_in_settings():
+    with pytest.raises(ValueError, match="shared_memory_slots"):
+        StreamSettings(shared_memory_slots=0)
+
+
+async def test_stream_through_shared_memory_equals_inline_and_leaves_no_file(tmp_path):
+    running = await start(settings(shared_memory_dir=str(tmp_path), shared_memory_slots=2))
+    try:
+        shared = await asyncio.to_thread(read, running.target, 2, shared_memory=True)
+        inline = await asyncio.to_thread(read, running.target, 2, shared_memory=False)
+        auto = await asyncio.to_thread(read, running.target, 1)  # loopback: shared
+        assert len(shared) == 2 * 18 and shared == inline and auto == inline[:18]
+        assert running.servicer.rings.made < 3  # three calls: at least one reused a ring
+        await asyncio.gather(*running.servicer.rings.returning)
+        running.servicer.rings.close()
+        assert not os.listdir(tmp_path)
+    finally:
+        await running.server.stop(None)
+
+
+async def test_batches_name_their_slot_and_carry_no_pixels(tmp_path):
+    running = await start(settings(shared_memory_dir=str(tmp_path), shared_memory_slots=3))
+    inline = await asyncio.to_thread(read, running.target, shared_memory=False)
+    ring = RingReader()
+    try:
+        async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
+            stub = pb_grpc.StreamServiceStub(channel)
+            call = stub.StreamBatches(request(batch_size=100, seed=5, shared_memory=True))
+            async for message in call:
+                assert message.HasField("shared_memory") and not message.images.data
+                assert message.shared_memory.slot == message.position % 3
+                parsed = parse_batch(message.SerializeToString(), ring)
+                assert parsed.images.tobytes() == inline[message.position][3]
+    finally:
+        ring.close()
+        await running.server.stop(None)
+
+
+async def test_server_without_a_directory_sends_inline():
+    running = await start(settings(shared_memory_dir=""))
+    try:
+        async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
+            stub = pb_grpc.StreamServiceStub(channel)
+            got = [b async for b in stub.StreamBatches(request(shared_memory=True))]
+        assert got and not any(b.HasField("shared_memory") for b in got)
+        assert images_of(got[0]).shape == (64, 3, 24, 24)
+    finally:
+        await running.server.stop(None)
+
+
+async def test_a_ring_the_client_cannot_open_falls_back_to_inline(tmp_path, monkeypatch):
+    def refuse(self, path, slots, slot_bytes):
+        raise SharedMemoryUnavailable(f"shared_memory: cannot open {path}: permission denied")
+
+    running = await start(settings(shared_memory_dir=str(tmp_path)))
+    try:
+        inline = await asyncio.to_thread(read, running.target, shared_memory=False)
+        monkeypatch.setattr(RingReader, "_open", refuse)
+        fallback = await asyncio.to_thread(read, running.target, shared_memory=True)
+        assert fallback == inline
+        await asyncio.sleep(0.2)
+        assert not os.listdir(tmp_path)  # the cancelled call's ring is removed by the server
+    finally:
+        await running.server.stop(None)
+
+
+async def test_a_reader_that_never_releases_stalls_only_its_own_stream(tmp_path):
+    running = await start(settings(shared_memory_dir=str(tmp_path), shared_memory_slots=1))
+    try:
+        async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
+            stub = pb_grpc.StreamServiceStub(channel)
+            stalled = stub.StreamBatches(request(shared_memory=True))
+            first = await stalled.read()  # never released: the next batch waits for slot 0
+            assert first.HasField("shared_memory")
+            assert len(os.listdir(tmp_path)) == 1
+            others = await asyncio.to_thread(read, running.target, shared_memory=True)
+            assert len(others) == 18
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stalled.read(), 0.3)
+            stalled.cancel()
+        await asyncio.gather(*running.servicer.rings.returning)
+        pooled = {Path(ring.path).name for ring in running.servicer.rings.free}
+        for _ in range(50):  # the stalled call's ring is removed, the finished one's pooled
+            if set(os.listdir(tmp_path)) == pooled:
+                break
+            await asyncio.sleep(0.05)
+        assert set(os.listdir(tmp_path)) == pooled and len(pooled) == 1
+    finally:
+        await running.server.stop(None)
