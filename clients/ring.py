@@ -2,17 +2,19 @@
 
 A server streaming to a client on its own host can put each batch's pixels in a ring
 of equal slots in a file under /dev/shm instead of in the gRPC message. The pixels are
-then copied once on each side (into the slot, out of it) instead of through protobuf,
-gRPC's buffers and the kernel's socket on both sides (~7 ms of CPU per 9.6 MB batch
-on the development box). The layout (also in stream.proto, `SharedMemorySlot`):
+then written once by the worker that makes them and copied once by the client, instead
+of going through Ray's object store, protobuf, gRPC's buffers and the kernel's socket
+on both sides (~7 ms of CPU per 9.6 MB batch on the development box). The layout
+(also in stream.proto, `SharedMemorySlot`):
 
     bytes 0..15          MAGIC
     bytes 16..           one little-endian uint64 per slot: batches the client released
     HEADER_BYTES + k * slot_bytes   slot k
 
-The server writes the n-th batch of a call into slot n % slots once the client has
-released that slot n // slots times, and sends a `Batch` naming the slot. The client
-copies the pixels out and releases the slot (`RingReader.take`).
+The n-th batch of a call goes through slot n % slots: the server (or the worker that
+makes the batch) writes it there once the client has released every batch sent through
+that slot, and the server sends a `Batch` naming the slot. The client copies the pixels
+out and releases the slot (`RingReader.take`).
 """
 
 from __future__ import annotations

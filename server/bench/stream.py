@@ -13,7 +13,9 @@ uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dat
    that pool, pixels inline in the gRPC messages; samples/s, the consumer's CPU time
    per batch, and this (server) process's CPU time per batch.
 4. shm: the same, with the pixels through the stream's shared-memory ring
-   (`shared_memory=True`, what a RemoteLoader on the server's host uses by default).
+   (`shared_memory=True`, what a RemoteLoader on the server's host uses by default):
+   the workers write them into the ring, so they also skip Ray's object store, which
+   the standalone phase and the inline stream go through.
 
 Phases alternate (standalone, stream, shm, standalone, stream, shm, standalone) so that
 load from other processes drifts over all alike; each figure is the mean of its phases.

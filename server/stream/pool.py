@@ -20,6 +20,7 @@ import numpy as np
 
 from augserve.server.augment.spec import PipelineSpec
 from augserve.server.data.datasets import CorruptImage, Dataset, DatasetSpec, open_dataset
+from augserve.server.stream.ring import Destination, MappedRings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class BatchTask:
         seed: the augmentation seed.
         epoch: the epoch (part of every augmentation key).
         on_corrupt: "skip" or "fail".
+        destination: a shared-memory ring slot to write the images into instead of
+            returning them (same-host streams); a worker that cannot returns them.
     """
 
     dataset: DatasetSpec
@@ -43,6 +46,7 @@ class BatchTask:
     seed: int
     epoch: int
     on_corrupt: str = "skip"
+    destination: Destination | None = None
 
 
 @dataclasses.dataclass
@@ -50,12 +54,15 @@ class BatchResult:
     """A made batch.
 
     Attributes:
-        images: [n, ...] array of the kept samples (bfloat16 travels as uint16 bits).
+        images: [n, ...] array of the kept samples (bfloat16 travels as uint16 bits);
+            None when they were written to the task's destination (see `written`).
         dtype: the element type's name ("uint8", "float32", "float16", "bfloat16").
         kept: per task index, whether the sample is in `images`.
         skipped: "path: reason" of each corrupt sample left out.
         error: set when the batch failed (a corrupt file under "fail", or outputs that
             differ in size); the stream ends with it.
+        written: the shape of the images written to the task's destination; empty
+            when they were not.
     """
 
     images: np.ndarray | None
@@ -63,6 +70,12 @@ class BatchResult:
     kept: np.ndarray
     skipped: list[str]
     error: str = ""
+    written: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The images' shape, wherever they are (empty: no images)."""
+        return self.written or (() if self.images is None else self.images.shape)
 
 
 class StreamWorker:
@@ -78,6 +91,7 @@ class StreamWorker:
         self.backend = backend
         self.cache_bytes = cache_bytes
         self._datasets: dict[DatasetSpec, Dataset] = {}
+        self._rings = MappedRings()
         # The in-process worker makes batches on several threads: a dataset is opened once,
         # by one of them (concurrent opens also raced inside CPython 3.11's parser, via
         # np.load's header parsing: "AST constructor recursion depth mismatch").
@@ -125,7 +139,10 @@ class StreamWorker:
                                "or a crop to one size")
         if out.dtype == torch.bfloat16:
             out = out.view(torch.int16)
-        return BatchResult(out.contiguous().numpy(), task.spec.dtype, kept, skipped)
+        images = out.contiguous().numpy()
+        if task.destination is not None and self._rings.write(task.destination, images):
+            return BatchResult(None, task.spec.dtype, kept, skipped, written=images.shape)
+        return BatchResult(images, task.spec.dtype, kept, skipped)
 
 
 def actor_died_errors() -> tuple[type[BaseException], ...]:

@@ -1,35 +1,48 @@
 """The server's end of same-host streams' shared-memory rings (layout: `augserve.clients.ring`).
 
-A `RingWriter` belongs to one StreamBatches call: on the call's first batch it takes a
-ring of the right slot size from the servicer's `RingPool` (or makes one), writes each
-batch into the next slot once the client has released it, and hands the ring back when
-the call ends. Making a ring costs what reusing one does not: reserving its memory
+A `RingWriter` belongs to one StreamBatches call. Batch n of the call goes through slot
+n % slots. Its first batch comes back from a worker as usual and sets the slot size:
+the writer then takes a ring of that size from the servicer's `RingPool` (or makes
+one) and copies the batch in. From then on each batch is given a slot when it is
+submitted (`reserve`, once the client has released everything sent through that
+slot), and the worker writes its pixels straight into it (`MappedRings`), so they
+cross no object store and no copy in the server; a worker that cannot open the ring
+(another node, another user) returns them as usual and the server copies them in.
+
+Making a ring costs what reusing one does not: reserving its memory
 (`posix_fallocate`, so that a full /dev/shm fails here with ENOSPC instead of faulting
-later) and a page fault per 4 KiB on both sides at first touch, about 12 ms per
-38 MB ring measured here. A trainer opens one call per epoch, so rings are pooled: a
-finished call's ring goes back once the client has released every batch written to it
-(then no late release can land in the next call's counts), and the next call with the
-same slot size gets it, counts reset; a client that reads on gets the same file and
-keeps its mapping. Rings of cancelled or failed calls are removed. Anything that keeps
-a call from getting a ring sends its pixels inline instead.
+later) and a page fault per 4 KiB at first touch in every process that maps it, about
+12 ms per 38 MB measured here. A trainer opens one call per epoch, so rings are
+pooled: a finished call's ring goes back once the client has released every batch sent
+through it (then no late release can land in the next call's counts), and the next call
+with the same slot size gets it, counts reset; the client and the workers keep their
+mappings. Rings of cancelled or failed calls are removed. Anything that keeps a call
+from getting a ring sends its pixels inline instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import mmap
 import os
 import re
 import tempfile
+import threading
 import weakref
+from collections.abc import Hashable
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
-from augserve.clients.ring import MAGIC, released_counts, ring_bytes, slot_array
+from augserve.clients.ring import HEADER_BYTES, MAGIC, released_counts, ring_bytes, slot_array
+
+if TYPE_CHECKING:
+    from augserve.server.stream.pool import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +91,27 @@ class Ring:
             os.close(descriptor)
         self.buffer[:len(MAGIC)] = MAGIC
         self.released = released_counts(self.buffer, slots)
-        self.written = np.zeros(slots, np.uint64)
+        self.sent = np.zeros(slots, np.uint64)
 
     def reset(self) -> None:
         """Counts to zero, for a new call."""
         self.released[:] = 0
-        self.written[:] = 0
+        self.sent[:] = 0
 
     def all_released(self) -> bool:
-        """Whether the client released every batch written since the last reset."""
-        return bool(np.all(self.released >= self.written))
+        """Whether the client released every batch sent through the ring since the reset."""
+        return bool(np.all(self.released >= self.sent))
+
+    async def wait_free(self, slot: int) -> None:
+        """Until the client has released every batch sent through `slot` (polling)."""
+        delay = _FIRST_POLL_S
+        while self.released[slot] < self.sent[slot]:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _LAST_POLL_S)
+
+    def destination(self, slot: int) -> Destination:
+        """Where a worker writes the batch of `slot`."""
+        return Destination(self.path, HEADER_BYTES + slot * self.slot_bytes, self.slot_bytes)
 
     def remove(self) -> None:
         """Unmap and delete the file (a client keeps its own mapping until it closes it)."""
@@ -99,7 +123,11 @@ class Ring:
 
 
 class RingPool:
-    """Rings of finished calls, kept mapped for the next calls (at most `keep` of them)."""
+    """Rings of finished calls, kept mapped for the next calls (at most `keep` of them).
+
+    Counts the batches that went through rings: written there by the workers
+    (`by_workers`) or copied in by the server (`copied`).
+    """
 
     def __init__(self, directory: str, slots: int, keep: int = 4,
                  release_timeout_s: float = 10.0) -> None:
@@ -109,6 +137,9 @@ class RingPool:
         self.free: list[Ring] = []
         self.returning: set[asyncio.Task] = set()
         self.made = 0
+        self.by_workers = 0
+        self.copied = 0
+        self.slot_sizes: dict[Hashable, int] = {}  # a stream's kind -> its last slot size
         self.failed = False
         remove_stale_rings(directory)
         weakref.finalize(self, _remove_all, self.free)
@@ -170,49 +201,151 @@ def remove_stale_rings(directory: str) -> int:
     return removed
 
 
-class RingWriter:
-    """One call's use of a ring: slot after slot, waiting for the client's releases."""
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """A ring slot a worker writes a batch into.
 
-    def __init__(self, pool: RingPool, batch_size: int) -> None:
-        """Nothing is taken from `pool` until the first batch (it sets the slot size)."""
-        self.pool, self.batch_size = pool, batch_size
+    Attributes:
+        path: the ring's file.
+        offset: the slot's first byte in it.
+        capacity: the slot's size in bytes.
+    """
+
+    path: str
+    offset: int
+    capacity: int
+
+
+class MappedRings:
+    """A worker's mappings of the rings it writes into, dropped once their file is removed."""
+
+    def __init__(self, keep: int = 16) -> None:
+        """No ring mapped yet; at most `keep` at a time."""
+        self.keep = keep
+        self.maps: dict[str, tuple[int, mmap.mmap]] = {}
+        self._lock = threading.Lock()  # the in-process worker makes batches on threads
+
+    def write(self, destination: Destination, images: np.ndarray) -> bool:
+        """Copy `images` into `destination`; False when it cannot (then send them back)."""
+        if images.nbytes > destination.capacity:
+            return False
+        try:
+            with self._lock:
+                self._forget_removed()
+                buffer = self._map(destination)
+        except (OSError, ValueError):
+            return False
+        target = np.frombuffer(buffer, np.uint8, count=images.nbytes, offset=destination.offset)
+        np.copyto(target, np.ascontiguousarray(images).reshape(-1).view(np.uint8))
+        return True
+
+    def _map(self, destination: Destination) -> mmap.mmap:
+        if destination.path in self.maps:
+            return self.maps[destination.path][1]
+        descriptor = os.open(destination.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size < destination.offset + destination.capacity:
+                raise ValueError(f"{destination.path} is smaller than its slots")
+            buffer = mmap.mmap(descriptor, size)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        if buffer[:len(MAGIC)] != MAGIC:
+            buffer.close()
+            os.close(descriptor)
+            raise ValueError(f"{destination.path} is not an augserve ring")
+        while len(self.maps) >= self.keep:
+            self._drop(next(iter(self.maps)))
+        self.maps[destination.path] = (descriptor, buffer)
+        return buffer
+
+    def _forget_removed(self) -> None:
+        for path, (descriptor, _) in list(self.maps.items()):
+            if os.fstat(descriptor).st_nlink == 0:
+                self._drop(path)
+
+    def _drop(self, path: str) -> None:
+        descriptor, buffer = self.maps.pop(path)
+        with suppress(BufferError):
+            buffer.close()
+        os.close(descriptor)
+
+
+class RingWriter:
+    """One call's use of a ring: a slot per batch, reserved at submission once free."""
+
+    def __init__(self, pool: RingPool, batch_size: int, kind: Hashable = None) -> None:
+        """A writer for one call; it takes a ring when it learns the slot size.
+
+        An earlier call of the same `kind` (dataset, pipeline, batch size, dtype,
+        layout) gives it at the first submission; else the call's first batch does.
+        """
+        self.pool, self.batch_size, self.kind = pool, batch_size, kind
         self.ring: Ring | None = None
+        self.reserved = 0
         self.sent = 0
         self.inline = False
+        self.by_workers = 0
+        self.copied = 0
 
-    async def put(self, images: np.ndarray) -> pb.SharedMemorySlot | None:
-        """Write `images` into the next slot once it is free; None: send them inline.
-
-        Waits (polling the header, 0.2 to 5 ms apart) while the client still holds the
-        slot; a client that stops reading therefore holds only its own stream back.
-        """
-        if self.inline or not images.size:
-            return None
+    async def reserve(self) -> Destination | None:
+        """The slot of the next batch submitted, once free; None before the ring exists."""
+        number, self.reserved = self.reserved, self.reserved + 1
+        if self.ring is None and not self.inline and self.kind in self.pool.slot_sizes:
+            self._take_slots(self.pool.slot_sizes[self.kind])
         if self.ring is None:
-            per_sample = images.nbytes // max(len(images), 1)
-            wanted = max(per_sample * self.batch_size, images.nbytes)
-            self.ring = self.pool.take(-(-wanted // _PAGE) * _PAGE)
-            if self.ring is None:
-                self.inline = True
-                return None
-        ring = self.ring
-        if images.nbytes > ring.slot_bytes:
             return None
-        slot, lap = self.sent % ring.slots, self.sent // ring.slots
-        delay = _FIRST_POLL_S
-        while ring.released[slot] < lap:
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, _LAST_POLL_S)
-        target = slot_array(ring.buffer, ring.slot_bytes, slot, images.nbytes)
-        source = np.ascontiguousarray(images).reshape(-1).view(np.uint8)
-        await asyncio.to_thread(np.copyto, target, source)  # numpy copies without the GIL
-        ring.written[slot] += 1
-        self.sent += 1
+        slot = number % self.ring.slots
+        await self.ring.wait_free(slot)
+        return self.ring.destination(slot)
+
+    async def put(self, result: BatchResult) -> pb.SharedMemorySlot | None:
+        """The next batch's slot, its pixels copied in unless the worker wrote them there.
+
+        None: send the pixels inline (no ring, or a batch larger than a slot).
+        """
+        number, self.sent = self.sent, self.sent + 1
+        images = result.images
+        if not result.written and (self.inline or images is None or not images.size):
+            return None
+        if self.ring is None and not self._take(images):
+            return None
+        ring = self.ring
+        slot = number % ring.slots
+        if result.written:
+            self.by_workers += 1
+        elif images.nbytes > ring.slot_bytes:
+            self.pool.slot_sizes.pop(self.kind, None)
+            return None
+        else:
+            await ring.wait_free(slot)
+            target = slot_array(ring.buffer, ring.slot_bytes, slot, images.nbytes)
+            source = np.ascontiguousarray(images).reshape(-1).view(np.uint8)
+            await asyncio.to_thread(np.copyto, target, source)  # numpy copies without the GIL
+            self.copied += 1
+        ring.sent[slot] += 1
         return pb.SharedMemorySlot(path=ring.path, slots=ring.slots, slot_bytes=ring.slot_bytes,
                                    slot=slot)
 
+    def _take(self, images: np.ndarray) -> bool:
+        per_sample = images.nbytes // max(len(images), 1)
+        wanted = max(per_sample * self.batch_size, images.nbytes)
+        return self._take_slots(-(-wanted // _PAGE) * _PAGE)
+
+    def _take_slots(self, slot_bytes: int) -> bool:
+        self.ring = self.pool.take(slot_bytes)
+        self.inline = self.ring is None
+        if self.ring is not None:
+            if len(self.pool.slot_sizes) >= 1024:
+                self.pool.slot_sizes.clear()
+            self.pool.slot_sizes[self.kind] = slot_bytes
+        return not self.inline
+
     def finish(self, completed: bool) -> None:
         """The call ended: pool the ring (once released) if it completed, else remove it."""
+        self.pool.by_workers += self.by_workers
+        self.pool.copied += self.copied
         ring, self.ring = self.ring, None
         if ring is None:
             return
@@ -224,4 +357,5 @@ class RingWriter:
             ring.remove()
 
 
-__all__ = ["Ring", "RingPool", "RingWriter", "is_local_peer", "remove_stale_rings"]
+__all__ = ["Destination", "MappedRings", "Ring", "RingPool", "RingWriter", "is_local_peer",
+           "remove_stale_rings"]

@@ -66,7 +66,9 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self.counters = StreamCounters()
         self.pipelines = PipelineRegistry(pipelines)
         self._datasets: dict[str, Dataset] = {}
-        self.rings = (RingPool(settings.shared_memory_dir, settings.shared_memory_slots)
+        # A ring holds the window's batches plus the spare slots sent, not yet copied out.
+        self.rings = (RingPool(settings.shared_memory_dir,
+                               settings.window + settings.shared_memory_slots)
                       if settings.shared_memory_dir else None)
 
     async def dataset(self, name: str) -> Dataset:
@@ -129,13 +131,14 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         count = job.plan.num_batches()
         ring = None
         if request.shared_memory and self.rings is not None and is_local_peer(context.peer()):
-            ring = RingWriter(self.rings, request.batch_size)
+            kind = (request.dataset, request.pipeline_id, request.pipeline.SerializeToString(),
+                    request.batch_size, request.dtype, request.layout)
+            ring = RingWriter(self.rings, request.batch_size, kind)
         completed = False
         try:
             async for made in produce(self.pool, job, self.settings.window,
-                                      self.settings.max_retries, self.counters):
-                images = made.result.images
-                where = None if ring is None or images is None else await ring.put(images)
+                                      self.settings.max_retries, self.counters, ring):
+                where = None if ring is None else await ring.put(made.result)
                 yield encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
             completed = True
         finally:
@@ -187,11 +190,10 @@ def encode_batch(made: MadeBatch, labels: np.ndarray, epoch: int, count: int,
                     skipped=result.skipped, normalize_mean=mean, normalize_std=std,
                     shared_memory=shared).SerializeToString()
     parts: list[bytes | memoryview] = []
-    if result.images is None:
+    if shared is not None:
+        parts.append(augment_pb2.Image(shape=result.shape, dtype=result.dtype).SerializeToString())
+    elif result.images is None:
         parts.append(augment_pb2.Image(dtype=result.dtype).SerializeToString())
-    elif shared is not None:
-        parts.append(augment_pb2.Image(shape=result.images.shape,
-                                       dtype=result.dtype).SerializeToString())
     else:
         raw = memoryview(result.images.reshape(-1).view(np.uint8))
         parts += [augment_pb2.Image(shape=result.images.shape,

@@ -41,8 +41,8 @@ class StreamSettings:
         max_retries: times one batch is resubmitted after its actor died: 3.
         shared_memory_dir: where same-host streams that ask for it get their
             shared-memory rings (a tmpfs); "" turns the transport off: "/dev/shm".
-        shared_memory_slots: batches one ring holds (written, not yet copied out by
-            the client): 4.
+        shared_memory_slots: a ring's slots beyond the window (batches sent, not yet
+            copied out by the client): 4; a ring has `window + shared_memory_slots`.
         datasets: extra datasets, name -> `DatasetSpec` or its table, e.g.
             `{"train": {"kind": "folder", "path": "/data/train"}}`; "digits",
             "lfw_subset" and "photos" are always registered.
@@ -65,8 +65,10 @@ class StreamSettings:
         for name in ("window", "max_batch_size", "max_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream settings: {name} must be >= 1")
-        if not 1 <= self.shared_memory_slots <= MAX_SLOTS:
-            raise ValueError(f"stream settings: shared_memory_slots must be 1..{MAX_SLOTS}")
+        if not 1 <= self.window + self.shared_memory_slots <= MAX_SLOTS or (
+                self.shared_memory_slots < 1):
+            raise ValueError(f"stream settings: shared_memory_slots must be >= 1, and "
+                             f"window + shared_memory_slots at most {MAX_SLOTS}")
         for name in ("cache_bytes", "pool_size", "max_retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"stream settings: {name} must be >= 0")

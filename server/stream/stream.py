@@ -29,6 +29,7 @@ from augserve.server.stream.pool import (
     Submission,
     actor_died_errors,
 )
+from augserve.server.stream.ring import RingWriter
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,12 @@ async def _await_result(pool: StreamPool, submission: Submission, max_retries: i
 
 
 async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: int = 3,
-                  counters: StreamCounters | None = None) -> AsyncIterator[MadeBatch]:
+                  counters: StreamCounters | None = None, ring: RingWriter | None = None
+                  ) -> AsyncIterator[MadeBatch]:
     """Yield the job's batches in position order, at most `window` in flight.
+
+    With `ring` (a same-host stream's shared memory), each batch is submitted with the
+    ring slot it goes through, once that slot is free, for the worker to write into.
 
     Raises:
         FailedPrecondition: a corrupt image under the "fail" policy.
@@ -108,17 +113,18 @@ async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: in
     todo = iter(zip(positions, batches, strict=True))
     pending: deque[tuple[int, np.ndarray, Submission]] = deque()
 
-    def submit_next() -> None:
+    async def submit_next() -> None:
         for position, indices in todo:
+            destination = None if ring is None else await ring.reserve()
             task = BatchTask(job.dataset, indices, job.spec, job.plan.seed, job.plan.epoch,
-                             job.on_corrupt)
+                             job.on_corrupt, destination)
             pending.append((position, indices, pool.submit(task)))
             return
 
     counters.active_streams += 1
     try:
         for _ in range(window):
-            submit_next()
+            await submit_next()
         while pending:
             position, indices, submission = pending[0]
             _, result = await _await_result(pool, submission, max_retries)
@@ -126,7 +132,7 @@ async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: in
             if result.error:
                 error = FailedPrecondition if result.skipped else InvalidArgument
                 raise error(f"batch {position} of epoch {job.plan.epoch}: {result.error}")
-            submit_next()
+            await submit_next()
             counters.batches_sent += 1
             yield MadeBatch(position, indices[result.kept], result)
     finally:

@@ -15,12 +15,17 @@ from augserve.clients import RemoteLoader
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.clients.ring import RingReader, SharedMemoryUnavailable, is_loopback_target
 from augserve.clients.stream_batch import parse_batch
-from augserve.server.stream.ring import RingPool, RingWriter, is_local_peer
+from augserve.server.stream.pool import BatchResult
+from augserve.server.stream.ring import MappedRings, RingPool, RingWriter, is_local_peer
 from augserve.server.stream.settings import StreamSettings
 
 from .conftest import OPTIONS, images_of, request, settings, start
 
 KWARGS = {"dataset": "digits32", "pipeline_id": "small", "batch_size": 100, "seed": 5}
+
+
+def made(images: np.ndarray) -> BatchResult:
+    return BatchResult(images, "uint8", np.ones(len(images), bool), [])
 
 
 def batches(loader: RemoteLoader, limit: int | None = None) -> list[tuple]:
@@ -36,29 +41,29 @@ def read(target: str, epochs: int = 1, **kwargs) -> list[tuple]:
 async def test_writer_waits_for_the_reader_to_release_a_slot(tmp_path):
     pool = RingPool(str(tmp_path), slots=2)
     writer, reader = RingWriter(pool, batch_size=4), RingReader()
-    made = [np.full((4, 3, 5, 5), k, np.uint8) for k in range(3)]
-    first, second = await writer.put(made[0]), await writer.put(made[1])
+    made_ = [np.full((4, 3, 5, 5), k, np.uint8) for k in range(3)]
+    first, second = await writer.put(made(made_[0])), await writer.put(made(made_[1]))
     assert (first.slot, second.slot) == (0, 1) and first.path == second.path
-    assert first.slot_bytes % 4096 == 0 and first.slot_bytes >= made[0].nbytes
-    third = asyncio.create_task(writer.put(made[2]))
+    assert first.slot_bytes % 4096 == 0 and first.slot_bytes >= made_[0].nbytes
+    third = asyncio.create_task(writer.put(made(made_[2])))
     await asyncio.sleep(0.05)
     assert not third.done()  # slot 0 still holds batch 0
-    taken = reader.take(first.path, first.slots, first.slot_bytes, 0, made[0].nbytes)
-    np.testing.assert_array_equal(taken.reshape(made[0].shape), made[0])
+    taken = reader.take(first.path, first.slots, first.slot_bytes, 0, made_[0].nbytes)
+    np.testing.assert_array_equal(taken.reshape(made_[0].shape), made_[0])
     where = await asyncio.wait_for(third, 5)
     assert where.slot == 0 and taken.flags.writeable
-    for expected, slot in ((made[1], 1), (made[2], 0)):
+    for expected, slot in ((made_[1], 1), (made_[2], 0)):
         got = reader.take(where.path, where.slots, where.slot_bytes, slot, expected.nbytes)
         np.testing.assert_array_equal(got.reshape(expected.shape), expected)
     writer.finish(completed=True)
     await asyncio.gather(*pool.returning)
     assert len(pool.free) == 1  # everything released: pooled for the next call
     again = RingWriter(pool, batch_size=4)
-    reused = await again.put(made[1])
+    reused = await again.put(made(made_[1]))
     assert (reused.path, reused.slot, pool.made) == (first.path, 0, 1)
     np.testing.assert_array_equal(
-        reader.take(reused.path, 2, reused.slot_bytes, 0, made[1].nbytes).reshape(4, 3, 5, 5),
-        made[1])
+        reader.take(reused.path, 2, reused.slot_bytes, 0, made_[1].nbytes).reshape(4, 3, 5, 5),
+        made_[1])
     again.finish(completed=False)  # a cancelled call's ring is removed
     assert not os.listdir(tmp_path)
     reader.close()
@@ -67,7 +72,7 @@ async def test_writer_waits_for_the_reader_to_release_a_slot(tmp_path):
 async def test_a_ring_not_released_in_time_is_removed_not_pooled(tmp_path):
     pool = RingPool(str(tmp_path), slots=2, release_timeout_s=0.05)
     writer = RingWriter(pool, batch_size=1)
-    assert await writer.put(np.ones((1, 8), np.uint8)) is not None
+    assert await writer.put(made(np.ones((1, 8), np.uint8))) is not None
     writer.finish(completed=True)
     await asyncio.gather(*pool.returning)
     assert not pool.free and not os.listdir(tmp_path)
@@ -90,15 +95,15 @@ def test_rings_of_dead_servers_are_removed_at_start(tmp_path):
 
 async def test_writer_sends_inline_when_it_cannot_make_a_ring(tmp_path):
     writer = RingWriter(RingPool(str(tmp_path / "missing"), slots=2), batch_size=4)
-    assert await writer.put(np.ones((4, 3, 5, 5), np.uint8)) is None
-    assert writer.inline and await writer.put(np.ones((4, 3, 5, 5), np.uint8)) is None
+    assert await writer.put(made(np.ones((4, 3, 5, 5), np.uint8))) is None
+    assert writer.inline and await writer.put(made(np.ones((4, 3, 5, 5), np.uint8))) is None
     writer.finish(completed=True)
 
 
 async def test_a_batch_larger_than_its_slot_goes_inline(tmp_path):
     writer = RingWriter(RingPool(str(tmp_path), slots=2), batch_size=1)
-    assert await writer.put(np.ones((1, 8), np.uint8)) is not None
-    assert await writer.put(np.ones((1, 8000), np.uint8)) is None
+    assert await writer.put(made(np.ones((1, 8), np.uint8))) is not None
+    assert await writer.put(made(np.ones((1, 8000), np.uint8))) is None
     writer.finish(completed=False)
     assert not os.listdir(tmp_path)
 
@@ -157,7 +162,7 @@ async def test_batches_name_their_slot_and_carry_no_pixels(tmp_path):
             call = stub.StreamBatches(request(batch_size=100, seed=5, shared_memory=True))
             async for message in call:
                 assert message.HasField("shared_memory") and not message.images.data
-                assert message.shared_memory.slot == message.position % 3
+                assert message.shared_memory.slot == message.position % (4 + 3)  # window 4
                 parsed = parse_batch(message.SerializeToString(), ring)
                 assert parsed.images.tobytes() == inline[message.position][3]
     finally:
@@ -199,13 +204,16 @@ async def test_a_reader_that_never_releases_stalls_only_its_own_stream(tmp_path)
         async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
             stub = pb_grpc.StreamServiceStub(channel)
             stalled = stub.StreamBatches(request(shared_memory=True))
-            first = await stalled.read()  # never released: the next batch waits for slot 0
-            assert first.HasField("shared_memory")
+            received = [await stalled.read()]  # never released: the ring fills up
+            while True:
+                try:
+                    received.append(await asyncio.wait_for(stalled.read(), 0.5))
+                except TimeoutError:
+                    break
+            assert all(m.HasField("shared_memory") for m in received) and len(received) < 18
             assert len(os.listdir(tmp_path)) == 1
             others = await asyncio.to_thread(read, running.target, shared_memory=True)
             assert len(others) == 18
-            with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(stalled.read(), 0.3)
             stalled.cancel()
         await asyncio.gather(*running.servicer.rings.returning)
         pooled = {Path(ring.path).name for ring in running.servicer.rings.free}
@@ -216,3 +224,43 @@ async def test_a_reader_that_never_releases_stalls_only_its_own_stream(tmp_path)
         assert set(os.listdir(tmp_path)) == pooled and len(pooled) == 1
     finally:
         await running.server.stop(None)
+
+
+async def test_the_worker_writes_into_the_slot_it_was_given(tmp_path):
+    pool = RingPool(str(tmp_path), slots=3)
+    writer, reader, rings = RingWriter(pool, batch_size=2), RingReader(), MappedRings()
+    first = np.arange(2 * 12, dtype=np.uint8).reshape(2, 12)
+    assert await writer.reserve() is None  # submitted before the ring exists
+    where = await writer.put(made(first))
+    destination = await writer.reserve()
+    assert destination.path == where.path and destination.capacity == where.slot_bytes
+    second = first[::-1] + 1
+    assert rings.write(destination, second)
+    written = BatchResult(None, "uint8", np.ones(2, bool), [], written=second.shape)
+    slot = await writer.put(written)
+    assert slot.slot == 1 and (writer.by_workers, writer.copied) == (1, 1)
+    got = reader.take(slot.path, slot.slots, slot.slot_bytes, 1, second.nbytes)
+    np.testing.assert_array_equal(got.reshape(second.shape), second)
+    assert not rings.write(destination, np.zeros(destination.capacity + 1, np.uint8))
+    writer.finish(completed=False)  # removed: the worker drops its mapping at its next write
+    assert not rings.write(destination, second) and not rings.maps
+    reader.close()
+
+
+@pytest.mark.parametrize("pool_size", [0, 2])
+async def test_workers_write_the_pixels_of_a_same_host_stream(tmp_path, pool_size, request):
+    if pool_size:
+        request.getfixturevalue("ray_session")
+    running = await start(settings(shared_memory_dir=str(tmp_path), pool_size=pool_size))
+    try:
+        shared = await asyncio.to_thread(read, running.target, 2, shared_memory=True)
+        inline = await asyncio.to_thread(read, running.target, 2, shared_memory=False)
+        assert shared == inline
+        rings = running.servicer.rings
+        # The first call's first window and the next batch are submitted before its
+        # first batch sets the slot size: the server copies those in. The second call
+        # of the same kind gets a ring at once.
+        assert (rings.by_workers, rings.copied) == (18 - 5 + 18, 5)
+    finally:
+        await running.server.stop(None)
+        running.pool.shutdown()
