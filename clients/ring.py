@@ -50,6 +50,29 @@ def slot_array(buffer: mmap.mmap, slot_bytes: int, slot: int, nbytes: int) -> np
     return np.frombuffer(buffer, np.uint8, count=nbytes, offset=HEADER_BYTES + slot * slot_bytes)
 
 
+def open_ring(path: str, size: int) -> tuple[int, mmap.mmap]:
+    """Open and map the ring file `path` (at least `size` bytes): (its descriptor, its map).
+
+    Raises:
+        SharedMemoryUnavailable: it cannot be opened, is smaller, or is not a ring.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise SharedMemoryUnavailable(f"shared_memory: cannot open {path}: {error}") from error
+    try:
+        if os.fstat(descriptor).st_size < size:
+            raise SharedMemoryUnavailable(f"shared_memory: {path} is smaller than its slots")
+        buffer = mmap.mmap(descriptor, size)
+        if buffer[:len(MAGIC)] != MAGIC:
+            buffer.close()
+            raise SharedMemoryUnavailable(f"shared_memory: {path} is not an augserve ring")
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor, buffer
+
+
 def is_loopback_target(target: str) -> bool:
     """Whether a gRPC target names this host: a Unix socket, localhost, 127.x or ::1."""
     if target.startswith("unix:") or target.startswith("unix-abstract:"):
@@ -98,21 +121,8 @@ class RingReader:
         self.close()
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"shared_memory: {slots} slots (1..{MAX_SLOTS})")
-        size = ring_bytes(slots, slot_bytes)
-        try:
-            descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as error:
-            raise SharedMemoryUnavailable(f"shared_memory: cannot open {path}: {error}") from error
-        try:
-            if os.fstat(descriptor).st_size < size:
-                raise SharedMemoryUnavailable(f"shared_memory: {path} is smaller than "
-                                              f"{slots} x {slot_bytes} bytes")
-            buffer = mmap.mmap(descriptor, size)
-        finally:
-            os.close(descriptor)
-        if buffer[:len(MAGIC)] != MAGIC:
-            buffer.close()
-            raise SharedMemoryUnavailable(f"shared_memory: {path} is not an augserve ring")
+        descriptor, buffer = open_ring(path, ring_bytes(slots, slot_bytes))
+        os.close(descriptor)
         self._path, self._buffer = path, buffer
         self._released = released_counts(buffer, slots)
 
@@ -126,4 +136,4 @@ class RingReader:
 
 
 __all__ = ["HEADER_BYTES", "MAGIC", "MAX_SLOTS", "RingReader", "SharedMemoryUnavailable",
-           "is_loopback_target", "released_counts", "ring_bytes", "slot_array"]
+           "is_loopback_target", "open_ring", "released_counts", "ring_bytes", "slot_array"]

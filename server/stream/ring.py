@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
-from augserve.clients.ring import HEADER_BYTES, MAGIC, released_counts, ring_bytes, slot_array
+from augserve.clients.ring import (
+    HEADER_BYTES,
+    MAGIC,
+    open_ring,
+    released_counts,
+    ring_bytes,
+    slot_array,
+)
 
 if TYPE_CHECKING:
     from augserve.server.stream.pool import BatchResult
@@ -233,7 +240,7 @@ class MappedRings:
             with self._lock:
                 self._forget_removed()
                 buffer = self._map(destination)
-        except (OSError, ValueError):
+        except OSError:  # e.g. a worker on another node
             return False
         target = np.frombuffer(buffer, np.uint8, count=images.nbytes, offset=destination.offset)
         np.copyto(target, np.ascontiguousarray(images).reshape(-1).view(np.uint8))
@@ -242,19 +249,8 @@ class MappedRings:
     def _map(self, destination: Destination) -> mmap.mmap:
         if destination.path in self.maps:
             return self.maps[destination.path][1]
-        descriptor = os.open(destination.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            size = os.fstat(descriptor).st_size
-            if size < destination.offset + destination.capacity:
-                raise ValueError(f"{destination.path} is smaller than its slots")
-            buffer = mmap.mmap(descriptor, size)
-        except BaseException:
-            os.close(descriptor)
-            raise
-        if buffer[:len(MAGIC)] != MAGIC:
-            buffer.close()
-            os.close(descriptor)
-            raise ValueError(f"{destination.path} is not an augserve ring")
+        descriptor, buffer = open_ring(destination.path,
+                                       destination.offset + destination.capacity)
         while len(self.maps) >= self.keep:
             self._drop(next(iter(self.maps)))
         self.maps[destination.path] = (descriptor, buffer)
