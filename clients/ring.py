@@ -50,18 +50,20 @@ def slot_array(buffer: mmap.mmap, slot_bytes: int, slot: int, nbytes: int) -> np
     return np.frombuffer(buffer, np.uint8, count=nbytes, offset=HEADER_BYTES + slot * slot_bytes)
 
 
-def open_ring(path: str, size: int) -> tuple[int, mmap.mmap]:
-    """Open and map the ring file `path` (at least `size` bytes): (its descriptor, its map).
+def open_ring(path: str, min_size: int) -> tuple[int, mmap.mmap]:
+    """Open and map the whole ring file `path`: (its descriptor, its map).
 
     Raises:
-        SharedMemoryUnavailable: it cannot be opened, is smaller, or is not a ring.
+        SharedMemoryUnavailable: it cannot be opened, is under `min_size` bytes, or is
+            not a ring.
     """
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as error:
         raise SharedMemoryUnavailable(f"shared_memory: cannot open {path}: {error}") from error
     try:
-        if os.fstat(descriptor).st_size < size:
+        size = os.fstat(descriptor).st_size
+        if size < max(min_size, HEADER_BYTES):
             raise SharedMemoryUnavailable(f"shared_memory: {path} is smaller than its slots")
         buffer = mmap.mmap(descriptor, size)
         if buffer[:len(MAGIC)] != MAGIC:

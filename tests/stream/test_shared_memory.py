@@ -13,7 +13,12 @@ import pytest
 
 from augserve.clients import RemoteLoader
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
-from augserve.clients.ring import RingReader, SharedMemoryUnavailable, is_loopback_target
+from augserve.clients.ring import (
+    RingReader,
+    SharedMemoryUnavailable,
+    is_loopback_target,
+    slot_array,
+)
 from augserve.clients.stream_batch import parse_batch
 from augserve.server.stream.pool import BatchResult
 from augserve.server.stream.ring import MappedRings, RingPool, RingWriter, is_local_peer
@@ -264,3 +269,15 @@ async def test_workers_write_the_pixels_of_a_same_host_stream(tmp_path, pool_siz
     finally:
         await running.server.stop(None)
         running.pool.shutdown()
+
+
+async def test_a_worker_writes_any_slot_of_a_ring_it_mapped_for_another(tmp_path):
+    pool = RingPool(str(tmp_path), slots=3)
+    writer, rings = RingWriter(pool, batch_size=1), MappedRings()
+    await writer.put(made(np.zeros((1, 100), np.uint8)))  # makes the ring
+    ring = writer.ring
+    assert rings.write(ring.destination(0), np.ones((1, 100), np.uint8))  # maps it
+    assert rings.write(ring.destination(2), np.full((1, 100), 7, np.uint8))
+    last = slot_array(ring.buffer, ring.slot_bytes, 2, 100)
+    assert (last == 7).all()
+    writer.finish(completed=False)
