@@ -30,12 +30,14 @@ from augserve.server.errors import (
     NotFound,
     ResourceExhausted,
 )
+from augserve.server.stream import metrics
 from augserve.server.stream.pool import StreamPool
 from augserve.server.stream.ring import RingPool, RingWriter, is_local_peer
 from augserve.server.stream.settings import CORRUPT_POLICIES, StreamSettings
 from augserve.server.stream.stream import MadeBatch, StreamCounters, StreamJob, produce
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StreamService"].full_name
+_ITEMSIZE = {"uint8": 1, "float16": 2, "bfloat16": 2, "float32": 4}
 
 
 def stream_spec(spec: PipelineSpec, dtype: str, layout: str
@@ -135,13 +137,20 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                     request.batch_size, request.dtype, request.layout)
             ring = RingWriter(self.rings, request.batch_size, kind)
         completed = False
+        metrics.ACTIVE_STREAMS.inc()
         try:
             async for made in produce(self.pool, job, self.settings.window,
                                       self.settings.max_retries, self.counters, ring):
                 where = None if ring is None else await ring.put(made.result)
-                yield encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
+                message = encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
+                result = made.result
+                metrics.count_batch(where is not None, len(made.indices),
+                                    int(np.prod(result.shape)) * _ITEMSIZE[result.dtype],
+                                    len(result.skipped))
+                yield message
             completed = True
         finally:
+            metrics.ACTIVE_STREAMS.dec()
             if ring is not None:
                 ring.finish(completed)
 

@@ -22,6 +22,7 @@ from augserve.server.augment.spec import PipelineSpec
 from augserve.server.data.datasets import DatasetSpec
 from augserve.server.data.epoch import EpochPlan
 from augserve.server.errors import FailedPrecondition, InvalidArgument, Unavailable
+from augserve.server.stream import metrics
 from augserve.server.stream.pool import (
     BatchResult,
     BatchTask,
@@ -90,6 +91,7 @@ async def _await_result(pool: StreamPool, submission: Submission, max_retries: i
             log.warning("stream worker died (%s); resubmitting its batch", type(error).__name__)
             pool.replace(submission)
             pool.resubmitted += 1
+            metrics.RESUBMITTED.inc()
             submission = pool.submit(submission.task)
     raise AssertionError("unreachable")
 

@@ -7,6 +7,7 @@ import asyncio
 import grpc
 import pytest_asyncio
 import ray
+from prometheus_client import REGISTRY
 
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.server.stream.pool import StreamPool
@@ -44,6 +45,7 @@ async def test_killing_an_actor_mid_epoch_loses_and_duplicates_nothing(servers, 
     running = servers[3]
     pool = running.pool
     before = pool.resubmitted
+    counted = REGISTRY.get_sample_value("augserve_stream_resubmitted_batches_total") or 0
     received = []
     async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
         call = pb_grpc.StreamServiceStub(channel).StreamBatches(request(**FIELDS))
@@ -54,6 +56,8 @@ async def test_killing_an_actor_mid_epoch_loses_and_duplicates_nothing(servers, 
                 assert pool.busy[busiest] > 0, "the victim should have work in flight"
                 ray.kill(pool.actors[busiest])
     assert pool.resubmitted > before
+    assert (REGISTRY.get_sample_value("augserve_stream_resubmitted_batches_total")
+            == counted + pool.resubmitted - before)
     assert [b.position for b in received] == list(range(len(received)))
     assert by_index(received) == reference  # every index once, the same bytes
     assert len(pool.actors) == 3
