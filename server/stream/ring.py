@@ -269,7 +269,12 @@ class MappedRings:
 
 
 class RingWriter:
-    """One call's use of a ring: a slot per batch, reserved at submission once free."""
+    """One call's use of a ring: a slot per batch, reserved at submission once free.
+
+    The ring needs more slots than the stream's window: batch n is submitted after
+    batch n - window was sent, so the batch it displaces (n - slots) has been sent too,
+    and the slot is free once the client released it.
+    """
 
     def __init__(self, pool: RingPool, batch_size: int, kind: Hashable = None) -> None:
         """A writer for one call; it takes a ring when it learns the slot size.
