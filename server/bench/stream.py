@@ -7,15 +7,15 @@ uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dat
 1. local: `torch.utils.data.DataLoader` with 2 worker processes running the same
    pipeline in albumentations, uint8 out, default collate; samples/s seen by the loop.
 2. standalone: the stream's Ray pool and window, driven in this process with no gRPC
-   (the server's ceiling); samples/s.
+   (the server's ceiling), the workers handing the pixels over through a private
+   shared-memory ring as they do for a stream; samples/s.
 3. stream: `augserve.clients.RemoteLoader` in a separate consumer process that only
    counts batches, over loopback from a StreamBatches server in this process sharing
    that pool, pixels inline in the gRPC messages; samples/s, the consumer's CPU time
    per batch, and this (server) process's CPU time per batch.
 4. shm: the same, with the pixels through the stream's shared-memory ring
    (`shared_memory=True`, what a RemoteLoader on the server's host uses by default):
-   the workers write them into the ring, so they also skip Ray's object store, which
-   the standalone phase and the inline stream go through.
+   the workers write them into the client's ring instead of the server's private one.
 
 Phases alternate (standalone, stream, shm, standalone, stream, shm, standalone) so that
 load from other processes drifts over all alike; each figure is the mean of its phases.
@@ -158,6 +158,7 @@ class _Server:
 
     async def standalone(self, batch: int, batches: int) -> float:
         from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
+        from augserve.server.stream.ring import RingWriter
         from augserve.server.stream.stream import produce
 
         samples, started, epoch, done = 0, 0.0, 0, 0
@@ -165,13 +166,24 @@ class _Server:
             job, _, _ = await self.servicer.job(pb.StreamRequest(
                 dataset=DATASET, pipeline_id="imagenet_train", batch_size=batch, seed=1,
                 shuffle=True, epoch=epoch))
-            async for made in produce(self.pool, job, self.settings.window):
-                done += 1
-                if done == 2:
-                    samples, started = 0, time.perf_counter()
-                samples += len(made.indices)
-                if done == batches + 2:
-                    break
+            # The workers hand the pixels over as they do for an inline stream: through a
+            # private ring (see server/stream/ring.py), released at once.
+            ring, completed = RingWriter(self.servicer.private_rings, batch, "standalone"), False
+            try:
+                async for made in produce(self.pool, job, self.settings.window, ring=ring):
+                    placed = ring.place(made.result)
+                    if placed is not None:
+                        ring.release(placed[0])
+                    done += 1
+                    if done == 2:
+                        samples, started = 0, time.perf_counter()
+                    samples += len(made.indices)
+                    if done == batches + 2:
+                        break
+                else:
+                    completed = True
+            finally:
+                ring.finish(completed)
             epoch += 1
         return samples / (time.perf_counter() - started)
 

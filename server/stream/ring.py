@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _PAGE = 4096
+_VIEW_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16,
+                "bfloat16": np.int16}  # bfloat16 travels as 16-bit words
 _FIRST_POLL_S, _LAST_POLL_S = 0.0002, 0.005
 _PREFIX = "augserve-ring-"
 _OWNER = re.compile(rf"{_PREFIX}(\d+)-")
@@ -271,6 +273,12 @@ class MappedRings:
 class RingWriter:
     """One call's use of a ring: a slot per batch, reserved at submission once free.
 
+    A shared ring (`put`) is the client's: it copies the pixels out and releases the
+    slots. A private ring (`place`, `release`) only carries the pixels from the workers
+    to this process, for streams that send them inline: it spares the object store
+    (about 1.4 ms of the raylet's CPU and 1.7 ms of the worker's per 9.6 MB batch,
+    measured here).
+
     The ring needs more slots than the stream's window: batch n is submitted after
     batch n - window was sent, so the batch it displaces (n - slots) has been sent too,
     and the slot is free once the client released it.
@@ -328,6 +336,32 @@ class RingWriter:
         ring.sent[slot] += 1
         return pb.SharedMemorySlot(path=ring.path, slots=ring.slots, slot_bytes=ring.slot_bytes,
                                    slot=slot)
+
+    def place(self, result: BatchResult) -> tuple[int, np.ndarray] | None:
+        """A private ring's next batch: (slot, its images viewed there), or None.
+
+        None when the worker did not write them to the ring: they are in
+        `result.images`, and the first such batch sets the slot size (the next batches
+        are written to the ring). `release` the slot once the images are copied out.
+        """
+        number, self.sent = self.sent, self.sent + 1
+        if not result.written:
+            images = result.images
+            if self.ring is None and not self.inline and images is not None and images.size:
+                self._take(images)
+            return None
+        ring = self.ring
+        slot = number % ring.slots
+        ring.sent[slot] += 1
+        self.by_workers += 1
+        view = np.frombuffer(ring.buffer, _VIEW_DTYPES[result.dtype],
+                             count=int(np.prod(result.written)),
+                             offset=HEADER_BYTES + slot * ring.slot_bytes)
+        return slot, view.reshape(result.written)
+
+    def release(self, slot: int) -> None:
+        """A private ring's slot is free again (its images were copied out)."""
+        self.ring.released[slot] += 1
 
     def _take(self, images: np.ndarray) -> bool:
         per_sample = images.nbytes // max(len(images), 1)

@@ -68,10 +68,13 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self.counters = StreamCounters()
         self.pipelines = PipelineRegistry(pipelines)
         self._datasets: dict[str, Dataset] = {}
-        # A ring holds the window's batches plus the spare slots sent, not yet copied out.
-        self.rings = (RingPool(settings.shared_memory_dir,
-                               settings.window + settings.shared_memory_slots)
-                      if settings.shared_memory_dir else None)
+        # A shared ring holds the window's batches plus the spare slots sent, not yet
+        # copied out by the client; a private one the window's plus one.
+        self.rings = self.private_rings = None
+        if settings.shared_memory_dir:
+            self.rings = RingPool(settings.shared_memory_dir,
+                                  settings.window + settings.shared_memory_slots)
+            self.private_rings = RingPool(settings.shared_memory_dir, settings.window + 1)
 
     async def dataset(self, name: str) -> Dataset:
         """The registered dataset `name` (opened once, off the event loop), or NotFound."""
@@ -131,19 +134,26 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                                     f"(max_streams); retry later")
         labels = (await self.dataset(request.dataset)).labels
         count = job.plan.num_batches()
+        shared = (request.shared_memory and self.rings is not None
+                  and is_local_peer(context.peer()))
         ring = None
-        if request.shared_memory and self.rings is not None and is_local_peer(context.peer()):
+        if self.private_rings is not None:
             kind = (request.dataset, request.pipeline_id, request.pipeline.SerializeToString(),
                     request.batch_size, request.dtype, request.layout)
-            ring = RingWriter(self.rings, request.batch_size, kind)
+            ring = RingWriter(self.rings if shared else self.private_rings, request.batch_size,
+                              kind)
         completed = False
         metrics.ACTIVE_STREAMS.inc()
         try:
             async for made in produce(self.pool, job, self.settings.window,
                                       self.settings.max_retries, self.counters, ring):
-                where = None if ring is None else await ring.put(made.result)
-                message = encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
                 result = made.result
+                if shared:
+                    where = await ring.put(result)
+                    message = encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
+                else:
+                    message = _encode_inline(made, ring, labels, job.plan.epoch, count, mean, std)
+                    where = None
                 metrics.count_batch(where is not None, len(made.indices),
                                     int(np.prod(result.shape)) * _ITEMSIZE[result.dtype],
                                     len(result.skipped))
@@ -210,6 +220,20 @@ def encode_batch(made: MadeBatch, labels: np.ndarray, epoch: int, count: int,
                   _LEN_FIELD_1, _varint(raw.nbytes), raw]
     size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
     return b"".join([head, _LEN_FIELD_1, _varint(size), *parts])
+
+
+def _encode_inline(made: MadeBatch, ring: RingWriter | None, labels: np.ndarray, epoch: int,
+                   count: int, mean: tuple, std: tuple) -> bytes:
+    """`encode_batch` of a batch whose pixels may be in the stream's private ring."""
+    placed = None if ring is None else ring.place(made.result)
+    if placed is None:
+        return encode_batch(made, labels, epoch, count, mean, std)
+    slot, images = placed
+    in_ring = dataclasses.replace(made, result=dataclasses.replace(made.result, images=images,
+                                                                   written=()))
+    message = encode_batch(in_ring, labels, epoch, count, mean, std)
+    ring.release(slot)  # the pixels are copied into the message
+    return message
 
 
 def _serialize(message: bytes | Any) -> bytes:

@@ -150,8 +150,9 @@ async def test_stream_through_shared_memory_equals_inline_and_leaves_no_file(tmp
         auto = await asyncio.to_thread(read, running.target, 1)  # loopback: shared
         assert len(shared) == 2 * 18 and shared == inline and auto == inline[:18]
         assert running.servicer.rings.made < 3  # three calls: at least one reused a ring
-        await asyncio.gather(*running.servicer.rings.returning)
-        running.servicer.rings.close()
+        for pool in (running.servicer.rings, running.servicer.private_rings):
+            await asyncio.gather(*pool.returning)
+            pool.close()
         assert not os.listdir(tmp_path)
     finally:
         await running.server.stop(None)
@@ -197,8 +198,12 @@ async def test_a_ring_the_client_cannot_open_falls_back_to_inline(tmp_path, monk
         monkeypatch.setattr(RingReader, "_open", refuse)
         fallback = await asyncio.to_thread(read, running.target, shared_memory=True)
         assert fallback == inline
+        rings = running.servicer.rings
         await asyncio.sleep(0.2)
-        assert not os.listdir(tmp_path)  # the cancelled call's ring is removed by the server
+        assert not rings.free and rings.made == 1  # the cancelled call's ring is removed
+        private = running.servicer.private_rings
+        await asyncio.gather(*private.returning)
+        assert {Path(r.path).name for r in private.free} == set(os.listdir(tmp_path))
     finally:
         await running.server.stop(None)
 
@@ -266,6 +271,9 @@ async def test_workers_write_the_pixels_of_a_same_host_stream(tmp_path, pool_siz
         # first batch sets the slot size: the server copies those in. The second call
         # of the same kind gets a ring at once.
         assert (rings.by_workers, rings.copied) == (18 - 5 + 18, 5)
+        # The inline stream's pixels come to the server through a private ring, the same way.
+        private = running.servicer.private_rings
+        assert (private.by_workers, private.copied) == (18 - 5 + 18, 0)
     finally:
         await running.server.stop(None)
         running.pool.shutdown()
