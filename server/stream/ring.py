@@ -61,12 +61,6 @@ _PREFIX = "augserve-ring-"
 _OWNER = re.compile(rf"{_PREFIX}(\d+)-")
 
 
-def is_local_peer(peer: str) -> bool:
-    """Whether a gRPC peer string ("ipv4:127.0.0.1:5000", "unix:...") is on this host."""
-    return peer.startswith(("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D",
-                            "ipv6:[::ffff:127."))
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -91,7 +85,10 @@ class Ring:
                                                  dir=directory)
         try:
             size = ring_bytes(slots, slot_bytes)
-            os.posix_fallocate(descriptor, 0, size)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(descriptor, 0, size)
+            else:  # macOS: sparse (its /dev/shm does not exist; a chosen folder may)
+                os.ftruncate(descriptor, size)
             self.buffer = mmap.mmap(descriptor, size)
         except OSError:
             os.unlink(self.path)
@@ -173,16 +170,21 @@ class RingPool:
         self.made += 1
         return ring
 
-    async def give_back(self, ring: Ring) -> None:
-        """Pool `ring` once its client released everything written to it; else remove it."""
+    async def give_back(self, ring: Ring, keep: bool = True) -> None:
+        """Pool `ring` (`keep`) or remove it, once its client released all it was sent.
+
+        After `release_timeout_s` it is removed whatever the client did. A failed
+        call's ring is removed this way too: the client may still be reading the
+        batches sent before the failure, and they name it.
+        """
         delay, waited = _FIRST_POLL_S, 0.0
-        while not ring.all_released():
-            if waited >= self.release_timeout_s:
-                ring.remove()
-                return
+        while not ring.all_released() and waited < self.release_timeout_s:
             await asyncio.sleep(delay)
             waited += delay
             delay = min(2 * delay, _LAST_POLL_S)
+        if not keep or not ring.all_released():
+            ring.remove()
+            return
         self.free.append(ring)
         while len(self.free) > self.keep:
             self.free.pop(0).remove()
@@ -378,19 +380,22 @@ class RingWriter:
         return not self.inline
 
     def finish(self, completed: bool) -> None:
-        """The call ended: pool the ring (once released) if it completed, else remove it."""
+        """The call ended: pool the ring if it completed, else remove it.
+
+        Either waits until the client has released what was sent (a private ring's
+        sends are released already).
+        """
         self.pool.by_workers += self.by_workers
         self.pool.copied += self.copied
         ring, self.ring = self.ring, None
         if ring is None:
             return
-        if completed:
-            task = asyncio.get_running_loop().create_task(self.pool.give_back(ring))
-            self.pool.returning.add(task)
-            task.add_done_callback(self.pool.returning.discard)
-        else:
-            ring.remove()
+        if not completed and ring.all_released():
+            ring.remove()  # nothing sent is unread; a worker may still write: never pool it
+            return
+        task = asyncio.get_running_loop().create_task(self.pool.give_back(ring, completed))
+        self.pool.returning.add(task)
+        task.add_done_callback(self.pool.returning.discard)
 
 
-__all__ = ["Destination", "MappedRings", "Ring", "RingPool", "RingWriter", "is_local_peer",
-           "remove_stale_rings"]
+__all__ = ["Destination", "MappedRings", "Ring", "RingPool", "RingWriter", "remove_stale_rings"]

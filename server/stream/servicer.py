@@ -30,9 +30,10 @@ from augserve.server.errors import (
     NotFound,
     ResourceExhausted,
 )
+from augserve.server.peers import is_local_peer
 from augserve.server.stream import metrics
 from augserve.server.stream.pool import StreamPool
-from augserve.server.stream.ring import RingPool, RingWriter, is_local_peer
+from augserve.server.stream.ring import RingPool, RingWriter
 from augserve.server.stream.settings import CORRUPT_POLICIES, StreamSettings
 from augserve.server.stream.stream import MadeBatch, StreamCounters, StreamJob, produce
 

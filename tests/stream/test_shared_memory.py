@@ -20,8 +20,9 @@ from augserve.clients.ring import (
     slot_array,
 )
 from augserve.clients.stream_batch import parse_batch
+from augserve.server.peers import is_local_peer
 from augserve.server.stream.pool import BatchResult
-from augserve.server.stream.ring import MappedRings, RingPool, RingWriter, is_local_peer
+from augserve.server.stream.ring import MappedRings, RingPool, RingWriter
 from augserve.server.stream.settings import StreamSettings
 
 from .conftest import OPTIONS, images_of, request, settings, start
@@ -106,10 +107,13 @@ async def test_writer_sends_inline_when_it_cannot_make_a_ring(tmp_path):
 
 
 async def test_a_batch_larger_than_its_slot_goes_inline(tmp_path):
-    writer = RingWriter(RingPool(str(tmp_path), slots=2), batch_size=1)
+    pool = RingPool(str(tmp_path), slots=2, release_timeout_s=0.05)
+    writer = RingWriter(pool, batch_size=1)
     assert await writer.put(made(np.ones((1, 8), np.uint8))) is not None
     assert await writer.put(made(np.ones((1, 8000), np.uint8))) is None
-    writer.finish(completed=False)
+    writer.finish(completed=False)  # batch 0 was never released: removed after the timeout
+    assert os.listdir(tmp_path)
+    await asyncio.gather(*pool.returning)
     assert not os.listdir(tmp_path)
 
 
@@ -193,13 +197,14 @@ async def test_a_ring_the_client_cannot_open_falls_back_to_inline(tmp_path, monk
         raise SharedMemoryUnavailable(f"shared_memory: cannot open {path}: permission denied")
 
     running = await start(settings(shared_memory_dir=str(tmp_path)))
+    running.servicer.rings.release_timeout_s = 0.05
     try:
         inline = await asyncio.to_thread(read, running.target, shared_memory=False)
         monkeypatch.setattr(RingReader, "_open", refuse)
         fallback = await asyncio.to_thread(read, running.target, shared_memory=True)
         assert fallback == inline
         rings = running.servicer.rings
-        await asyncio.sleep(0.2)
+        await asyncio.gather(*rings.returning)
         assert not rings.free and rings.made == 1  # the cancelled call's ring is removed
         private = running.servicer.private_rings
         await asyncio.gather(*private.returning)
@@ -210,6 +215,7 @@ async def test_a_ring_the_client_cannot_open_falls_back_to_inline(tmp_path, monk
 
 async def test_a_reader_that_never_releases_stalls_only_its_own_stream(tmp_path):
     running = await start(settings(shared_memory_dir=str(tmp_path), shared_memory_slots=1))
+    running.servicer.rings.release_timeout_s = 0.2
     try:
         async with grpc.aio.insecure_channel(running.target, options=OPTIONS) as channel:
             stub = pb_grpc.StreamServiceStub(channel)
@@ -237,7 +243,7 @@ async def test_a_reader_that_never_releases_stalls_only_its_own_stream(tmp_path)
 
 
 async def test_the_worker_writes_into_the_slot_it_was_given(tmp_path):
-    pool = RingPool(str(tmp_path), slots=3)
+    pool = RingPool(str(tmp_path), slots=3, release_timeout_s=0.05)
     writer, reader, rings = RingWriter(pool, batch_size=2), RingReader(), MappedRings()
     first = np.arange(2 * 12, dtype=np.uint8).reshape(2, 12)
     assert await writer.reserve() is None  # submitted before the ring exists
@@ -252,8 +258,9 @@ async def test_the_worker_writes_into_the_slot_it_was_given(tmp_path):
     got = reader.take(slot.path, slot.slots, slot.slot_bytes, 1, second.nbytes)
     np.testing.assert_array_equal(got.reshape(second.shape), second)
     assert not rings.write(destination, np.zeros(destination.capacity + 1, np.uint8))
-    writer.finish(completed=False)  # removed: the worker drops its mapping at its next write
-    assert not rings.write(destination, second) and not rings.maps
+    writer.finish(completed=False)  # removed (batch 0 unreleased: after the timeout) ...
+    await asyncio.gather(*pool.returning)
+    assert not rings.write(destination, second) and not rings.maps  # ... and let go
     reader.close()
 
 
