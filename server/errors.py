@@ -31,6 +31,18 @@ class NotFound(AugserveError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(AugserveError):
+    """A named thing (a shared-memory region) is already registered."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(AugserveError):
+    """The caller may not do this (e.g. map this host's memory from another host)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ResourceExhausted(AugserveError):
     """A bounded queue or size limit is full; the client may retry later."""
 

@@ -1,29 +1,46 @@
 """Typed conversion between KServe v2 messages and numpy arrays, with every check at the edge.
 
 `decode_request` validates a ModelInferRequest against the model's config once
-and returns arrays that view the request's raw bytes without copying;
-`encode_response` builds the reply, raw or typed as the request was.
+and returns arrays that view the request's raw bytes without copying (inputs in a
+registered shared-memory region are copied out of it); `encode_response` builds the
+reply, raw or typed as the request was, writing outputs asked for in shared memory
+into their regions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from augserve.clients.datatypes import CONTENTS_FIELD, from_raw, numpy_dtype, to_raw
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
-from augserve.server.errors import InvalidArgument
+from augserve.server.errors import InvalidArgument, PermissionDenied
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
+from augserve.server.inference.shared_memory import (
+    BYTE_SIZE,
+    REGION,
+    SystemSharedMemory,
+    parameters_of,
+)
 
 
 @dataclass(frozen=True)
 class DecodedRequest:
-    """A checked request: arrays in config input order, and the outputs to return."""
+    """A checked request: arrays in config input order, and the outputs to return.
+
+    Attributes:
+        inputs: the arrays, in the config's input order.
+        output_names: the outputs to return, in the request's order.
+        raw: whether outputs go back as raw bytes (the request used raw or shared memory).
+        output_regions: output name -> its shared-memory parameters, for outputs to write
+            into a region instead of into the reply.
+    """
 
     inputs: list[np.ndarray]
     output_names: list[str]
     raw: bool
+    output_regions: dict[str, dict[str, int | str]] = field(default_factory=dict)
 
 
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...], settings: ModelSettings) -> None:
@@ -62,22 +79,56 @@ def _typed_array(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec
     return np.array(values, dtype=dtype).reshape(tuple(tensor.shape))
 
 
-def decode_request(request: pb.ModelInferRequest, settings: ModelSettings) -> DecodedRequest:
+def _shared_memory(memory: SystemSharedMemory | None, local: bool, what: str
+                   ) -> SystemSharedMemory:
+    if not local:
+        raise PermissionDenied(f"{what}: shared memory is only for clients on the server's host")
+    if memory is None:
+        raise InvalidArgument(f"{what}: this server has no shared-memory regions")
+    return memory
+
+
+def _from_region(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec,
+                 parameters: dict[str, int | str], memory: SystemSharedMemory) -> np.ndarray:
+    what = f"input {spec.name!r}"
+    if spec.datatype == "BYTES":
+        raise InvalidArgument(f"{what}: BYTES tensors cannot come through shared memory")
+    shape = tuple(tensor.shape)
+    needed = int(np.prod(shape, dtype=np.int64)) * np.dtype(numpy_dtype(spec.datatype)).itemsize
+    try:
+        return from_raw(memory.read(what, parameters, needed), spec.datatype, shape)
+    except ValueError as error:
+        raise InvalidArgument(f"{what}: {error}") from None
+
+
+def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
+                   memory: SystemSharedMemory | None = None, local: bool = False
+                   ) -> DecodedRequest:
     """Check `request` against `settings` and turn its tensors into numpy arrays.
+
+    Args:
+        request: the request.
+        settings: the model's configuration.
+        memory: the registered shared-memory regions, for tensors that live there.
+        local: whether the client is on this host (only such clients may use them).
 
     Raises:
         InvalidArgument: an unknown, missing or duplicate input; a wrong datatype,
-            shape or byte length; raw and typed contents mixed; an unknown output.
-            The message names the input or output.
+            shape or byte length; raw and typed contents mixed; an unknown output or
+            shared-memory region. The message names the input or output.
+        PermissionDenied: shared memory named by a client on another host.
 
     """
     raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
+    in_regions = [parameters_of(tensor) for tensor in request.inputs]
+    inline = sum(1 for parameters in in_regions if not parameters)
+    if raw and len(raw) != inline:
         raise InvalidArgument(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs"
+            f"raw_input_contents has {len(raw)} entries for {inline} inputs not in shared memory"
         )
+    raw_entries = iter(raw)
     by_name: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
+    for tensor, parameters in zip(request.inputs, in_regions, strict=True):
         spec = settings.input_named(tensor.name)
         if spec is None:
             known = [s.name for s in settings.inputs]
@@ -95,9 +146,12 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings) -> De
             raise InvalidArgument(
                 f"input {tensor.name!r}: typed contents and raw_input_contents are mixed"
             )
-        if raw:
+        if parameters:
+            region = _shared_memory(memory, local, f"input {tensor.name!r}")
+            by_name[tensor.name] = _from_region(tensor, spec, parameters, region)
+        elif raw:
             try:
-                by_name[tensor.name] = from_raw(raw[index], spec.datatype, shape)
+                by_name[tensor.name] = from_raw(next(raw_entries), spec.datatype, shape)
             except ValueError as error:
                 raise InvalidArgument(f"input {tensor.name!r}: {error}") from None
         else:
@@ -114,7 +168,14 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings) -> De
     for name in output_names:
         if name not in known_outputs:
             raise InvalidArgument(f"output {name!r} is not an output of the model; {known_outputs}")
-    return DecodedRequest(arrays, output_names, bool(raw))
+    output_regions = {}
+    for output in request.outputs:
+        parameters = parameters_of(output)
+        if parameters:
+            region = _shared_memory(memory, local, f"output {output.name!r}")
+            region.span(f"output {output.name!r}", parameters, None)  # a known region
+            output_regions[output.name] = parameters
+    return DecodedRequest(arrays, output_names, bool(raw) or any(in_regions), output_regions)
 
 
 def encode_response(
@@ -123,8 +184,17 @@ def encode_response(
     version: int,
     decoded: DecodedRequest,
     outputs: list[np.ndarray],
+    memory: SystemSharedMemory | None = None,
 ) -> pb.ModelInferResponse:
-    """The reply for `request`: the requested outputs, raw if the request was raw."""
+    """The reply for `request`: the requested outputs, raw if the request was raw.
+
+    An output asked for in shared memory is written into its region; the reply names
+    the region in the output's parameters and, when raw, holds an empty entry for it,
+    so that the raw entries stay in output order.
+
+    Raises:
+        InvalidArgument: an output does not fit its region.
+    """
     response = pb.ModelInferResponse(
         model_name=settings.name, model_version=str(version), id=request.id
     )
@@ -137,6 +207,14 @@ def encode_response(
     for name in decoded.output_names:
         spec, array = by_name[name]
         tensor = response.outputs.add(name=name, datatype=spec.datatype, shape=array.shape)
+        parameters = decoded.output_regions.get(name)
+        if parameters:
+            memory.write(f"output {name!r}", parameters, array)
+            tensor.parameters[REGION].string_param = str(parameters[REGION])
+            tensor.parameters[BYTE_SIZE].int64_param = array.nbytes
+            if use_raw:
+                response.raw_output_contents.append(b"")
+            continue
         if use_raw:
             response.raw_output_contents.append(to_raw(array))
         else:

@@ -14,12 +14,15 @@ from grpc import aio
 
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from augserve.server.errors import AugserveError, Unavailable
+from augserve.server.errors import AugserveError, PermissionDenied, Unavailable
 from augserve.server.inference import describe
 from augserve.server.inference.codec import decode_request, encode_response
 from augserve.server.inference.repository import ModelRepository
+from augserve.server.inference.shared_memory import SystemSharedMemory
+from augserve.server.peers import is_local_peer
 
-EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data"]
+EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data",
+              "system_shared_memory"]
 STREAM_WINDOW = 256  # requests one stream may have in flight before reading pauses
 
 
@@ -27,19 +30,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Serves the models of `repository`; `ready` is cleared while the server drains."""
 
     def __init__(self, repository: ModelRepository) -> None:
+        """Serve `repository`'s models; no shared-memory region registered yet."""
         self.repository = repository
         self.ready = asyncio.Event()
+        self.shared_memory = SystemSharedMemory()
 
     async def infer(
-        self, request: pb.ModelInferRequest, client_deadline_s: float | None
+        self, request: pb.ModelInferRequest, client_deadline_s: float | None, local: bool = False
     ) -> pb.ModelInferResponse:
-        """Validate, queue and run one request; the core of ModelInfer and ModelStreamInfer."""
+        """Validate, queue and run one request; the core of ModelInfer and ModelStreamInfer.
+
+        `local`: the client is on this host, so its tensors may live in shared memory.
+        """
         if not self.ready.is_set():
             raise Unavailable("the server is not accepting inference requests")
         loaded = self.repository.get(request.model_name, request.model_version)
-        decoded = decode_request(request, loaded.settings)
+        decoded = decode_request(request, loaded.settings, self.shared_memory, local)
         outputs = await loaded.queue.submit(decoded.inputs, client_deadline_s)
-        return encode_response(request, loaded.settings, loaded.version, decoded, outputs)
+        return encode_response(request, loaded.settings, loaded.version, decoded, outputs,
+                               self.shared_memory)
 
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: aio.ServicerContext
@@ -102,7 +111,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: aio.ServicerContext
     ) -> pb.ModelInferResponse:
         """One inference; the gRPC deadline bounds the wait."""
-        return await self.infer(request, context.time_remaining())
+        return await self.infer(request, context.time_remaining(), is_local_peer(context.peer()))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: aio.ServicerContext
@@ -110,11 +119,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Inferences over a bidirectional stream; a failed request answers with error_message."""
         responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
+        local = is_local_peer(context.peer())
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
                 reply = pb.ModelStreamInferResponse(
-                    infer_response=await self.infer(request, context.time_remaining())
+                    infer_response=await self.infer(request, context.time_remaining(), local)
                 )
             except AugserveError as error:
                 reply = pb.ModelStreamInferResponse(
@@ -169,3 +179,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Unload a model after draining its queue."""
         await self.repository.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: aio.ServicerContext
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        """The registered regions (one by name, or all)."""
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in self.shared_memory.status(request.name):
+            response.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(
+                    name=region.name, key=region.key, offset=region.offset,
+                    byte_size=region.byte_size))
+        return response
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: aio.ServicerContext
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        """Map a region of a POSIX shared-memory object (clients on this host only)."""
+        if not is_local_peer(context.peer()):
+            raise PermissionDenied("shared memory is only for clients on the server's host")
+        self.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: aio.ServicerContext
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        """Forget a region, or all of them with an empty name."""
+        if not is_local_peer(context.peer()):
+            raise PermissionDenied("shared memory is only for clients on the server's host")
+        self.shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()

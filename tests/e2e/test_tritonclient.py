@@ -133,3 +133,52 @@ def test_unload_and_load_model(client):
     client.load_model("digits_torchscript")
     assert client.is_model_ready("digits_torchscript")
     assert client.infer("digits_torchscript", [tensor]).as_numpy("logits").shape == (1, 10)
+
+
+def test_system_shared_memory_inputs_and_outputs(client, digits_reference):
+    import tritonclient.utils.shared_memory as shm
+
+    tensor, images = digits_input(4, seed=5)
+    key = f"/augserve-test-{np.random.default_rng().integers(1 << 30)}"
+    in_handle = shm.create_shared_memory_region("in", key + "-in", images.nbytes)
+    out_handle = shm.create_shared_memory_region("out", key + "-out", 4 * 10 * 4)
+    try:
+        shm.set_shared_memory_region(in_handle, [images])
+        client.register_system_shared_memory("in", key + "-in", images.nbytes)
+        client.register_system_shared_memory("out", key + "-out", 4 * 10 * 4)
+        status = client.get_system_shared_memory_status(as_json=True)["regions"]
+        assert status["in"]["key"] == key + "-in" and int(status["out"]["byte_size"]) == 160
+        with pytest.raises(InferenceServerException, match="already registered"):
+            client.register_system_shared_memory("in", key + "-in", images.nbytes)
+
+        tensor = triton.InferInput("input", list(images.shape), "FP32")
+        tensor.set_shared_memory("in", images.nbytes)
+        output = triton.InferRequestedOutput("logits")
+        output.set_shared_memory("out", 4 * 10 * 4)
+        result = client.infer("digits", [tensor], outputs=[output])
+        assert result.get_output("logits").parameters["shared_memory_region"].string_param == "out"
+        logits = shm.get_contents_as_numpy(out_handle, np.float32, [4, 10])
+        np.testing.assert_allclose(logits, expected(digits_reference, images), rtol=1e-4,
+                                   atol=1e-4)
+
+        # Mixed: the input in shared memory, the output in the reply.
+        raw_out = client.infer("digits", [tensor]).as_numpy("logits")
+        np.testing.assert_allclose(raw_out, logits, rtol=1e-6)
+
+        too_small = triton.InferInput("input", [5, 1, 8, 8], "FP32")
+        too_small.set_shared_memory("in", 5 * 64 * 4)
+        with pytest.raises(InferenceServerException, match="outside region 'in'"):
+            client.infer("digits", [too_small])
+        unknown = triton.InferInput("input", list(images.shape), "FP32")
+        unknown.set_shared_memory("nowhere", images.nbytes)
+        with pytest.raises(InferenceServerException, match="'nowhere' is not registered"):
+            client.infer("digits", [unknown])
+        with pytest.raises(InferenceServerException, match="cannot open shared memory"):
+            client.register_system_shared_memory("gone", key + "-missing", 16)
+    finally:
+        client.unregister_system_shared_memory()
+        shm.destroy_shared_memory_region(in_handle)
+        shm.destroy_shared_memory_region(out_handle)
+    assert client.get_system_shared_memory_status(as_json=True).get("regions", {}) == {}
+    with pytest.raises(InferenceServerException, match=r"NOT_FOUND.*no shared-memory region 'in'"):
+        client.get_system_shared_memory_status("in")
