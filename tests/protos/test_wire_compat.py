@@ -56,11 +56,14 @@ def test_enums_match_triton():
         assert {v.name: v.number for v in enum.values} == {v.name: v.number for v in theirs.values}
 
 
-def test_service_has_the_twelve_rpcs_with_triton_signatures():
+def test_service_has_its_rpcs_with_triton_signatures():
     our_service = ours.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     their_service = triton.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert our_service.full_name == "inference.GRPCInferenceService"
-    assert len(our_service.methods) == 12
+    names = {method.name for method in our_service.methods}
+    assert len(names) == 18  # the twelve core RPCs and the six shared-memory ones
+    assert {f"{kind}SharedMemory{verb}" for kind in ("System", "Cuda")
+            for verb in ("Status", "Register", "Unregister")} <= names
     for method in our_service.methods:
         theirs = their_service.methods_by_name[method.name]
         assert method.input_type.full_name == theirs.input_type.full_name
