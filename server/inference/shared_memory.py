@@ -153,6 +153,8 @@ class SystemSharedMemory:
 
 def parameters_of(tensor: object) -> dict[str, int | str]:
     """A tensor's shared-memory parameters (empty when it is not in shared memory)."""
+    if not len(tensor.parameters):  # the common case, once per tensor of every request
+        return {}
     found: dict[str, int | str] = {}
     for key in (REGION, BYTE_SIZE, OFFSET):
         if key in tensor.parameters:
