@@ -155,9 +155,9 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                 else:
                     message = _encode_inline(made, ring, labels, job.plan.epoch, count, mean, std)
                     where = None
+                pixels = int(np.prod(result.shape)) if result.shape else 0
                 metrics.count_batch(where is not None, len(made.indices),
-                                    int(np.prod(result.shape)) * _ITEMSIZE[result.dtype],
-                                    len(result.skipped))
+                                    pixels * _ITEMSIZE[result.dtype], len(result.skipped))
                 yield message
             completed = True
         finally:

@@ -7,6 +7,7 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
@@ -120,10 +121,12 @@ async def test_bad_input_gets_its_status(local, fields, code, words):
 
 
 async def test_corrupt_file_is_named_then_skipped_or_fails(local, image_folder):
+    counted = REGISTRY.get_sample_value("augserve_stream_skipped_samples_total") or 0
     batches = await collect(local.target, dataset="folder", pipeline=_pipeline(
         {"ops": [{"resize": {"size": [16, 16]}}]}), batch_size=4, shuffle=False)
     skipped = [s for b in batches for s in b.skipped]
     assert len(skipped) == 1 and "9_corrupt.jpg" in skipped[0]
+    assert REGISTRY.get_sample_value("augserve_stream_skipped_samples_total") == counted + 1
     assert sum(len(b.sample_indices) for b in batches) == 10
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await collect(local.target, dataset="folder", pipeline=_pipeline(
