@@ -169,10 +169,14 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
         if name not in known_outputs:
             raise InvalidArgument(f"output {name!r} is not an output of the model; {known_outputs}")
     output_regions = {}
+    output_types = {spec.name: spec.datatype for spec in settings.outputs}
     for output in request.outputs:
         parameters = parameters_of(output)
         if parameters:
             region = _shared_memory(memory, local, f"output {output.name!r}")
+            if output_types[output.name] == "BYTES":
+                raise InvalidArgument(f"output {output.name!r}: BYTES tensors cannot go "
+                                      f"through shared memory")
             region.span(f"output {output.name!r}", parameters, None)  # a known region
             output_regions[output.name] = parameters
     return DecodedRequest(arrays, output_names, bool(raw) or any(in_regions), output_regions)

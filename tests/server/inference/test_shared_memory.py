@@ -115,3 +115,19 @@ def test_a_client_on_another_host_may_not_use_shared_memory(shm_object):
         in_region("x", "in", [2, 4], "FP32", 32), in_region("k", "in", [2, 1], "INT64", 16)])
     with pytest.raises(PermissionDenied, match=r"input 'x'.*server's host"):
         decode_request(request, SETTINGS, memory, local=False)
+
+
+def test_bytes_outputs_cannot_go_to_shared_memory(shm_object):
+    settings = parse_model_config({
+        "platform": "torch_export",
+        "input": [{"name": "x", "datatype": "FP32", "dims": [4]}],
+        "output": [{"name": "label", "datatype": "BYTES", "dims": [1]}]}, "m")
+    memory = SystemSharedMemory()
+    memory.register("out", shm_object[0], 0, 128)
+    request = pb.ModelInferRequest(model_name="m", inputs=[
+        pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[4])])
+    request.raw_input_contents.append(bytes(16))
+    output = request.outputs.add(name="label")
+    output.parameters["shared_memory_region"].string_param = "out"
+    with pytest.raises(InvalidArgument, match=r"output 'label': BYTES"):
+        decode_request(request, settings, memory, local=True)
