@@ -11,16 +11,21 @@ on both sides (~7 ms of CPU per 9.6 MB batch on the development box). The layout
     bytes 16..           one little-endian uint64 per slot: batches the client released
     HEADER_BYTES + k * slot_bytes   slot k
 
-The n-th batch of a call goes through slot n % slots: the server (or the worker that
-makes the batch) writes it there once the client has released every batch sent through
-that slot, and the server sends a `Batch` naming the slot. The client copies the pixels
-out and releases the slot (`RingReader.take`).
+The server (or the worker that makes the batch) writes each batch into a slot whose
+batches the client has all released, and sends a `Batch` naming the slot. The client
+(`RingReader.take`) either keeps the pixels where they are, as a numpy view that
+releases the slot when the last array or tensor viewing it is garbage collected, or
+copies them out and releases the slot at once. It keeps at most `holdable` (a field of
+the `Batch`'s slot) at a time, so that batches a trainer holds on to never stall the
+stream: past that it copies.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import threading
+import weakref
 from contextlib import suppress
 
 import numpy as np
@@ -87,54 +92,94 @@ def is_loopback_target(target: str) -> bool:
 
 
 class RingReader:
-    """The client's end of a stream's rings: maps the one a batch names, copies out, releases.
+    """The client's end of a stream's rings: maps the one a batch names, views or copies, releases.
 
-    One reader serves one call at a time (a call's batches name one ring). The server
-    pools rings across calls, so the next call usually names the same file and the
-    mapping (its pages already faulted in) is kept; a batch naming another ring closes
-    the previous mapping. The server owns the files and removes them.
+    The server pools rings across calls (a trainer's epochs), and a batch kept in
+    place can outlive its call, so the reader keeps the last few rings mapped (their
+    pages already faulted in) and unmaps those the server has removed. The server
+    owns the files.
     """
 
-    def __init__(self) -> None:
-        """No ring mapped yet."""
-        self._path = ""
-        self._buffer: mmap.mmap | None = None
-        self._released: np.ndarray | None = None
+    def __init__(self, zero_copy: bool = True, keep: int = 4) -> None:
+        """No ring mapped yet.
 
-    def take(self, path: str, slots: int, slot_bytes: int, slot: int,
-             nbytes: int) -> np.ndarray:
-        """A copy of the first `nbytes` of `slot` (uint8, writable); the slot is released.
+        Args:
+            zero_copy: hand out views of the slots while fewer than the batch's
+                `holdable` are held; False: always copy.
+            keep: rings kept mapped at most.
+        """
+        self.zero_copy, self.keep = zero_copy, keep
+        self._rings: dict[str, tuple[int, mmap.mmap, np.ndarray]] = {}
+        self._held = 0
+        self._lock = threading.Lock()  # views are released on whichever thread drops them
+
+    @property
+    def held(self) -> int:
+        """Batches handed out as views and not yet released."""
+        return self._held
+
+    def take(self, path: str, slots: int, slot_bytes: int, slot: int, nbytes: int,
+             holdable: int = 0) -> np.ndarray:
+        """The first `nbytes` of `slot` as a writable uint8 array.
+
+        A view of the slot, released when the last array or tensor viewing it goes,
+        while fewer than `holdable` views are held (and `zero_copy`); else a copy, and
+        the slot is released at once.
 
         Raises:
             SharedMemoryUnavailable: the ring cannot be opened or is not a ring.
             ValueError: the slot or size lies outside the ring.
         """
-        if path != self._path or self._buffer is None:
-            self._open(path, slots, slot_bytes)
         if not 0 <= slot < slots or nbytes > slot_bytes:
             raise ValueError(f"shared_memory: slot {slot} of {nbytes} bytes is outside a ring "
                              f"of {slots} x {slot_bytes} bytes")
+        buffer, released = self._ring(path, slots, slot_bytes)
+        view = slot_array(buffer, slot_bytes, slot, nbytes)
+        with self._lock:
+            keep_in_place = self.zero_copy and self._held < holdable
+            self._held += keep_in_place
+        if keep_in_place:
+            # Every array derived from `view` (reshapes, slices, torch.from_numpy) has it
+            # as its base, so this runs once the last of them is gone.
+            weakref.finalize(view, self._release, released, slot).atexit = False
+            return view
         images = np.empty(nbytes, np.uint8)
-        np.copyto(images, slot_array(self._buffer, slot_bytes, slot, nbytes))
-        self._released[slot] += 1
+        np.copyto(images, view)
+        released[slot] += 1
         return images
 
-    def _open(self, path: str, slots: int, slot_bytes: int) -> None:
-        self.close()
+    def _release(self, released: np.ndarray, slot: int) -> None:
+        released[slot] += 1
+        with self._lock:
+            self._held -= 1
+
+    def _ring(self, path: str, slots: int, slot_bytes: int) -> tuple[mmap.mmap, np.ndarray]:
+        if path in self._rings:
+            descriptor, buffer, released = self._rings[path]
+            if len(released) == slots and len(buffer) >= ring_bytes(slots, slot_bytes):
+                return buffer, released
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"shared_memory: {slots} slots (1..{MAX_SLOTS})")
+        for known, (descriptor, _, _) in list(self._rings.items()):
+            if known == path or os.fstat(descriptor).st_nlink == 0:  # remade, or removed
+                self._unmap(known)
         descriptor, buffer = open_ring(path, ring_bytes(slots, slot_bytes))
+        while len(self._rings) >= self.keep:
+            self._unmap(next(iter(self._rings)))
+        self._rings[path] = (descriptor, buffer, released_counts(buffer, slots))
+        return buffer, self._rings[path][2]
+
+    def _unmap(self, path: str) -> None:
+        descriptor, buffer, released = self._rings.pop(path)
+        del released  # a view of the header
         os.close(descriptor)
-        self._path, self._buffer = path, buffer
-        self._released = released_counts(buffer, slots)
+        with suppress(BufferError):  # a view still alive: unmapped when the last one goes
+            buffer.close()
 
     def close(self) -> None:
-        """Unmap the current ring, if any."""
-        self._released = None
-        if self._buffer is not None:
-            with suppress(BufferError):  # a view still alive: unmapped when it goes
-                self._buffer.close()
-        self._path, self._buffer = "", None
+        """Unmap every ring (views still held keep their memory until they go)."""
+        while self._rings:
+            self._unmap(next(iter(self._rings)))
 
 
 __all__ = ["HEADER_BYTES", "MAGIC", "MAX_SLOTS", "RingReader", "SharedMemoryUnavailable",

@@ -132,7 +132,8 @@ def _take(where: pb.SharedMemorySlot, info: augment_pb2.Image, ring: RingReader 
         raise ValueError("the batch's pixels are in shared memory: parse it with a RingReader")
     itemsize = 2 if info.dtype == "bfloat16" else np.dtype(_DTYPES[info.dtype or "uint8"]).itemsize
     nbytes = int(np.prod(info.shape)) * itemsize
-    return ring.take(where.path, where.slots, where.slot_bytes, where.slot, nbytes)
+    return ring.take(where.path, where.slots, where.slot_bytes, where.slot, nbytes,
+                     where.holdable)
 
 
 def parse_batch(raw: bytes, ring: RingReader | None = None) -> StreamedBatch:
@@ -141,7 +142,8 @@ def parse_batch(raw: bytes, ring: RingReader | None = None) -> StreamedBatch:
     Protobuf would copy the image bytes twice (into the message, then out as `bytes`);
     here the small fields go through protobuf and the pixels stay where gRPC put them,
     viewed by `np.frombuffer` (read-only). Pixels sent through the stream's
-    shared-memory ring are copied out of it by `ring` (writable), which releases the slot.
+    shared-memory ring are taken by `ring` (writable): left in their slot, released
+    when the last array viewing them goes, or copied out (see `RingReader.take`).
 
     Raises:
         ValueError: the pixels are in shared memory and no `ring` was given.

@@ -9,23 +9,29 @@ uint8 NCHW out (normalization left to the trainer), on the built-in "photos" dat
 2. standalone: the stream's Ray pool and window, driven in this process with no gRPC
    (the server's ceiling), the workers handing the pixels over through a private
    shared-memory ring as they do for a stream; samples/s.
-3. stream: `augserve.clients.RemoteLoader` in a separate consumer process that only
-   counts batches, over loopback from a StreamBatches server in this process sharing
-   that pool, pixels inline in the gRPC messages; samples/s, the consumer's CPU time
-   per batch, and this (server) process's CPU time per batch.
-4. shm: the same, with the pixels through the stream's shared-memory ring
-   (`shared_memory=True`, what a RemoteLoader on the server's host uses by default):
-   the workers write them into the client's ring instead of the server's private one.
+3. stream: `augserve.clients.RemoteLoader` with its defaults, in a separate consumer
+   process that only counts batches, over loopback (127.0.0.1) from a StreamBatches
+   server in this process sharing that pool; samples/s, the consumer's CPU time per
+   batch, and this (server) process's CPU time per batch. On loopback the loader's
+   default transport is the same-host one: the workers write the pixels into the
+   stream's shared-memory ring and the consumer gets them as views of its slots
+   (zero-copy). The share of its batches that went that way is reported
+   (`stream_shared_memory_share`, from the server's transport counters).
+4. inline: the same with `shared_memory=False`, the pixels inside the gRPC messages,
+   as a consumer on another host gets them. On this box both ends of that TCP
+   connection share the CPUs with the workers.
 
-Phases alternate (standalone, stream, shm, standalone, stream, shm, standalone) so that
-load from other processes drifts over all alike; each figure is the mean of its phases.
+Phases alternate (standalone, stream, inline, standalone, stream, inline, standalone)
+so that load from other processes drifts over all alike; each figure is the mean of its
+phases.
 CPU per batch is also reported for this process and for the actors in both kinds of
 phase (per counted batch, so slightly high: the window's and prefetch's batches made
 past a phase's end count in it), which splits the stream's cost into the pool's work
 and the transport's.
 
-Ratios: `stream_vs_standalone` (target >= 0.9), `stream_vs_local_dataloader`, and
-`stream_shm_vs_standalone` (the same-host transport).
+Ratios: `stream_vs_standalone` (target >= 0.9), `stream_vs_local_dataloader`, and the
+same two for the inline transport: `stream_inline_vs_standalone`,
+`stream_inline_vs_local_dataloader`.
 """
 
 from __future__ import annotations
@@ -48,11 +54,11 @@ DATASET = "bench_photos"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`--batch`, `--batches`, `--pool-size`, `--window`, `--prefetch`, `--rounds`, `--quick`."""
     parser.add_argument("--batch", type=int, default=64, help="samples per batch")
-    parser.add_argument("--batches", type=int, default=48, help="timed batches per phase")
+    parser.add_argument("--batches", type=int, default=150, help="timed batches per phase")
     parser.add_argument("--pool-size", type=int, default=2, help="stream worker actors")
     parser.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     parser.add_argument("--prefetch", type=int, default=4, help="RemoteLoader prefetch")
-    parser.add_argument("--rounds", type=int, default=2, help="stream phases, each between "
+    parser.add_argument("--rounds", type=int, default=3, help="stream phases, each between "
                         "two standalone phases")
     parser.add_argument("--quick", action="store_true", help="a few seconds: small batches")
 
@@ -104,9 +110,10 @@ def _local_dataloader(batch: int, batches: int) -> float:
 CONSUMER = """
 import json, sys, time
 from augserve.clients import RemoteLoader
-target, dataset, batch, batches, prefetch, shared = sys.argv[1:7]
+target, dataset, batch, batches, prefetch, transport = sys.argv[1:7]
 loader = RemoteLoader(target, dataset, int(batch), pipeline_id="imagenet_train", seed=1,
-                      epochs=None, prefetch=int(prefetch), shared_memory=shared == "shm")
+                      epochs=None, prefetch=int(prefetch),
+                      shared_memory=False if transport == "inline" else None)
 samples = count = 0
 for k, item in enumerate(loader.batches()):
     if k == 2:
@@ -200,6 +207,15 @@ class _Server:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def _batches_sent() -> dict[str, float]:
+    """Batches the StreamBatches service sent so far, per transport (its Prometheus counter)."""
+    from prometheus_client import REGISTRY
+
+    return {transport: REGISTRY.get_sample_value("augserve_stream_batches_total",
+                                                 {"transport": transport}) or 0.0
+            for transport in ("shared_memory", "inline")}
+
+
 def _each(runs: list[dict[str, float]]) -> str:
     return " / ".join(f"{r['samples'] / r['wall']:,.0f}" for r in runs)
 
@@ -221,9 +237,10 @@ def run(args: argparse.Namespace) -> BenchReport:
         ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
     server = _Server(args, batch)
     standalone_rates: list[float] = []
-    streams: dict[str, list[dict[str, float]]] = {"stream": [], "shm": []}
+    streams: dict[str, list[dict[str, float]]] = {"stream": [], "inline": []}
     # phase: [server, actors] CPU seconds
-    cpu = {"standalone": [0.0, 0.0], "stream": [0.0, 0.0], "shm": [0.0, 0.0]}
+    cpu = {"standalone": [0.0, 0.0], "stream": [0.0, 0.0], "inline": [0.0, 0.0]}
+    default_sent = {"shared_memory": 0.0, "inline": 0.0}
 
     def timed(phase: str, work: Any) -> Any:
         before = server.cpu_seconds()
@@ -250,8 +267,11 @@ def run(args: argparse.Namespace) -> BenchReport:
         server.call(server.standalone(batch, batches))
         standalone_phase()
         for _ in range(rounds):
+            before = _batches_sent()
             stream_phase("stream")
-            stream_phase("shm")
+            for transport, count in _batches_sent().items():
+                default_sent[transport] += count - before[transport]
+            stream_phase("inline")
             standalone_phase()
     finally:
         server.stop()
@@ -272,21 +292,23 @@ def run(args: argparse.Namespace) -> BenchReport:
         name="stream",
         figures={
             "stream_samples_per_s": rate["stream"],
-            "stream_shm_samples_per_s": rate["shm"],
+            "stream_inline_samples_per_s": rate["inline"],
             "standalone_samples_per_s": standalone,
             "standalone_each_round": " / ".join(f"{r:,.0f}" for r in standalone_rates),
             "stream_each_round": _each(streams["stream"]),
-            "stream_shm_each_round": _each(streams["shm"]),
+            "stream_inline_each_round": _each(streams["inline"]),
+            "stream_shared_memory_share": default_sent["shared_memory"] / max(
+                sum(default_sent.values()), 1),
             "local_dataloader_samples_per_s": local,
             "client_cpu_ms_per_batch": client_ms["stream"],
-            "client_cpu_ms_per_batch_shm": client_ms["shm"],
+            "client_cpu_ms_per_batch_inline": client_ms["inline"],
             "server_process_cpu_ms_per_batch": server_ms["stream"],
-            "server_process_cpu_ms_per_batch_shm": server_ms["shm"],
+            "server_process_cpu_ms_per_batch_inline": server_ms["inline"],
             "standalone_server_process_cpu_ms_per_batch": server_ms["standalone"],
             "actors_cpu_ms_per_batch_stream": actors_ms["stream"],
-            "actors_cpu_ms_per_batch_shm": actors_ms["shm"],
+            "actors_cpu_ms_per_batch_inline": actors_ms["inline"],
             "actors_cpu_ms_per_batch_standalone": actors_ms["standalone"],
-            "stream_mb_per_s": rate["stream"] * 3 * 224 * 224 / 1e6,
+            "stream_inline_mb_per_s": rate["inline"] * 3 * 224 * 224 / 1e6,
             "batch": batch,
             "timed_batches_per_phase": batches,
             "pool_size": args.pool_size,
@@ -295,7 +317,8 @@ def run(args: argparse.Namespace) -> BenchReport:
         ratios={
             "stream_vs_standalone": rate["stream"] / standalone,
             "stream_vs_local_dataloader": rate["stream"] / local,
-            "stream_shm_vs_standalone": rate["shm"] / standalone,
+            "stream_inline_vs_standalone": rate["inline"] / standalone,
+            "stream_inline_vs_local_dataloader": rate["inline"] / local,
         },
         targets={"stream_vs_standalone": (">=", 0.9)},
         environment={

@@ -1,13 +1,20 @@
 """The server's end of same-host streams' shared-memory rings (layout: `augserve.clients.ring`).
 
-A `RingWriter` belongs to one StreamBatches call. Batch n of the call goes through slot
-n % slots. Its first batch comes back from a worker as usual and sets the slot size:
-the writer then takes a ring of that size from the servicer's `RingPool` (or makes
-one) and copies the batch in. From then on each batch is given a slot when it is
-submitted (`reserve`, once the client has released everything sent through that
-slot), and the worker writes its pixels straight into it (`MappedRings`), so they
-cross no object store and no copy in the server; a worker that cannot open the ring
-(another node, another user) returns them as usual and the server copies them in.
+A `RingWriter` belongs to one StreamBatches call. Each batch goes through a free slot
+of the ring: one the client has released everything sent through, and no other batch
+of the call has reserved. Its first batch comes back from a worker as usual and sets
+the slot size: the writer then takes a ring of that size from the servicer's
+`RingPool` (or makes one) and copies the batch in. From then on each batch is given a
+slot when it is submitted (`reserve`), and the worker writes its pixels straight into
+it (`MappedRings`), so they cross no object store and no copy in the server; a worker
+that cannot open the ring (another node, another user) returns them as usual and the
+server copies them in.
+
+Any free slot, not slot n % slots: a client may keep up to `holdable` batches as
+views of their slots (`augserve.clients.ring.RingReader`), released in whatever order
+it drops them, and a batch it keeps must not stall the stream. The ring has `window`
+slots for the batches in flight, one for the message on its way, and `holdable` for
+the client.
 
 Making a ring costs what reusing one does not: reserving its memory
 (`posix_fallocate`, so that a full /dev/shm fails here with ENOSPC instead of faulting
@@ -31,7 +38,7 @@ import re
 import tempfile
 import threading
 import weakref
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,10 +115,17 @@ class Ring:
         """Whether the client released every batch sent through the ring since the reset."""
         return bool(np.all(self.released >= self.sent))
 
-    async def wait_free(self, slot: int) -> None:
-        """Until the client has released every batch sent through `slot` (polling)."""
+    async def free_slot(self, after: int, taken: Collection[int]) -> int:
+        """The first slot past `after` (cyclically) that is released and not `taken`.
+
+        Polls until there is one.
+        """
         delay = _FIRST_POLL_S
-        while self.released[slot] < self.sent[slot]:
+        while True:
+            for step in range(1, self.slots + 1):
+                slot = (after + step) % self.slots
+                if slot not in taken and self.released[slot] >= self.sent[slot]:
+                    return slot
             await asyncio.sleep(delay)
             delay = min(2 * delay, _LAST_POLL_S)
 
@@ -136,9 +150,14 @@ class RingPool:
     """
 
     def __init__(self, directory: str, slots: int, keep: int = 4,
-                 release_timeout_s: float = 10.0) -> None:
-        """Remove rings left by dead servers in `directory`; start with none."""
+                 release_timeout_s: float = 10.0, holdable: int = 0) -> None:
+        """Remove rings left by dead servers in `directory`; start with none.
+
+        `holdable`: the batches a client may keep unreleased without stalling its
+        stream (told to it in each `SharedMemorySlot`); 0 for private rings.
+        """
         self.directory, self.slots, self.keep = directory, slots, keep
+        self.holdable = holdable
         self.release_timeout_s = release_timeout_s
         self.free: list[Ring] = []
         self.returning: set[asyncio.Task] = set()
@@ -273,7 +292,7 @@ class MappedRings:
 
 
 class RingWriter:
-    """One call's use of a ring: a slot per batch, reserved at submission once free.
+    """One call's use of a ring: a free slot per batch, reserved at submission.
 
     A shared ring (`put`) is the client's: it copies the pixels out and releases the
     slots. A private ring (`place`, `release`) only carries the pixels from the workers
@@ -281,9 +300,10 @@ class RingWriter:
     (about 1.4 ms of the raylet's CPU and 1.7 ms of the worker's per 9.6 MB batch,
     measured here).
 
-    The ring needs more slots than the stream's window: batch n is submitted after
-    batch n - window was sent, so the batch it displaces (n - slots) has been sent too,
-    and the slot is free once the client released it.
+    The ring needs more slots than the stream's window: a batch is submitted while
+    `window - 1` others are in flight and the one before it is on its way, so with
+    `window + 1 + holdable` slots one is free once the client released what it does
+    not hold.
     """
 
     def __init__(self, pool: RingPool, batch_size: int, kind: Hashable = None) -> None:
@@ -296,6 +316,8 @@ class RingWriter:
         self.ring: Ring | None = None
         self.reserved = 0
         self.sent = 0
+        self.slot_of: dict[int, int] = {}  # batch number -> its reserved slot, until sent
+        self.last_slot = -1
         self.inline = False
         self.by_workers = 0
         self.copied = 0
@@ -307,9 +329,12 @@ class RingWriter:
             self._take_slots(self.pool.slot_sizes[self.kind])
         if self.ring is None:
             return None
-        slot = number % self.ring.slots
-        await self.ring.wait_free(slot)
+        slot = self.slot_of[number] = await self._free_slot()
         return self.ring.destination(slot)
+
+    async def _free_slot(self) -> int:
+        self.last_slot = await self.ring.free_slot(self.last_slot, self.slot_of.values())
+        return self.last_slot
 
     async def put(self, result: BatchResult) -> pb.SharedMemorySlot | None:
         """The next batch's slot, its pixels copied in unless the worker wrote them there.
@@ -317,27 +342,28 @@ class RingWriter:
         None: send the pixels inline (no ring, or a batch larger than a slot).
         """
         number, self.sent = self.sent, self.sent + 1
+        slot = self.slot_of.pop(number, None)
         images = result.images
         if not result.written and (self.inline or images is None or not images.size):
             return None
         if self.ring is None and not self._take(images):
             return None
         ring = self.ring
-        slot = number % ring.slots
         if result.written:
             self.by_workers += 1
         elif images.nbytes > ring.slot_bytes:
             self.pool.slot_sizes.pop(self.kind, None)
             return None
         else:
-            await ring.wait_free(slot)
+            if slot is None:
+                slot = await self._free_slot()
             target = slot_array(ring.buffer, ring.slot_bytes, slot, images.nbytes)
             source = np.ascontiguousarray(images).reshape(-1).view(np.uint8)
             await asyncio.to_thread(np.copyto, target, source)  # numpy copies without the GIL
             self.copied += 1
         ring.sent[slot] += 1
         return pb.SharedMemorySlot(path=ring.path, slots=ring.slots, slot_bytes=ring.slot_bytes,
-                                   slot=slot)
+                                   slot=slot, holdable=self.pool.holdable)
 
     def place(self, result: BatchResult) -> tuple[int, np.ndarray] | None:
         """A private ring's next batch: (slot, its images viewed there), or None.
@@ -347,13 +373,13 @@ class RingWriter:
         are written to the ring). `release` the slot once the images are copied out.
         """
         number, self.sent = self.sent, self.sent + 1
+        slot = self.slot_of.pop(number, None)
         if not result.written:
             images = result.images
             if self.ring is None and not self.inline and images is not None and images.size:
                 self._take(images)
             return None
         ring = self.ring
-        slot = number % ring.slots
         ring.sent[slot] += 1
         self.by_workers += 1
         view = np.frombuffer(ring.buffer, _VIEW_DTYPES[result.dtype],

@@ -69,12 +69,13 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self.counters = StreamCounters()
         self.pipelines = PipelineRegistry(pipelines)
         self._datasets: dict[str, Dataset] = {}
-        # A shared ring holds the window's batches plus the spare slots sent, not yet
-        # copied out by the client; a private one the window's plus one.
+        # A shared ring holds the window's batches, the one on its way and those the
+        # client keeps in place; a private one the window's plus one.
         self.rings = self.private_rings = None
         if settings.shared_memory_dir:
             self.rings = RingPool(settings.shared_memory_dir,
-                                  settings.window + settings.shared_memory_slots)
+                                  settings.window + settings.shared_memory_slots,
+                                  holdable=settings.shared_memory_slots - 1)
             self.private_rings = RingPool(settings.shared_memory_dir, settings.window + 1)
 
     async def dataset(self, name: str) -> Dataset:

@@ -41,8 +41,9 @@ class StreamSettings:
         max_retries: times one batch is resubmitted after its actor died: 3.
         shared_memory_dir: where same-host streams that ask for it get their
             shared-memory rings (a tmpfs); "" turns the transport off: "/dev/shm".
-        shared_memory_slots: a ring's slots beyond the window (batches sent, not yet
-            copied out by the client): 4; a ring has `window + shared_memory_slots`.
+        shared_memory_slots: a ring's slots beyond the window: one for the batch on
+            its way, the others for batches the client keeps in place (zero-copy) until
+            it drops them: 6; a ring has `window + shared_memory_slots`.
         datasets: extra datasets, name -> `DatasetSpec` or its table, e.g.
             `{"train": {"kind": "folder", "path": "/data/train"}}`; "digits",
             "lfw_subset" and "photos" are always registered.
@@ -58,7 +59,7 @@ class StreamSettings:
     on_corrupt: str = "skip"
     max_retries: int = 3
     shared_memory_dir: str = "/dev/shm"
-    shared_memory_slots: int = 4
+    shared_memory_slots: int = 6
     datasets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -17,9 +17,11 @@ def test_bench_stream_quick(ray_session, tmp_path):
     report = module.run(args)
     report.write_json(args.json)
     payload = json.loads((tmp_path / "r.json").read_text())
-    assert set(payload["ratios"]) == {"stream_vs_standalone", "stream_vs_local_dataloader",
-                                      "stream_shm_vs_standalone"}
+    assert set(payload["ratios"]) == {
+        "stream_vs_standalone", "stream_vs_local_dataloader", "stream_inline_vs_standalone",
+        "stream_inline_vs_local_dataloader"}
     assert all(v > 0 for v in payload["ratios"].values())
-    assert payload["figures"]["client_cpu_ms_per_batch"] > 0
-    assert payload["figures"]["client_cpu_ms_per_batch_shm"] > 0
+    figures = payload["figures"]
+    assert figures["client_cpu_ms_per_batch"] > 0 and figures["client_cpu_ms_per_batch_inline"] > 0
+    assert figures["stream_shared_memory_share"] == 1.0  # loopback: the same-host transport
     assert "stream_vs_standalone" in report.render()

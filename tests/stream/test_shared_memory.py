@@ -14,6 +14,7 @@ import pytest
 from augserve.clients import RemoteLoader
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.clients.ring import (
+    HEADER_BYTES,
     RingReader,
     SharedMemoryUnavailable,
     is_loopback_target,
@@ -22,7 +23,7 @@ from augserve.clients.ring import (
 from augserve.clients.stream_batch import parse_batch
 from augserve.server.peers import is_local_peer
 from augserve.server.stream.pool import BatchResult
-from augserve.server.stream.ring import MappedRings, RingPool, RingWriter
+from augserve.server.stream.ring import MappedRings, Ring, RingPool, RingWriter
 from augserve.server.stream.settings import StreamSettings
 
 from .conftest import OPTIONS, images_of, request, settings, start
@@ -73,6 +74,69 @@ async def test_writer_waits_for_the_reader_to_release_a_slot(tmp_path):
     again.finish(completed=False)  # a cancelled call's ring is removed
     assert not os.listdir(tmp_path)
     reader.close()
+
+
+def test_a_view_releases_its_slot_when_the_last_array_viewing_it_goes(tmp_path):
+    import torch
+
+    ring, reader = Ring(str(tmp_path), slots=3, slot_bytes=4096), RingReader()
+    ring.buffer[HEADER_BYTES:HEADER_BYTES + 16] = bytes(range(16))
+    view = reader.take(ring.path, 3, 4096, 0, 16, holdable=2)
+    assert view.flags.writeable
+    tensor = torch.from_numpy(view.reshape(4, 4))[1:]
+    del view
+    assert ring.released.tolist() == [0, 0, 0] and reader.held == 1  # the tensor holds it
+    assert tensor.flatten().tolist() == list(range(4, 16))
+    del tensor
+    assert ring.released.tolist() == [1, 0, 0] and reader.held == 0
+    kept = [reader.take(ring.path, 3, 4096, slot, 16, holdable=2) for slot in (0, 1)]
+    copied = reader.take(ring.path, 3, 4096, 2, 16, holdable=2)  # two held: a copy
+    assert reader.held == 2 and ring.released.tolist() == [1, 0, 1]
+    copied[:] = 0
+    assert kept[0].tolist() == list(range(16))  # the copy is the reader's own
+    del kept
+    assert ring.released.tolist() == [2, 1, 1] and reader.held == 0
+    RingReader(zero_copy=False).take(ring.path, 3, 4096, 0, 16, holdable=2)
+    assert ring.released.tolist() == [3, 1, 1]
+    reader.close()
+    ring.remove()
+
+
+async def test_the_writer_passes_over_a_slot_the_client_holds(tmp_path):
+    pool = RingPool(str(tmp_path), slots=3, holdable=1)
+    writer, reader = RingWriter(pool, batch_size=1), RingReader()
+    first = await writer.put(made(np.zeros((1, 8), np.uint8)))
+    assert first.holdable == 1
+    kept = reader.take(first.path, 3, first.slot_bytes, first.slot, 8, first.holdable)
+    for k in range(1, 7):
+        where = await asyncio.wait_for(writer.put(made(np.full((1, 8), k, np.uint8))), 5)
+        assert where.slot != first.slot
+        got = reader.take(where.path, 3, where.slot_bytes, where.slot, 8, where.holdable)
+        assert (got == k).all() and reader.held == 1  # one held: the others are copied
+    assert (kept == 0).all()  # never written over while held
+    del kept
+    writer.finish(completed=True)
+    await asyncio.gather(*pool.returning)
+    assert len(pool.free) == 1
+    reader.close()
+
+
+async def test_a_trainer_that_keeps_every_batch_never_stalls_its_stream(tmp_path):
+    running = await start(settings(shared_memory_dir=str(tmp_path)))
+    try:
+        inline = await asyncio.to_thread(read, running.target, 2, shared_memory=False)
+
+        def keep_all() -> list:
+            with RemoteLoader(running.target, epochs=2, shared_memory=True, **KWARGS) as loader:
+                return list(loader.batches())
+
+        kept = await asyncio.wait_for(asyncio.to_thread(keep_all), 60)
+        assert [(b.epoch, b.position, b.sample_indices.tolist(), b.images.tobytes(),
+                 b.images.shape, b.labels.tolist()) for b in kept] == inline
+        in_place = [isinstance(b.images.base.base, memoryview) for b in kept]  # ring views
+        assert sum(in_place) == 6 - 1  # `holdable` of the default 6 spare slots; then copies
+    finally:
+        await running.server.stop(None)
 
 
 async def test_a_ring_not_released_in_time_is_removed_not_pooled(tmp_path):
@@ -172,7 +236,9 @@ async def test_batches_name_their_slot_and_carry_no_pixels(tmp_path):
             call = stub.StreamBatches(request(batch_size=100, seed=5, shared_memory=True))
             async for message in call:
                 assert message.HasField("shared_memory") and not message.images.data
-                assert message.shared_memory.slot == message.position % (4 + 3)  # window 4
+                where = message.shared_memory
+                assert 0 <= where.slot < where.slots == 4 + 3  # window 4
+                assert where.holdable == 3 - 1  # one spare slot for the batch on its way
                 parsed = parse_batch(message.SerializeToString(), ring)
                 assert parsed.images.tobytes() == inline[message.position][3]
     finally:
@@ -200,7 +266,7 @@ async def test_a_ring_the_client_cannot_open_falls_back_to_inline(tmp_path, monk
     running.servicer.rings.release_timeout_s = 0.05
     try:
         inline = await asyncio.to_thread(read, running.target, shared_memory=False)
-        monkeypatch.setattr(RingReader, "_open", refuse)
+        monkeypatch.setattr(RingReader, "_ring", refuse)
         fallback = await asyncio.to_thread(read, running.target, shared_memory=True)
         assert fallback == inline
         rings = running.servicer.rings

@@ -45,16 +45,18 @@ class StreamRequest(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., pipeline: _Optional[_Union[_augment_pb2.Pipeline, _Mapping]] = ..., pipeline_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle: bool = ..., shard_index: _Optional[int] = ..., num_shards: _Optional[int] = ..., drop_last: bool = ..., start_position: _Optional[int] = ..., position_stride: _Optional[int] = ..., dtype: _Optional[str] = ..., layout: _Optional[str] = ..., sharding: _Optional[str] = ..., on_corrupt: _Optional[str] = ..., shared_memory: bool = ...) -> None: ...
 
 class SharedMemorySlot(_message.Message):
-    __slots__ = ("path", "slots", "slot_bytes", "slot")
+    __slots__ = ("path", "slots", "slot_bytes", "slot", "holdable")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     SLOT_BYTES_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    HOLDABLE_FIELD_NUMBER: _ClassVar[int]
     path: str
     slots: int
     slot_bytes: int
     slot: int
-    def __init__(self, path: _Optional[str] = ..., slots: _Optional[int] = ..., slot_bytes: _Optional[int] = ..., slot: _Optional[int] = ...) -> None: ...
+    holdable: int
+    def __init__(self, path: _Optional[str] = ..., slots: _Optional[int] = ..., slot_bytes: _Optional[int] = ..., slot: _Optional[int] = ..., holdable: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("images", "labels", "sample_indices", "epoch", "position", "batches_in_epoch", "skipped", "normalize_mean", "normalize_std", "shared_memory")
