@@ -141,14 +141,16 @@ class RingReader:
         if keep_in_place:
             # Every array derived from `view` (reshapes, slices, torch.from_numpy) has it
             # as its base, so this runs once the last of them is gone.
-            weakref.finalize(view, self._release, released, slot).atexit = False
+            weakref.finalize(view, self._release, released, slot, os.getpid()).atexit = False
             return view
         images = np.empty(nbytes, np.uint8)
         np.copyto(images, view)
         released[slot] += 1
         return images
 
-    def _release(self, released: np.ndarray, slot: int) -> None:
+    def _release(self, released: np.ndarray, slot: int, owner: int) -> None:
+        if os.getpid() != owner:  # a forked child's copy of the view: the parent holds it
+            return
         released[slot] += 1
         with self._lock:
             self._held -= 1

@@ -102,6 +102,21 @@ def test_a_view_releases_its_slot_when_the_last_array_viewing_it_goes(tmp_path):
     ring.remove()
 
 
+def test_a_forked_child_dropping_its_copy_of_a_view_does_not_release_the_slot(tmp_path):
+    ring, reader = Ring(str(tmp_path), slots=1, slot_bytes=4096), RingReader()
+    view = reader.take(ring.path, 1, 4096, 0, 16, holdable=1)
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        del view
+        os._exit(int(ring.released[0]))
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and ring.released[0] == 0
+    del view
+    assert ring.released[0] == 1
+    reader.close()
+    ring.remove()
+
+
 async def test_the_writer_passes_over_a_slot_the_client_holds(tmp_path):
     pool = RingPool(str(tmp_path), slots=3, holdable=1)
     writer, reader = RingWriter(pool, batch_size=1), RingReader()
