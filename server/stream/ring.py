@@ -294,11 +294,11 @@ class MappedRings:
 class RingWriter:
     """One call's use of a ring: a free slot per batch, reserved at submission.
 
-    A shared ring (`put`) is the client's: it copies the pixels out and releases the
-    slots. A private ring (`place`, `release`) only carries the pixels from the workers
-    to this process, for streams that send them inline: it spares the object store
-    (about 1.4 ms of the raylet's CPU and 1.7 ms of the worker's per 9.6 MB batch,
-    measured here).
+    A shared ring (`put`) is the client's: it keeps the pixels in place or copies them
+    out, and releases the slots. A private ring (`place`, `release`) only carries the
+    pixels from the workers to this process, for streams that send them inline: it
+    spares the object store (about 1.4 ms of the raylet's CPU and 1.7 ms of the
+    worker's per 9.6 MB batch, measured here).
 
     The ring needs more slots than the stream's window: a batch is submitted while
     `window - 1` others are in flight and the one before it is on its way, so with
