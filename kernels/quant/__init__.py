@@ -8,7 +8,9 @@ from augserve.kernels.quant.int8 import (
     Int8Weight,
     int8_linear,
     int8_matmul,
+    onednn_int8_gemm,
     quantize_per_token,
+    quantize_per_token_u8,
     quantize_weight_per_channel,
 )
 from augserve.kernels.quant.modules import Int8Conv2d, Int8Linear
@@ -26,7 +28,9 @@ __all__ = [
     "Int8WeightOnlyLinear",
     "int8_linear",
     "int8_matmul",
+    "onednn_int8_gemm",
     "quantize_int4_groupwise",
     "quantize_per_token",
+    "quantize_per_token_u8",
     "quantize_weight_per_channel",
 ]

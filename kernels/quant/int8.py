@@ -50,16 +50,21 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Returns:
         (xq int8 (M, K), scale float32 (M, 1)) with x ~= xq * scale.
     """
-    shifted, scale = _quantize_per_token_u8(x)
+    shifted, scale = quantize_per_token_u8(x)
     return (shifted.to(torch.int16) - _U8_ZERO_POINT).to(torch.int8), scale
 
 
-def _quantize_per_token_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # The integers of quantize_per_token shifted by 128 into uint8, so that oneDNN's
-    # u8 x s8 VNNI kernels take them with one scalar zero point for every row. Four passes
-    # (abs, max, multiply-add, truncating cast) instead of six; x/s + 128.5 truncated is
-    # round-half-up, which differs from torch.round only on exact .5 ties. (abs + amax is
-    # vectorized; linalg.vector_norm(inf) is not and costs 10x more.)
+def quantize_per_token_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_per_token`'s integers shifted by 128 into uint8, as `onednn_int8_gemm` takes them.
+
+    oneDNN's u8 x s8 VNNI kernels take them with one scalar zero point for every row.
+
+    Returns:
+        (xu8 uint8 (M, K), scale float32 (M, 1)) with x ~= (xu8 - 128) * scale.
+    """
+    # Four passes (abs, max, multiply-add, truncating cast) instead of six; x/s + 128.5
+    # truncated is round-half-up, which differs from torch.round only on exact .5 ties.
+    # (abs + amax is vectorized; linalg.vector_norm(inf) is not and costs 10x more.)
     x = x.float()
     amax = x.abs().amax(dim=-1, keepdim=True).clamp_min_(_EPS)
     shifted = torch.addcmul(_HALF_UP_SHIFT, x, 127.0 / amax)
@@ -145,18 +150,28 @@ def int8_matmul(
     return _int_mm_cuda(xq, x_scale, weight, bias, relu)
 
 
+def onednn_int8_gemm(xu8: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
+    """The bare CPU int8 GEMM under `int8_linear`: float32 (xu8 - 128) @ qweight.T * w_scale.
+
+    oneDNN's VNNI (or AMX) `qlinear` on activations already quantized and shifted into
+    uint8 (zero point 128), with the per-channel weight scales applied inside it; no
+    per-token scale, bias or ReLU. `augserve bench kernels` times it alone as the roof
+    of our int8 linear.
+    """
+    zeros = weight._packed.get("zeros")
+    if zeros is None or zeros.numel() != weight.scale.numel():
+        zeros = weight._packed["zeros"] = torch.zeros(weight.scale.numel(), dtype=torch.int64)
+    return torch.ops.onednn.qlinear_pointwise(
+        xu8, 1.0, _U8_ZERO_POINT, weight.onednn_packed(), weight.scale, zeros,
+        None, 1.0, 0, torch.float32, "none", [], "",
+    )
+
+
 def _onednn_u8(
     xu8: torch.Tensor, x_scale: torch.Tensor, weight: Int8Weight,
     bias: torch.Tensor | None, relu: bool,
 ) -> torch.Tensor:
-    zeros = weight._packed.get("zeros")
-    if zeros is None or zeros.numel() != weight.scale.numel():
-        zeros = weight._packed["zeros"] = torch.zeros(weight.scale.numel(), dtype=torch.int64)
-    acc = torch.ops.onednn.qlinear_pointwise(
-        xu8, 1.0, _U8_ZERO_POINT, weight.onednn_packed(), weight.scale, zeros,
-        None, 1.0, 0, torch.float32, "none", [], "",
-    )
-    return _epilogue(acc, x_scale, None, bias, relu)
+    return _epilogue(onednn_int8_gemm(xu8, weight), x_scale, None, bias, relu)
 
 
 def _int_mm_cuda(
@@ -194,7 +209,7 @@ def int8_linear(
     x2 = x.reshape(-1, x.shape[-1])
     chosen = resolve(backend, x.device)
     if chosen is Backend.TORCH and x.device.type == "cpu":
-        xu8, scale = _quantize_per_token_u8(x2)
+        xu8, scale = quantize_per_token_u8(x2)
         out = _onednn_u8(xu8, scale, weight, bias, relu)
     else:
         xq, scale = quantize_per_token(x2)

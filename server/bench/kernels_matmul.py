@@ -1,4 +1,10 @@
-"""Int8 matmul GOP/s for `augserve bench kernels`: ours vs fp32, bf16 and torch.ao dynamic."""
+"""Int8 matmul GOP/s for `augserve bench kernels`: ours vs fp32, bf16 and torch.ao dynamic.
+
+Beside them, the bare int8 GEMM ours is built on (`onednn_int8_gemm` on activations
+quantized beforehand: no quantization, no epilogue), timed in the same rounds: the roof
+our int8 linear could reach with free quantization, paired against torch.ao as
+`int8_gemm_only_vs_torchao_m<M>_k<K>`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 
 from augserve.server.bench.kernels_timing import interleaved_samples, medians, paired_ratio
 
-IMPLEMENTATIONS = ("int8_ours", "fp32_torch", "bf16_torch", "torchao_dynamic")
+IMPLEMENTATIONS = ("int8_ours", "int8_gemm_only", "fp32_torch", "bf16_torch", "torchao_dynamic")
 
 
 def run_matmul(
@@ -28,7 +34,13 @@ def run_matmul(
     import torch
     from torch import nn
 
-    from augserve.kernels.quant import Int4WeightOnlyLinear, Int8Linear, Int8WeightOnlyLinear
+    from augserve.kernels.quant import (
+        Int4WeightOnlyLinear,
+        Int8Linear,
+        Int8WeightOnlyLinear,
+        onednn_int8_gemm,
+        quantize_per_token_u8,
+    )
 
     figures: dict[str, Any] = {}
     paired: dict[tuple[int, int], float] = {}
@@ -48,8 +60,10 @@ def run_matmul(
             x = torch.randn(m, k)
             x_bf16 = x.bfloat16()
             with torch.inference_mode():
+                x_u8, _ = quantize_per_token_u8(x)
                 calls = {
                     "int8_ours": partial(ours, x),
+                    "int8_gemm_only": partial(onednn_int8_gemm, x_u8, ours.int8_weight()),
                     "fp32_torch": partial(torch.nn.functional.linear, x, w, b),
                     "bf16_torch": partial(torch.nn.functional.linear, x_bf16, w_bf16, b_bf16),
                     "torchao_dynamic": partial(dynamic, x),
@@ -60,6 +74,9 @@ def run_matmul(
                 samples = interleaved_samples(calls, repeats, warmup=3, budget_s=6.0)
             seconds = medians(samples)
             paired[(m, k)] = paired_ratio(samples, "torchao_dynamic", "int8_ours")
+            if m > 1:
+                figures[f"int8_gemm_only_vs_torchao_m{m}_k{k}"] = paired_ratio(
+                    samples, "torchao_dynamic", "int8_gemm_only")
             ops = 2.0 * m * k * k
             for name, value in seconds.items():
                 figures[f"matmul_gops_{name}_m{m}_k{k}"] = ops / value / 1e9

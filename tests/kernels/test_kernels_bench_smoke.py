@@ -34,3 +34,6 @@ def test_bench_kernels_quick_json(tmp_path):
     figures = report["figures"]
     assert figures["load_resnet20_int8_restart_cache_hit"] is True
     assert figures["load_resnet20_int8_warm_s"] < figures["load_resnet20_int8_first_s"]
+    for m in (32, 256):  # the bare GEMM's roof, beside ours
+        assert figures[f"matmul_gops_int8_gemm_only_m{m}_k512"] > 0
+        assert figures[f"int8_gemm_only_vs_torchao_m{m}_k512"] > 0

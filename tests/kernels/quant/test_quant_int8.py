@@ -14,7 +14,9 @@ from augserve.kernels.quant.int8 import (
     int8_linear,
     int8_matmul,
     int8_matmul_reference,
+    onednn_int8_gemm,
     quantize_per_token,
+    quantize_per_token_u8,
     quantize_weight_per_channel,
 )
 
@@ -54,6 +56,20 @@ def test_torch_backend_matches_reference(m, k, n, bias, relu):
     ref = int8_matmul_reference(xq, scale, weight.qweight, weight.scale, b, relu)
     # The int32 accumulators are exact; only the float epilogue may round differently.
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 7, 3), (32, 512, 256), (65, 96, 130)])
+def test_bare_int8_gemm_matches_its_reference(m, k, n):
+    torch.manual_seed(m + k + n)
+    weight = Int8Weight.from_float(torch.randn(n, k))
+    x = torch.randn(m, k)
+    xu8, scale_u8 = quantize_per_token_u8(x)
+    xq, scale = quantize_per_token(x)
+    assert xu8.dtype == torch.uint8 and torch.equal(xu8.to(torch.int16) - 128, xq.to(torch.int16))
+    assert torch.equal(scale_u8, scale)
+    ours = onednn_int8_gemm(xu8, weight)
+    acc = (xu8.double() - 128) @ weight.qweight.double().t()  # exact int32 accumulators
+    torch.testing.assert_close(ours, (acc * weight.scale.double()).float(), rtol=1e-5, atol=1e-4)
 
 
 def test_int8_linear_torch_and_reference_agree_on_leading_dims():
