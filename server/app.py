@@ -33,7 +33,8 @@ from augserve.server.inference.servicer import InferenceServicer
 from augserve.server.interceptors import ErrorMappingInterceptor
 from augserve.server.jobs.servicer import add_jobs_service
 from augserve.server.runtime import RayRuntime
-from augserve.server.stream.servicer import add_stream_service
+from augserve.server.stream.servicer import SERVICE_NAME as STREAM_SERVICE
+from augserve.server.stream.servicer import StreamServicer, add_stream_service
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class RunningServer:
     runtime: RayRuntime
     repository: ModelRepository
     inference: InferenceServicer
+    stream: StreamServicer
     health: health.aio.HealthServicer
     gate: DrainGate
 
@@ -59,6 +61,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         time_left = await self.gate.close_and_drain(self.config.shutdown_grace_s)
         await self.server.stop(time_left)
+        await self.stream.aclose()
         await self.repository.unload_all()
         self.runtime.stop()
 
@@ -95,10 +98,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     augment_service = add_augment_service(server, config.augment)
-    stream_service = add_stream_service(server, config.stream, config.augment.pipelines)
+    stream = add_stream_service(server, config.stream, config.augment.pipelines)
     jobs_service = add_jobs_service(server, repository, config.jobs)
     services = [
-        INFERENCE_SERVICE, augment_service, stream_service, jobs_service, health.SERVICE_NAME
+        INFERENCE_SERVICE, augment_service, STREAM_SERVICE, jobs_service, health.SERVICE_NAME
     ]
     _register_reflection(server, services)
 
@@ -115,13 +118,13 @@ async def start_server(config: ServerConfig) -> RunningServer:
             log.error("model %s failed to load: %s", name, result)
 
     inference.ready.set()
-    for service in ("", INFERENCE_SERVICE, augment_service, stream_service, jobs_service):
+    for service in ("", INFERENCE_SERVICE, augment_service, STREAM_SERVICE, jobs_service):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     if config.ready_file:
         config.ready_file.write_text(f"{port}\n")
     log.info("augserve ready: %d model version(s) loaded", len(repository.loaded()))
     return RunningServer(
-        config, server, port, runtime, repository, inference, health_servicer, gate
+        config, server, port, runtime, repository, inference, stream, health_servicer, gate
     )
 
 

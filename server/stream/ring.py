@@ -197,10 +197,14 @@ class RingPool:
         batches sent before the failure, and they name it.
         """
         delay, waited = _FIRST_POLL_S, 0.0
-        while not ring.all_released() and waited < self.release_timeout_s:
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(2 * delay, _LAST_POLL_S)
+        try:
+            while not ring.all_released() and waited < self.release_timeout_s:
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(2 * delay, _LAST_POLL_S)
+        except asyncio.CancelledError:  # the server is shutting down
+            ring.remove()
+            raise
         if not keep or not ring.all_released():
             ring.remove()
             return
@@ -211,6 +215,14 @@ class RingPool:
     def close(self) -> None:
         """Remove every pooled ring."""
         _remove_all(self.free)
+
+    async def aclose(self) -> None:
+        """Remove every ring: the pooled ones and those still waiting for their client."""
+        returning = list(self.returning)
+        for task in returning:
+            task.cancel()
+        await asyncio.gather(*returning, return_exceptions=True)
+        self.close()
 
 
 def _remove_all(rings: list[Ring]) -> None:

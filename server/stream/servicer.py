@@ -166,6 +166,12 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             if ring is not None:
                 ring.finish(completed)
 
+    async def aclose(self) -> None:
+        """Remove this servicer's shared-memory rings (after the server stopped its calls)."""
+        for rings in (self.rings, self.private_rings):
+            if rings is not None:
+                await rings.aclose()
+
     async def GetDataset(self, request: pb.GetDatasetRequest, context: aio.ServicerContext
                          ) -> pb.DatasetInfo:
         """Size, kind and classes of a registered dataset."""
@@ -266,8 +272,8 @@ def register_servicer(server: aio.Server, servicer: StreamServicer) -> None:
 
 def add_stream_service(server: aio.Server, settings: StreamSettings,
                        pipelines: Mapping[str, str] | None = None,
-                       pool: StreamPool | None = None) -> str:
-    """Register the Stream service on `server`; return its full name.
+                       pool: StreamPool | None = None) -> StreamServicer:
+    """Register the Stream service (`SERVICE_NAME`) on `server`; return its servicer.
 
     Args:
         server: a `grpc.aio.Server` (with `ErrorMappingInterceptor` installed).
@@ -277,12 +283,13 @@ def add_stream_service(server: aio.Server, settings: StreamSettings,
         pool: the worker pool to use; by default one is built from `settings`.
 
     Returns:
-        "augserve.v1.StreamService".
+        The servicer; `await servicer.aclose()` once the server has stopped.
     """
     pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
                               settings.cache_bytes)
-    register_servicer(server, StreamServicer(settings, pool, pipelines))
-    return SERVICE_NAME
+    servicer = StreamServicer(settings, pool, pipelines)
+    register_servicer(server, servicer)
+    return servicer
 
 
 __all__ = ["SERVICE_NAME", "StreamServicer", "add_stream_service", "encode_batch",

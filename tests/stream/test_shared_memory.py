@@ -163,6 +163,28 @@ async def test_a_ring_not_released_in_time_is_removed_not_pooled(tmp_path):
     assert not pool.free and not os.listdir(tmp_path)
 
 
+async def test_closing_the_pool_removes_rings_still_waiting_for_their_client(tmp_path):
+    pool, reader = RingPool(str(tmp_path), slots=2), RingReader()
+    held = RingWriter(pool, batch_size=1)
+    where = await held.put(made(np.ones((1, 8), np.uint8)))
+    kept = reader.take(where.path, where.slots, where.slot_bytes, where.slot, 8, holdable=1)
+    held.finish(completed=True)  # waits (up to 10 s) for the client to drop `kept`
+    pooled = RingWriter(pool, batch_size=2)
+    where = await pooled.put(made(np.ones((2, 8), np.uint8)))
+    reader.take(where.path, where.slots, where.slot_bytes, where.slot, 16)  # copied: released
+    pooled.finish(completed=True)
+    for _ in range(100):
+        if pool.free:
+            break
+        await asyncio.sleep(0.01)
+    assert len(pool.free) == 1 and len(pool.returning) == 1 and len(os.listdir(tmp_path)) == 2
+    await pool.aclose()  # the server shuts down
+    assert not os.listdir(tmp_path) and not pool.free and not pool.returning
+    assert (kept == 1).all()  # the client's mapping outlives the file
+    del kept
+    reader.close()
+
+
 def test_rings_of_dead_servers_are_removed_at_start(tmp_path):
     dead = 2**22 + 12345
     while True:
