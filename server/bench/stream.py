@@ -203,6 +203,7 @@ class _Server:
 
     def stop(self) -> None:
         self.call(self.server.stop(None))
+        self.call(self.servicer.aclose())
         self.pool.shutdown()
         self.loop.call_soon_threadsafe(self.loop.stop)
 
