@@ -91,13 +91,56 @@ def is_loopback_target(target: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+class RingMaps:
+    """Ring files mapped by path: at most `keep` of them, and none the server has removed.
+
+    Each `get` first drops the maps of removed files (one `fstat` per map), so that a
+    removed ring's memory goes back once nothing views it, then maps `path` if it is new,
+    dropping the oldest map past `keep`. The client's `RingReader` and the stream
+    workers (`augserve.server.stream.ring.MappedRings`) both keep their maps here. Not
+    thread-safe.
+    """
+
+    def __init__(self, keep: int) -> None:
+        """Nothing mapped yet."""
+        self.keep = keep
+        self.maps: dict[str, tuple[int, mmap.mmap]] = {}
+
+    def get(self, path: str, min_size: int) -> mmap.mmap:
+        """The map of the ring file `path`, at least `min_size` bytes long.
+
+        Raises:
+            SharedMemoryUnavailable: it cannot be opened, is too small, or is not a ring.
+        """
+        for known, (descriptor, buffer) in list(self.maps.items()):
+            if os.fstat(descriptor).st_nlink == 0 or (known == path and len(buffer) < min_size):
+                self.drop(known)
+        if path not in self.maps:
+            descriptor, buffer = open_ring(path, min_size)
+            while len(self.maps) >= self.keep:
+                self.drop(next(iter(self.maps)))
+            self.maps[path] = (descriptor, buffer)
+        return self.maps[path][1]
+
+    def drop(self, path: str) -> None:
+        """Unmap `path` (a view still alive keeps its memory until the last one goes)."""
+        descriptor, buffer = self.maps.pop(path)
+        os.close(descriptor)
+        with suppress(BufferError):
+            buffer.close()
+
+    def close(self) -> None:
+        """Unmap every ring."""
+        while self.maps:
+            self.drop(next(iter(self.maps)))
+
+
 class RingReader:
     """The client's end of a stream's rings: maps the one a batch names, views or copies, releases.
 
     The server pools rings across calls (a trainer's epochs), and a batch kept in
     place can outlive its call, so the reader keeps the last few rings mapped (their
-    pages already faulted in) and unmaps those the server has removed. The server
-    owns the files.
+    pages already faulted in; `RingMaps`). The server owns the files.
     """
 
     def __init__(self, zero_copy: bool = True, keep: int = 4) -> None:
@@ -108,8 +151,8 @@ class RingReader:
                 `holdable` are held; False: always copy.
             keep: rings kept mapped at most.
         """
-        self.zero_copy, self.keep = zero_copy, keep
-        self._rings: dict[str, tuple[int, mmap.mmap, np.ndarray]] = {}
+        self.zero_copy = zero_copy
+        self._maps = RingMaps(keep)
         self._held = 0
         self._lock = threading.Lock()  # views are released on whichever thread drops them
 
@@ -156,33 +199,16 @@ class RingReader:
             self._held -= 1
 
     def _ring(self, path: str, slots: int, slot_bytes: int) -> tuple[mmap.mmap, np.ndarray]:
-        if path in self._rings:
-            descriptor, buffer, released = self._rings[path]
-            if len(released) == slots and len(buffer) >= ring_bytes(slots, slot_bytes):
-                return buffer, released
         if not 1 <= slots <= MAX_SLOTS:
             raise ValueError(f"shared_memory: {slots} slots (1..{MAX_SLOTS})")
-        for known, (descriptor, _, _) in list(self._rings.items()):
-            if known == path or os.fstat(descriptor).st_nlink == 0:  # remade, or removed
-                self._unmap(known)
-        descriptor, buffer = open_ring(path, ring_bytes(slots, slot_bytes))
-        while len(self._rings) >= self.keep:
-            self._unmap(next(iter(self._rings)))
-        self._rings[path] = (descriptor, buffer, released_counts(buffer, slots))
-        return buffer, self._rings[path][2]
-
-    def _unmap(self, path: str) -> None:
-        descriptor, buffer, released = self._rings.pop(path)
-        del released  # a view of the header
-        os.close(descriptor)
-        with suppress(BufferError):  # a view still alive: unmapped when the last one goes
-            buffer.close()
+        buffer = self._maps.get(path, ring_bytes(slots, slot_bytes))
+        return buffer, released_counts(buffer, slots)
 
     def close(self) -> None:
         """Unmap every ring (views still held keep their memory until they go)."""
-        while self._rings:
-            self._unmap(next(iter(self._rings)))
+        self._maps.close()
 
 
-__all__ = ["HEADER_BYTES", "MAGIC", "MAX_SLOTS", "RingReader", "SharedMemoryUnavailable",
-           "is_loopback_target", "open_ring", "released_counts", "ring_bytes", "slot_array"]
+__all__ = ["HEADER_BYTES", "MAGIC", "MAX_SLOTS", "RingMaps", "RingReader",
+           "SharedMemoryUnavailable", "is_loopback_target", "open_ring", "released_counts",
+           "ring_bytes", "slot_array"]

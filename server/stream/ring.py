@@ -49,7 +49,7 @@ from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.ring import (
     HEADER_BYTES,
     MAGIC,
-    open_ring,
+    RingMaps,
     released_counts,
     ring_bytes,
     slot_array,
@@ -258,13 +258,12 @@ class Destination:
     capacity: int
 
 
-class MappedRings:
-    """A worker's mappings of the rings it writes into, dropped once their file is removed."""
+class MappedRings(RingMaps):
+    """A worker's maps of the rings it writes into (at most `keep`; removed ones dropped)."""
 
     def __init__(self, keep: int = 16) -> None:
-        """No ring mapped yet; at most `keep` at a time."""
-        self.keep = keep
-        self.maps: dict[str, tuple[int, mmap.mmap]] = {}
+        """No ring mapped yet."""
+        super().__init__(keep)
         self._lock = threading.Lock()  # the in-process worker makes batches on threads
 
     def write(self, destination: Destination, images: np.ndarray) -> bool:
@@ -273,34 +272,12 @@ class MappedRings:
             return False
         try:
             with self._lock:
-                self._forget_removed()
-                buffer = self._map(destination)
+                buffer = self.get(destination.path, destination.offset + destination.capacity)
         except OSError:  # e.g. a worker on another node
             return False
         target = np.frombuffer(buffer, np.uint8, count=images.nbytes, offset=destination.offset)
         np.copyto(target, np.ascontiguousarray(images).reshape(-1).view(np.uint8))
         return True
-
-    def _map(self, destination: Destination) -> mmap.mmap:
-        if destination.path in self.maps:
-            return self.maps[destination.path][1]
-        descriptor, buffer = open_ring(destination.path,
-                                       destination.offset + destination.capacity)
-        while len(self.maps) >= self.keep:
-            self._drop(next(iter(self.maps)))
-        self.maps[destination.path] = (descriptor, buffer)
-        return buffer
-
-    def _forget_removed(self) -> None:
-        for path, (descriptor, _) in list(self.maps.items()):
-            if os.fstat(descriptor).st_nlink == 0:
-                self._drop(path)
-
-    def _drop(self, path: str) -> None:
-        descriptor, buffer = self.maps.pop(path)
-        with suppress(BufferError):
-            buffer.close()
-        os.close(descriptor)
 
 
 class RingWriter:
