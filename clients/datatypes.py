@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -137,7 +138,7 @@ def from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...]) -> 
         ValueError: the byte length does not match `shape` and `datatype`.
 
     """
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if datatype == "BYTES":
         return deserialize_bytes_tensor(raw, count).reshape(shape)
     dtype = numpy_dtype(datatype)

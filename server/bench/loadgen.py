@@ -26,6 +26,10 @@ import grpc
 import numpy as np
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
 
 
 def build_payload(model: str, input_name: str, shape: Sequence[int], seed: int = 0) -> bytes:
@@ -36,13 +40,30 @@ def build_payload(model: str, input_name: str, shape: Sequence[int], seed: int =
     return build_infer_request(model, {input_name: image}).SerializeToString()
 
 
-def check_response(raw: bytes) -> None:
-    """Raise RuntimeError unless `raw` is a ModelInferResponse with at least one output."""
+def first_response(
+    url: str, payload: bytes, metadata: Sequence[tuple[str, str]] = (), timeout_s: float = 30.0
+) -> bytes:
+    """Send `payload` once to `url` and return the serialized answer.
+
+    Raises:
+        RuntimeError: the call failed, or its answer is not a ModelInferResponse with
+            at least one output.
+
+    """
     from augserve.clients.proto.inference import grpc_service_pb2 as pb
 
+    with grpc.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
+        call = channel.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
+        try:
+            raw = call(payload, timeout=timeout_s, metadata=metadata)
+        except grpc.RpcError as error:
+            raise RuntimeError(
+                f"the first request failed: {error.code()} {error.details()}"
+            ) from None
     response = pb.ModelInferResponse.FromString(raw)
     if not response.outputs:
         raise RuntimeError(f"the server answered with no outputs: {response}")
+    return raw
 
 
 def summarize(
@@ -105,20 +126,9 @@ async def generate(
         RuntimeError: the first call failed, or its response had no outputs.
 
     """
-    async with grpc.aio.insecure_channel(
-        url,
-        options=[
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-        ],
-    ) as channel:
+    first_response(url, payload, metadata, timeout_s)
+    async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
         call = channel.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
-        try:
-            check_response(await call(payload, timeout=timeout_s, metadata=metadata))
-        except grpc.aio.AioRpcError as error:
-            raise RuntimeError(
-                f"the first request failed: {error.code()} {error.details()}"
-            ) from None
         starts: list[float] = []
         ends: list[float] = []
         errors: Counter[str] = Counter()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -54,7 +55,7 @@ def _arrays_from(specs: list[dict[str, Any]], payload: memoryview) -> list[np.nd
     arrays, offset = [], 0
     for spec in specs:
         dtype = np.dtype(spec["dtype"])
-        count = int(np.prod(spec["shape"], dtype=np.int64))
+        count = math.prod(spec["shape"])
         arrays.append(np.frombuffer(payload, dtype, count, offset).reshape(spec["shape"]))
         offset += count * dtype.itemsize
     if offset != len(payload):

@@ -9,6 +9,7 @@ into their regions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +70,7 @@ def _typed_array(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec
     if field is None:
         raise InvalidArgument(f"input {spec.name!r}: {spec.datatype} travels only as raw contents")
     values = getattr(tensor.contents, field)
-    count = int(np.prod(tensor.shape, dtype=np.int64))
+    count = math.prod(tensor.shape)
     if len(values) != count:
         raise InvalidArgument(
             f"input {spec.name!r}: {len(values)} values in contents.{field}, shape "
@@ -94,7 +95,7 @@ def _from_region(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec
     if spec.datatype == "BYTES":
         raise InvalidArgument(f"{what}: BYTES tensors cannot come through shared memory")
     shape = tuple(tensor.shape)
-    needed = int(np.prod(shape, dtype=np.int64)) * np.dtype(numpy_dtype(spec.datatype)).itemsize
+    needed = math.prod(shape) * np.dtype(numpy_dtype(spec.datatype)).itemsize
     try:
         return from_raw(memory.read(what, parameters, needed), spec.datatype, shape)
     except ValueError as error:

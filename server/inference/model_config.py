@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +181,13 @@ class ModelSettings:
         """The file (or folder) inside a version folder that holds the model."""
         return self.default_model_filename or PLATFORMS[self.platform]
 
+    @cached_property
+    def _inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in self.inputs}
+
     def input_named(self, name: str) -> TensorSpec | None:
         """The input spec called `name`, or None."""
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        return self._inputs_by_name.get(name)
 
 
 def _tensor_specs(entries: Any, what: str, model: str) -> tuple[TensorSpec, ...]:

@@ -74,6 +74,16 @@ class ModelStats:
     last_inference_ms: int = 0
     batches: dict[int, BatchDurations] = field(default_factory=lambda: defaultdict(BatchDurations))
 
+    def __post_init__(self) -> None:
+        # The labelled children, looked up once: `labels()` costs a lock and a dict
+        # lookup, several times per request otherwise.
+        labels = (self.name, self.version)
+        self._ok = REQUESTS.labels(*labels, "ok")
+        self._error = REQUESTS.labels(*labels, "error")
+        self._queue_seconds = QUEUE_SECONDS.labels(*labels)
+        self._compute_seconds = COMPUTE_SECONDS.labels(*labels)
+        self._batch_size = BATCH_SIZE.labels(*labels)
+
     def record_request(self, ok: bool, total_ns: int, queue_ns: int, rows: int) -> None:
         """One request finished (ok or failed) after `total_ns`, `queue_ns` of it queued."""
         (self.success if ok else self.fail).add(total_ns)
@@ -81,8 +91,8 @@ class ModelStats:
             self.queue.add(queue_ns)
             self.inference_count += rows
         self.last_inference_ms = int(time.time() * 1000)
-        REQUESTS.labels(self.name, self.version, "ok" if ok else "error").inc()
-        QUEUE_SECONDS.labels(self.name, self.version).observe(queue_ns / 1e9)
+        (self._ok if ok else self._error).inc()
+        self._queue_seconds.observe(queue_ns / 1e9)
 
     def record_batch(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One batch of `rows` rows ran on a replica."""
@@ -95,5 +105,5 @@ class ModelStats:
         ):
             total.add(ns)
             per_size.add(ns)
-        COMPUTE_SECONDS.labels(self.name, self.version).observe(infer_ns / 1e9)
-        BATCH_SIZE.labels(self.name, self.version).observe(rows)
+        self._compute_seconds.observe(infer_ns / 1e9)
+        self._batch_size.observe(rows)

@@ -4,26 +4,33 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from collections import Counter
 
 import numpy as np
+import pytest
 
+from augserve.server.bench.h2load import h2load_path
 from augserve.server.bench.loadgen import summarize
 
 RATIOS = ("served_vs_inprocess_c32", "p99_over_batch_compute_c32", "c1_p50_added_ms")
 
 
-def test_quick_run_writes_every_ratio(tmp_path):
+@pytest.mark.parametrize("loadgen", ["h2load", "python"])
+def test_quick_run_writes_every_ratio(tmp_path, loadgen):
+    if loadgen == "h2load" and not h2load_path() and not os.environ.get("CI"):
+        pytest.skip("h2load is not installed (apt install nghttp2-client); CI installs it")
     out = tmp_path / "infer.json"
     command = [
         sys.executable, "-m", "augserve.server.cli", "bench", "infer",
-        "--quick", "--baseline", "none", "--json", str(out),
+        "--quick", "--baseline", "none", "--loadgen", loadgen, "--json", str(out),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
+    assert report["environment"]["load_generator"] == loadgen
     for name in RATIOS:
         assert math.isfinite(report["ratios"][name]), name
         assert report["targets"][name][0] in (">=", "<=")
