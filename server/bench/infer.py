@@ -11,10 +11,11 @@ One run, phases in order (each server runs alone, so they never compete):
 2. `--rounds` pairs (default 3), each of a loaded phase and a ceiling, so that each
    pair sees the same drift in this VM's speed (it swings by ~20% from minute to
    minute):
-   a. the load generator (`bench.loadgen`, its own process, one prebuilt raw fp32
-      request of one image) at `--concurrency` clients for `--duration / --rounds`
-      seconds; ModelStatistics before and after give the executed batch sizes and
-      the compute time per batch;
+   a. the load generator (its own process, one prebuilt raw fp32 request of one
+      image: `bench.h2load`, nghttp2's C client, by default where it is installed, else
+      the Python `bench.loadgen`; `--loadgen`) at `--concurrency` clients for
+      `--duration / --rounds` seconds; ModelStatistics before and after give the
+      executed batch sizes and the compute time per batch;
    b. in-process, while the server idles: the same model with the replicas' thread
       budget at that round's mean batch size, the best of one process with all the
       threads (under two OpenMP wait policies) and the replicas' own layout (one
