@@ -106,10 +106,11 @@ def generate(
         body, log = Path(tmp) / "request.bin", Path(tmp) / "requests.log"
         body.write_bytes(grpc_frame(payload))
         address = f"http://{url}"
+        warm_s = max(1, round(warmup_s))  # h2load takes whole seconds
         warm_done, _, _ = _run_h2load(
-            address, body, concurrency, [f"--duration={max(1, round(warmup_s))}"], metadata
+            address, body, concurrency, [f"--duration={warm_s}"], metadata
         )
-        count = max(4 * concurrency, round(warm_done / max(1, round(warmup_s)) * duration_s))
+        count = max(4 * concurrency, round(warm_done / warm_s * duration_s))
         done, succeeded, data_bytes = _run_h2load(
             address, body, concurrency, [f"--requests={count}"], metadata, log
         )

@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 from augserve.server.bench import h2load
-from augserve.server.bench.h2load import h2load_path
 from augserve.server.bench.loadgen import build_payload
 from augserve.server.bench.report import BenchReport
 
@@ -209,8 +208,8 @@ def resolve_loadgen(choice: str) -> str:
         RuntimeError: h2load was asked for and is not installed.
     """
     if choice == "auto":
-        return "h2load" if h2load_path() else "python"
-    if choice == "h2load" and not h2load_path():
+        return "h2load" if h2load.h2load_path() else "python"
+    if choice == "h2load" and not h2load.h2load_path():
         raise RuntimeError("--loadgen h2load: h2load is not on PATH (apt install nghttp2-client)")
     return choice
 
