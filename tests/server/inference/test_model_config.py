@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 
 from augserve.server.errors import InvalidArgument
-from augserve.server.inference.model_config import parse_model_config
+from augserve.server.inference.model_config import (
+    MALLOC_ENV,
+    default_replica_env,
+    parse_model_config,
+)
 
 
 def _config(**instance_group):
@@ -30,6 +39,49 @@ def _config(**instance_group):
 def test_openmp_waits_passively_only_in_replicas_of_several_threads(group, policy):
     settings = parse_model_config(_config(**group), "m")
     assert settings.instance_group.replica_env["OMP_WAIT_POLICY"] == policy
+
+
+_FAULTS_PER_BATCH_MIX = """
+import resource, threading, torch
+from augserve.server.zoo import resnet20
+torch.set_num_threads(1)
+model = resnet20(num_classes=10).eval()
+sizes, faults = [1, 16, 3, 32, 7, 12, 24, 5], []
+def serve():  # on a thread of its own, as a replica's channel runs batches
+    with torch.inference_mode():
+        for size in sizes:
+            model(torch.zeros(size, 3, 32, 32))
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(5):
+            for size in sizes:
+                model(torch.zeros(size, 3, 32, 32))
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+thread = threading.Thread(target=serve)
+thread.start()
+thread.join()
+print(faults[0])
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="the malloc thresholds are glibc's",
+)
+def test_replica_malloc_env_keeps_freed_buffers_for_the_next_batch():
+    """Batches of changing size fault their buffers in afresh, unless malloc keeps them."""
+
+    def faults(env: dict[str, str]) -> int:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        run = subprocess.run(
+            [sys.executable, "-c", _FAULTS_PER_BATCH_MIX], env={**clean, **env},
+            capture_output=True, text=True, check=True, timeout=300,
+        )  # fmt: skip
+        return int(run.stdout.split()[-1])
+
+    assert MALLOC_ENV.items() <= default_replica_env(1).items()
+    assert MALLOC_ENV.items() <= default_replica_env(4).items()
+    glibc_default, kept = faults({}), faults(MALLOC_ENV)
+    assert kept * 4 < glibc_default, (kept, glibc_default)
 
 
 def test_an_unknown_transport_names_the_field():
