@@ -21,9 +21,12 @@ One run, phases in order (each server runs alone, so they never compete):
       threads (under two OpenMP wait policies) and the replicas' own layout (one
       process per replica, timed together).
    `served_vs_inprocess_c32` is the median over rounds of served / ceiling; p99 is
-   the worst round's; the batch-1 latency is the median over rounds of each round's
-   best (over thread counts and layouts).
-3. The load generator at 1 client; then SIGTERM to the server, which must exit 0.
+   the worst round's.
+3. `C1_SLICES_PER_ROUND * --rounds` slices at 1 client, each followed by the
+   in-process batch-1 latency over as long (a warm process that idles in between:
+   the median on one thread and on the replicas' thread budget, the lower of the
+   two); `c1_p50_added_ms` is the median over slices of the slice's p50 minus the
+   reference measured right after it. Then SIGTERM to the server, which must exit 0.
 4. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
    `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray)
    in the same replicas and threads, driven by the same load generator at
@@ -50,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ from augserve.server.bench.loadgen import build_payload
 from augserve.server.bench.report import BenchReport
 
 MODEL = "resnet20"
+C1_SLICES_PER_ROUND = 2  # one-client slices per --rounds (each paired with a reference)
 TARGETS: dict[str, tuple[str, float]] = {
     "served_vs_inprocess_c32": (">=", 0.7),
     "served_vs_rayserve_c32": (">=", 3.0),
@@ -277,59 +281,123 @@ def batch_statistics(port: int) -> tuple[int, int, int, int]:
     )  # fmt: skip
 
 
-def in_process(
-    weights: Path, threads: int, batch_size: int, seconds: float, start_at: float | None = None
-) -> dict[str, float]:
-    """The model in this process at `batch_size` and at 1.
-
-    With `start_at` (a `time.time()`), the timed run at `batch_size` begins then, so that
-    processes started together measure together.
-
-    Returns:
-        rps (images/s) and batch_ms at `batch_size`, cpu_ms_per_image there (this
-        process's CPU time, all threads), and b1_ms (median batch-1 latency).
-    """
-    import numpy as np
+def _load_resnet20(weights: Path) -> Any:
     import torch
 
     from augserve.server.zoo import resnet20
 
-    torch.set_num_threads(threads)
     module = resnet20(num_classes=10)
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    module.eval()
+    return module.eval()
+
+
+def in_process(
+    weights: Path, threads: int, batch_size: int, seconds: float, start_at: float | None = None
+) -> dict[str, float]:
+    """The model in this process at `batch_size`.
+
+    With `start_at` (a `time.time()`), the timed run begins then, so that processes
+    started together measure together.
+
+    Returns:
+        rps (images/s), batch_ms, and cpu_ms_per_image (this process's CPU time, all
+        threads).
+    """
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    module = _load_resnet20(weights)
     rng = np.random.default_rng(0)
-    results: dict[str, float] = {}
+    batch = torch.from_numpy(rng.standard_normal((batch_size, 3, 32, 32), dtype=np.float32))
     with torch.inference_mode():
-        for size in (batch_size, 1):
-            batch = torch.from_numpy(rng.standard_normal((size, 3, 32, 32), dtype=np.float32))
-            for _ in range(5):
-                module(batch)
-            if size == batch_size and start_at is not None:
-                time.sleep(max(0.0, start_at - time.time()))
-            times = []
-            cpu_start = time.process_time()
-            end = time.perf_counter() + seconds
-            while (start := time.perf_counter()) < end or len(times) < 20:
-                module(batch)
-                times.append(time.perf_counter() - start)
-            if size == batch_size:
-                results["rps"] = len(times) * size / sum(times)
-                results["batch_ms"] = 1e3 * sum(times) / len(times)
-                results["cpu_ms_per_image"] = (
-                    1e3 * (time.process_time() - cpu_start) / (len(times) * size)
-                )
-            if size == 1:
-                results["b1_ms"] = 1e3 * float(np.median(times))
-        # The baseline's batch-1 latency at its best thread count, as the replica picks too.
-        torch.set_num_threads(1)
+        for _ in range(5):
+            module(batch)
+        if start_at is not None:
+            time.sleep(max(0.0, start_at - time.time()))
         times = []
-        for _ in range(205):
-            start = time.perf_counter()
+        cpu_start = time.process_time()
+        end = time.perf_counter() + seconds
+        while (start := time.perf_counter()) < end or len(times) < 20:
             module(batch)
             times.append(time.perf_counter() - start)
-        results["b1_ms"] = min(results["b1_ms"], 1e3 * float(np.median(times[5:])))
-    return results
+    return {
+        "rps": len(times) * batch_size / sum(times),
+        "batch_ms": 1e3 * sum(times) / len(times),
+        "cpu_ms_per_image": 1e3 * (time.process_time() - cpu_start) / (len(times) * batch_size),
+    }
+
+
+def batch1_worker(weights: Path, threads: int) -> None:
+    """The in-process batch-1 reference, on demand (run by `batch1_reference`).
+
+    Prints "ready" once warm; then, for each number of seconds read from stdin, times
+    batch-1 calls for half that long on one thread and half on `threads` (the replicas'
+    budget), and prints the lower of the two medians in ms.
+    """
+    import numpy as np
+    import torch
+
+    module = _load_resnet20(weights)
+    batch = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 32, 32), "f4"))
+    counts = sorted({1, threads})
+    with torch.inference_mode():
+        for count in counts:
+            torch.set_num_threads(count)
+            for _ in range(50):
+                module(batch)
+        print("ready", flush=True)
+        for line in sys.stdin:
+            medians = []
+            for count in counts:
+                torch.set_num_threads(count)
+                times = []
+                end = time.perf_counter() + float(line) / len(counts)
+                while (start := time.perf_counter()) < end or len(times) < 20:
+                    module(batch)
+                    times.append(time.perf_counter() - start)
+                medians.append(1e3 * float(np.median(times)))
+            print(json.dumps({"b1_ms": min(medians)}), flush=True)
+
+
+@contextmanager
+def batch1_reference(weights: Path, threads: int) -> Iterator[Callable[[float], float]]:
+    """A warm process with the model; yields `measure(seconds)` -> its batch-1 latency (ms).
+
+    The process idles between measurements, so that served phases can be interleaved with
+    in-process ones without paying its start-up each time.
+    """
+    command = [sys.executable, "-c", "from pathlib import Path; "
+               "from augserve.server.bench.infer import batch1_worker; "
+               f"batch1_worker(Path({str(weights)!r}), {threads})"]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=_child_env("ACTIVE"),  # as a single-thread replica runs
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+
+    def reply() -> str:
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError("the in-process batch-1 reference process died")
+        return line
+
+    def measure(seconds: float) -> float:
+        stdin.write(f"{seconds}\n")
+        stdin.flush()
+        return json.loads(reply())["b1_ms"]
+
+    try:
+        reply()  # "ready"
+        yield measure
+    finally:
+        stdin.close()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _in_process_command(
@@ -350,7 +418,7 @@ def side_by_side(
     """`processes` fresh processes of `threads` threads, timed together (the replicas' layout).
 
     Returns `in_process`'s figures with rps summed over the processes, batch_ms and
-    cpu_ms_per_image averaged, and the best b1_ms.
+    cpu_ms_per_image averaged.
     """
     start_at = time.time() + 5.0  # after every process has imported torch and warmed up
     command = _in_process_command(weights, threads, batch_size, seconds, start_at)
@@ -366,7 +434,6 @@ def side_by_side(
         "rps": sum(r["rps"] for r in runs),
         "batch_ms": statistics.mean(r["batch_ms"] for r in runs),
         "cpu_ms_per_image": statistics.mean(r["cpu_ms_per_image"] for r in runs),
-        "b1_ms": min(r["b1_ms"] for r in runs),
     }
 
 
@@ -397,13 +464,15 @@ def best_in_process(
 
 
 def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The best of several `in_process` results: the fastest, the lowest latency and CPU."""
+    """The best of several `in_process` results: the fastest, and the lowest CPU."""
     best = max(runs, key=lambda r: r["rps"])
-    return {
-        **best,
-        "b1_ms": min(r["b1_ms"] for r in runs),
-        "cpu_ms_per_image": min(r["cpu_ms_per_image"] for r in runs),
-    }
+    return {**best, "cpu_ms_per_image": min(r["cpu_ms_per_image"] for r in runs)}
+
+
+def _overall_rate(phases: list[dict]) -> float:
+    """Requests/s over several load generator phases: all calls over all their time."""
+    calls = sum(phase["calls"] for phase in phases)
+    return calls / sum(phase["calls"] / phase["requests_per_s"] for phase in phases)
 
 
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -479,17 +548,26 @@ def run(args: argparse.Namespace) -> BenchReport:
             )
             mean_batch = rows / executions
             batch_compute_ms = compute_ns / executions / 1e6
+            # One client, in slices, each followed by the in-process batch-1 latency over
+            # as long: this VM's speed swings within seconds, and each slice is compared
+            # with the reference measured right after it.
+            slices = C1_SLICES_PER_ROUND * rounds
             c1_before = batch_statistics(port)
-            c1 = run_loadgen(loadgen, port, 1, duration, warmup, work / "c1.json")
+            c1: list[dict] = []
+            b1: list[float] = []
+            with batch1_reference(weights, args.threads * args.replicas) as reference:
+                for index in range(slices):
+                    c1.append(run_loadgen(
+                        loadgen, port, 1, duration / slices, warmup if index == 0 else 1.0,
+                        work / f"c1-{index}.json",
+                    ))  # fmt: skip
+                    b1.append(reference(duration / slices))
             c1_delta = [a - b for a, b in zip(batch_statistics(port), c1_before, strict=True)]
         ceiling = best_of(ceilings)
-        # Each round's batch-1 latency is its best over thread counts and layouts; the
-        # rounds' median stands for them (their minimum would pick the luckiest moment).
-        b1_ms = statistics.median(r["b1_ms"] for r in ceilings)
 
         c = args.concurrency
         calls = sum(phase["calls"] for phase in served)
-        requests_per_s = calls / sum(phase["calls"] / phase["requests_per_s"] for phase in served)
+        requests_per_s = _overall_rate(served)
         p99_ms = max(phase["p99_ms"] for phase in served)
         loadgen_cpu_ms = sum(phase["cpu_ms_per_request"] * phase["calls"] for phase in served)
         total_cpu_ms = (1e3 * sum(cpu.values()) + loadgen_cpu_ms) / calls
@@ -511,16 +589,18 @@ def run(args: argparse.Namespace) -> BenchReport:
             # Noise-resistant view of served_vs_inprocess: images per CPU-second, served
             # (server, replica, rest of Ray, load generator) over in-process.
             f"cpu_efficiency_c{c}_vs_inprocess": ceiling["cpu_ms_per_image"] / total_cpu_ms,
-            "augserve_c1_requests_per_s": c1["requests_per_s"],
-            "augserve_c1_p50_ms": c1["p50_ms"],
-            "augserve_c1_p99_ms": c1["p99_ms"],
+            "augserve_c1_requests_per_s": _overall_rate(c1),
+            "augserve_c1_p50_ms": statistics.median(phase["p50_ms"] for phase in c1),
+            "augserve_c1_each_slice_p50_ms": " / ".join(f"{phase['p50_ms']:.2f}" for phase in c1),
+            "augserve_c1_p99_ms": max(phase["p99_ms"] for phase in c1),
             "augserve_c1_batch_compute_ms": c1_delta[2] / c1_delta[1] / 1e6,
             "augserve_c1_replica_round_trip_ms_per_batch": c1_delta[3] / c1_delta[1] / 1e6,
             "inprocess_batch_size": max(1, round(mean_batch)),
             "inprocess_images_per_s": ceiling["rps"],
             "inprocess_each_round": " / ".join(f"{r['rps']:,.0f}" for r in ceilings),
             "inprocess_batch_ms": ceiling["batch_ms"],
-            "inprocess_b1_ms": b1_ms,
+            "inprocess_b1_ms": statistics.median(b1),
+            "inprocess_b1_each_slice_ms": " / ".join(f"{ms:.2f}" for ms in b1),
         })  # fmt: skip
         # Paired: each round's served rate over the ceiling measured right after it.
         ratios["served_vs_inprocess_c32"] = statistics.median(
@@ -528,7 +608,10 @@ def run(args: argparse.Namespace) -> BenchReport:
             for phase, ceiling_round in zip(served, ceilings, strict=True)
         )
         ratios["p99_over_batch_compute_c32"] = p99_ms / batch_compute_ms
-        ratios["c1_p50_added_ms"] = c1["p50_ms"] - b1_ms
+        # Paired as well: each slice's p50 over the reference measured right after it.
+        ratios["c1_p50_added_ms"] = statistics.median(
+            phase["p50_ms"] - ms for phase, ms in zip(c1, b1, strict=True)
+        )
 
         if args.baseline == "ray-serve":
             baseline = [
