@@ -186,6 +186,15 @@ def server_process(
         raise RuntimeError(f"{command[2]} exited {code} on SIGTERM; log:\n{log.read_text()}")
 
 
+def _wait_or_kill(process: subprocess.Popen, timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `process` to exit, then kill it."""
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _stop_tree(process: subprocess.Popen) -> None:
     """SIGTERM (a clean Ray shutdown), then SIGKILL for whatever of its tree is left."""
     import psutil
@@ -195,11 +204,7 @@ def _stop_tree(process: subprocess.Popen) -> None:
     except psutil.Error:
         tree = []
     process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    _wait_or_kill(process, 30)
     for child in tree:
         with suppress(psutil.Error):
             child.kill()
@@ -392,12 +397,8 @@ def batch1_reference(weights: Path, threads: int) -> Iterator[Callable[[float], 
         reply()  # "ready"
         yield measure
     finally:
-        stdin.close()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stdin.close()  # its end of input: the process returns
+        _wait_or_kill(process, 60)
 
 
 def _in_process_command(
