@@ -296,6 +296,16 @@ def _load_resnet20(weights: Path) -> Any:
     return module.eval()
 
 
+def _timed_calls(module: Any, batch: Any, seconds: float) -> list[float]:
+    """Call `module(batch)` for `seconds` (at least 20 times); each call's seconds."""
+    times = []
+    end = time.perf_counter() + seconds
+    while (start := time.perf_counter()) < end or len(times) < 20:
+        module(batch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def in_process(
     weights: Path, threads: int, batch_size: int, seconds: float, start_at: float | None = None
 ) -> dict[str, float]:
@@ -320,12 +330,8 @@ def in_process(
             module(batch)
         if start_at is not None:
             time.sleep(max(0.0, start_at - time.time()))
-        times = []
         cpu_start = time.process_time()
-        end = time.perf_counter() + seconds
-        while (start := time.perf_counter()) < end or len(times) < 20:
-            module(batch)
-            times.append(time.perf_counter() - start)
+        times = _timed_calls(module, batch, seconds)
     return {
         "rps": len(times) * batch_size / sum(times),
         "batch_ms": 1e3 * sum(times) / len(times),
@@ -356,11 +362,7 @@ def batch1_worker(weights: Path, threads: int) -> None:
             medians = []
             for count in counts:
                 torch.set_num_threads(count)
-                times = []
-                end = time.perf_counter() + float(line) / len(counts)
-                while (start := time.perf_counter()) < end or len(times) < 20:
-                    module(batch)
-                    times.append(time.perf_counter() - start)
+                times = _timed_calls(module, batch, float(line) / len(counts))
                 medians.append(1e3 * float(np.median(times)))
             print(json.dumps({"b1_ms": min(medians)}), flush=True)
 
