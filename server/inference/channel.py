@@ -7,9 +7,11 @@ latency but busy-poll a core per idle replica. This channel is a Unix socket
 that the replica opens in a private (0700) folder: the server writes a batch as
 a small JSON header and the raw bytes of each input (a request's parts go
 straight from the gRPC buffers to the socket, so the batch is never
-concatenated in the server), and the replica answers the same way. Nothing is
-pickled, so a frame can carry only arrays. Ray still places, starts, warms up
-and kills the replicas; replicas on another node are called through Ray.
+concatenated in the server) when the batch is launched, not on a later turn of
+the event loop, and the replica answers the same way; a reader task hands each
+answer to the batch sent first. Nothing is pickled, so a frame can carry only
+arrays. Ray still places, starts, warms up and kills the replicas; replicas on
+another node are called through Ray.
 
 Frame: `<u4 header length> <u8 payload length> <header JSON> <payload>`. A request
 header lists each input's dtype and batch shape; a response header lists the
@@ -28,7 +30,9 @@ import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +164,10 @@ def _recv_exactly(connection: socket.socket, size: int) -> bytearray | None:
 class ReplicaChannel:
     """The server's end: sends batches to one replica and awaits its answers, in order.
 
+    `run` writes a batch's frame before it returns, so that a batch the dispatcher
+    launches reaches the replica at once rather than after the event loop's other ready
+    work; a reader task matches the replica's answers to the batches in send order.
+
     Args:
         path: the replica's socket (`ReplicaChannelServer.path`).
         model: the model's name, for error messages.
@@ -169,9 +177,10 @@ class ReplicaChannel:
         """Bind to `path`; `connect()` opens the socket."""
         self.path = path
         self.model = model
-        self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: deque[asyncio.Future[tuple[dict[str, Any], bytes]]] = deque()
+        self._died: ReplicaDied | None = None
 
     async def connect(self) -> None:
         """Open the connection (raises OSError if the socket cannot be reached).
@@ -180,43 +189,68 @@ class ReplicaChannel:
         replica that is killed leaves nothing behind in the file system.
         """
         try:
-            self._reader, self._writer = await asyncio.open_unix_connection(
+            reader, self._writer = await asyncio.open_unix_connection(
                 self.path, limit=_SOCKET_BUFFER_BYTES
             )
         finally:
             shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
         sock = self._writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER_BYTES)
-        # A whole batch goes into the transport without `drain()` waiting on the loop.
+        # A whole batch goes into the transport: `run` never waits for the socket to drain.
         self._writer.transport.set_write_buffer_limits(high=_SOCKET_BUFFER_BYTES)
+        self._reader_task = asyncio.create_task(self._read_answers(reader))
 
-    async def run(self, parts: BatchParts) -> tuple[list[np.ndarray], int]:
-        """Run one batch on the replica; its outputs (in config order) and compute ns.
+    def run(self, parts: BatchParts) -> Awaitable[tuple[list[np.ndarray], int]]:
+        """Send one batch now; the awaitable gives its outputs (config order) and compute ns.
 
-        Raises:
+        Raises (when awaited):
             ReplicaDied: the replica went away.
             AugserveError: the replica's own error for this batch.
         """
-        if self._writer is None or self._reader is None:
-            raise Unavailable(f"the channel to a replica of {self.model!r} is not open")
-        # Shielded: a cancelled caller must not leave half a frame on the socket.
-        header, payload = await asyncio.shield(self._exchange(encode_request(parts)))
+        answer: asyncio.Future[tuple[dict[str, Any], bytes]]
+        answer = asyncio.get_running_loop().create_future()
+        if self._writer is None:
+            answer.set_exception(
+                Unavailable(f"the channel to a replica of {self.model!r} is not open")
+            )
+        elif self._died is not None:
+            answer.set_exception(self._died)
+        else:
+            try:
+                self._writer.writelines(encode_request(parts))
+            except (OSError, RuntimeError) as error:  # the transport is already closed
+                answer.set_exception(
+                    ReplicaDied(f"a replica of model {self.model!r} died: {error}")
+                )
+            else:
+                self._pending.append(answer)
+        return self._outputs(answer)
+
+    async def _outputs(
+        self, answer: asyncio.Future[tuple[dict[str, Any], bytes]]
+    ) -> tuple[list[np.ndarray], int]:
+        header, payload = await answer
         if "outputs" not in header:
             raise _error_from(header, self.model)
         return _arrays_from(header["outputs"], memoryview(payload)), header["compute_ns"]
 
-    async def _exchange(self, frame: list[bytes | memoryview]) -> tuple[dict[str, Any], bytes]:
-        assert self._writer is not None and self._reader is not None
-        async with self._lock:  # one batch at a time, answered in order
-            try:
-                self._writer.writelines(frame)
-                await self._writer.drain()
-                prefix = await self._reader.readexactly(_PREFIX.size)
+    async def _read_answers(self, reader: asyncio.StreamReader) -> None:
+        """Hand each answer to the batch sent first; on a lost connection, fail them all."""
+        try:
+            while True:
+                prefix = await reader.readexactly(_PREFIX.size)
                 header_bytes, payload_bytes = _PREFIX.unpack(prefix)
-                header = json.loads(await self._reader.readexactly(header_bytes))
-                return header, await self._reader.readexactly(payload_bytes)
-            except (OSError, asyncio.IncompleteReadError) as error:
-                raise ReplicaDied(f"a replica of model {self.model!r} died: {error}") from None
+                header = json.loads(await reader.readexactly(header_bytes))
+                payload = await reader.readexactly(payload_bytes)
+                answer = self._pending.popleft()
+                if not answer.done():  # its caller may have gone away
+                    answer.set_result((header, payload))
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._died = ReplicaDied(f"a replica of model {self.model!r} died: {error}")
+            while self._pending:
+                answer = self._pending.popleft()
+                if not answer.done():
+                    answer.set_exception(self._died)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -226,3 +260,7 @@ class ReplicaChannel:
                 await self._writer.wait_closed()
             except OSError as error:
                 log.debug("closing the channel to %s: %s", self.path, error)
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reader_task

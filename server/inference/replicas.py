@@ -9,6 +9,7 @@ gone raises `ReplicaDied`, which the batcher answers by starting a new one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,16 @@ class ReplicaHandle:
     model: str
     channel: ReplicaChannel | None = None
 
-    async def run(self, parts: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:
-        """Run one batch (see `batcher.RunBatch`) over the channel or a Ray call."""
+    def run(self, parts: list[list[np.ndarray]]) -> Awaitable[tuple[list[np.ndarray], int]]:
+        """Send one batch now (see `batcher.RunBatch`), over the channel or a Ray call."""
         if self.channel is not None:
-            return await self.channel.run(parts)
+            return self.channel.run(parts)
         inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for arrays in parts]
+        return self._ray_outputs(self.actor.infer.remote(inputs))
+
+    async def _ray_outputs(self, reference: Any) -> tuple[list[np.ndarray], int]:
         try:
-            return await self.actor.infer.remote(inputs)
+            return await reference
         except (RayTaskError, RayActorError) as error:
             raise unwrap_ray_error(error, self.model) from None
 

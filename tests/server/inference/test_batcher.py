@@ -325,3 +325,39 @@ async def test_queued_requests_get_unavailable_when_no_replica_can_restart():
             await task
     with pytest.raises(Unavailable, match="could not be restarted"):
         await queue.submit(rows(3.0), 5)
+
+
+class ManualReplica:
+    """Takes a batch when called (before any await) and answers when the test says."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[asyncio.Future, np.ndarray]] = []
+        self.on_send = lambda: None
+
+    def __call__(self, parts):
+        self.on_send()
+        answer = asyncio.get_running_loop().create_future()
+        self.answers.append((answer, np.concatenate(parts[0])))
+        return answer
+
+    def answer(self, index: int) -> None:
+        answer, batch = self.answers[index]
+        answer.set_result(([batch * 2], 1000))
+
+
+async def test_a_freed_replica_takes_its_next_batch_before_the_last_one_is_answered():
+    replica = ManualReplica()
+    queue, _ = make_queue(replica)
+    first = asyncio.create_task(queue.submit(rows(1.0), 5))
+    while not replica.answers:
+        await asyncio.sleep(0)
+    second = asyncio.create_task(queue.submit(rows(2.0), 5))
+    while queue.queued < 1:
+        await asyncio.sleep(0)
+    first_answered_at_second_send = []
+    replica.on_send = lambda: first_answered_at_second_send.append(first.done())
+    replica.answer(0)
+    np.testing.assert_array_equal((await first)[0], [[2.0]])
+    assert first_answered_at_second_send == [False]
+    replica.answer(1)
+    np.testing.assert_array_equal((await second)[0], [[4.0]])

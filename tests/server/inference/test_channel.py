@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import numpy as np
 import pytest
 
@@ -61,3 +64,40 @@ async def test_a_vanished_replica_is_unavailable(channel):
     channel._writer.transport.abort()
     with pytest.raises(Unavailable, match="replica of model 'm'"):
         await channel.run([[np.ones((1, 2), np.float32)], [np.ones((1, 1), np.uint8)]])
+
+
+async def test_a_batch_is_sent_before_run_returns():
+    received = threading.Event()
+
+    def record(inputs):
+        received.set()
+        return [inputs[0]], 1
+
+    server = ReplicaChannelServer(record)
+    channel = ReplicaChannel(server.path, "m")
+    await channel.connect()
+    try:
+        answer = channel.run([[np.ones((1, 2), np.float32)]])
+        # The event loop does not run while this blocks: only a frame written by `run`
+        # itself can reach the replica.
+        assert received.wait(10)
+        outputs, _ = await answer
+        np.testing.assert_array_equal(outputs[0], [[1, 1]])
+    finally:
+        await channel.close()
+
+
+async def test_answers_reach_their_own_batches_in_order_even_past_a_cancelled_caller(channel):
+    def batch(value):
+        return [[np.full((1, 2), value, np.float32)], [np.ones((1, 1), np.uint8)]]
+
+    first, second, third = (channel.run(batch(v)) for v in (1.0, 2.0, 3.0))
+    abandoned = asyncio.ensure_future(second)
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    third_outputs, _ = await third
+    first_outputs, _ = await first
+    np.testing.assert_array_equal(first_outputs[0], [[2, 2]])
+    np.testing.assert_array_equal(third_outputs[0], [[6, 6]])
+    outputs, _ = await channel.run(batch(4.0))  # the channel is still in step
+    np.testing.assert_array_equal(outputs[0], [[8, 8]])
