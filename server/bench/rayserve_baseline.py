@@ -33,7 +33,8 @@ from ray.serve.config import gRPCOptions
 from augserve.clients.proto import inference as stubs
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from augserve.server.inference.model_config import default_replica_env
+from augserve.server.inference.model_config import InstanceGroup, default_replica_env
+from augserve.server.inference.replica import lower_priority
 
 
 def alias_stub_modules() -> None:
@@ -76,6 +77,7 @@ class ResNetModel:
         from augserve.server.zoo import resnet20
 
         alias_stub_modules()
+        lower_priority(InstanceGroup().nice)  # as augserve's replicas run by default
         torch.set_num_threads(threads)
         module = resnet20(num_classes=10)
         module.load_state_dict(torch.load(state_dict_path, map_location="cpu", weights_only=True))

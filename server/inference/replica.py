@@ -10,8 +10,10 @@ measured compute time.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,22 @@ def to_array(tensor: torch.Tensor, spec: TensorSpec) -> np.ndarray:
     return tensor.numpy()
 
 
+def lower_priority(nice: int) -> None:
+    """Add `nice` to the niceness of every thread of this process, and so of later ones.
+
+    Linux keeps niceness per thread (a new thread starts from its creator's), so each
+    thread under /proc/self/task is set; elsewhere `os.nice` applies to the process.
+    """
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        os.nice(nice)
+        return
+    for task in tasks.iterdir():
+        with suppress(ProcessLookupError):  # a thread that has just exited
+            tid = int(task.name)
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+
+
 class ModelReplica:
     """Runs one model version; create with `ray.remote(ModelReplica).options(...).remote(...)`.
 
@@ -71,6 +89,7 @@ class ModelReplica:
 
     def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool) -> None:
         group = settings.instance_group
+        lower_priority(group.nice)
         self.threads = group.threads
         torch.set_num_threads(self.threads)
         self.settings = settings

@@ -87,3 +87,35 @@ def test_replica_malloc_env_keeps_freed_buffers_for_the_next_batch():
 def test_an_unknown_transport_names_the_field():
     with pytest.raises(InvalidArgument, match=r"instance_group\.transport"):
         parse_model_config(_config(transport="carrier-pigeon"), "m")
+
+
+def test_replicas_yield_to_the_front_end_by_default_and_nice_is_checked():
+    assert parse_model_config(_config(), "m").instance_group.nice == 10
+    assert parse_model_config(_config(nice=0), "m").instance_group.nice == 0
+    with pytest.raises(InvalidArgument, match=r"instance_group\.nice must lie in 0\.\.19, got 20"):
+        parse_model_config(_config(nice=20), "m")
+
+
+_NICE_EVERY_THREAD = """
+import os, threading
+from augserve.server.inference.replica import lower_priority
+stop = threading.Event()
+before = threading.Thread(target=stop.wait)
+before.start()
+base = os.getpriority(os.PRIO_PROCESS, 0)
+lower_priority(3)
+after = threading.Thread(target=stop.wait)
+after.start()
+tids = [int(t) for t in os.listdir("/proc/self/task")]
+print(len(tids), *sorted({os.getpriority(os.PRIO_PROCESS, t) - base for t in tids}))
+stop.set()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is Linux's")
+def test_lower_priority_reaches_every_thread_and_the_threads_started_later():
+    result = subprocess.run(
+        [sys.executable, "-c", _NICE_EVERY_THREAD], capture_output=True, text=True, check=True
+    )
+    threads, *offsets = result.stdout.split()
+    assert int(threads) >= 3 and offsets == ["3"]  # each thread, old or new, 3 nicer
