@@ -9,10 +9,9 @@ another replica is busy, so that replicas do not split a load into small batches
 while an idle server still answers at once. A replica that frees takes its next
 batch before the callers of the batch it finished are answered, and a request that
 finds a replica idle is sent from `submit` itself: answering callers and reading
-requests queue work on the event loop, and a replica should not idle behind it (at
-32 clients on 2 cores the median gap between a replica's batches fell from 1.6 to
-0.08 ms). Items whose caller went away (cancelled, deadline passed) are dropped
-before a batch is formed. A batch that fails is split
+requests queue work on the event loop, and a replica should not idle behind it.
+Items whose caller went away (cancelled, deadline passed) are dropped before a
+batch is formed. A batch that fails is split
 into single requests, so only the request that makes the model raise fails;
 the queue keeps going. A replica whose process died (`ReplicaDied`) leaves the
 rotation and is restarted, and its batch goes back to the head of the queue for
