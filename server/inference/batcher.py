@@ -162,8 +162,7 @@ class BatchQueue:
             deadline=time.monotonic() + min(limits) if limits else None,
         )
         self._queue.append(item)
-        self._dispatch_ready()  # an idle replica takes it now, not on the loop's next turn
-        self._wake.set()
+        self._dispatch_now()  # an idle replica takes it now, not on the loop's next turn
         try:
             if model_timeout is None:
                 # No timer per request on the hot path: cancelling this call cancels the item.
@@ -255,6 +254,11 @@ class BatchQueue:
                 return wait
             self._launch(replica, self._take_batch())
 
+    def _dispatch_now(self) -> None:
+        """Launch what may go now; wake the dispatcher only to time a batch's fill delay."""
+        if self._dispatch_ready() is not None:
+            self._wake.set()
+
     async def _dispatch_forever(self) -> None:
         while True:
             wait = self._dispatch_ready()
@@ -268,22 +272,23 @@ class BatchQueue:
     def _launch(self, replica: _Replica, batch: list[_Item]) -> None:
         """Send `batch` to `replica` now, and finish it in a task."""
         replica.in_flight += 1
-        started_ns = time.perf_counter_ns()
-        try:
-            answer = replica.run(self._parts(batch))
-        except Exception as error:  # a replica that cannot even take the batch
-            answer = self._failed(error)
-        task = asyncio.create_task(self._run(replica, batch, started_ns, answer))
+        task = asyncio.create_task(self._run(replica, batch, *self._send(replica, batch)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _failed(error: Exception) -> tuple[list[np.ndarray], int]:
-        raise error
+    def _send(replica: _Replica, batch: list[_Item]) -> tuple[int, BatchAnswer]:
+        """Hand `batch` to `replica`; (the time it left, in ns, and its answer)."""
+        started_ns = time.perf_counter_ns()
+        parts = [list(arrays) for arrays in zip(*(item.inputs for item in batch), strict=True)]
+        try:
+            return started_ns, replica.run(parts)
+        except Exception as error:  # a replica that cannot even take the batch
+            return started_ns, BatchQueue._failed(error)
 
     @staticmethod
-    def _parts(batch: list[_Item]) -> list[list[np.ndarray]]:
-        return [list(arrays) for arrays in zip(*(item.inputs for item in batch), strict=True)]
+    async def _failed(error: Exception) -> tuple[list[np.ndarray], int]:
+        raise error
 
     async def _run(
         self, replica: _Replica, batch: list[_Item], started_ns: int, answer: BatchAnswer
@@ -297,8 +302,7 @@ class BatchQueue:
             if held:
                 held = False
                 replica.in_flight -= 1
-                self._dispatch_ready()
-                self._wake.set()
+                self._dispatch_now()
 
         try:
             try:
@@ -319,9 +323,7 @@ class BatchQueue:
                     if item.future.done():
                         continue
                     try:
-                        alone = [item]
-                        answer = replica.run(self._parts(alone))
-                        await self._finish(alone, time.perf_counter_ns(), answer, lambda: None)
+                        await self._finish([item], *self._send(replica, [item]), lambda: None)
                     except Exception as item_error:
                         self._fail([item], item_error)
         finally:

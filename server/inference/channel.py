@@ -216,14 +216,11 @@ class ReplicaChannel:
         elif self._died is not None:
             answer.set_exception(self._died)
         else:
+            self._pending.append(answer)
             try:
                 self._writer.writelines(encode_request(parts))
             except (OSError, RuntimeError) as error:  # the transport is already closed
-                answer.set_exception(
-                    ReplicaDied(f"a replica of model {self.model!r} died: {error}")
-                )
-            else:
-                self._pending.append(answer)
+                self._lost(error)
         return self._outputs(answer)
 
     async def _outputs(
@@ -246,11 +243,15 @@ class ReplicaChannel:
                 if not answer.done():  # its caller may have gone away
                     answer.set_result((header, payload))
         except (OSError, asyncio.IncompleteReadError) as error:
-            self._died = ReplicaDied(f"a replica of model {self.model!r} died: {error}")
-            while self._pending:
-                answer = self._pending.popleft()
-                if not answer.done():
-                    answer.set_exception(self._died)
+            self._lost(error)
+
+    def _lost(self, error: Exception) -> None:
+        """The connection is gone: fail every batch awaiting an answer, and later ones."""
+        self._died = ReplicaDied(f"a replica of model {self.model!r} died: {error}")
+        while self._pending:
+            answer = self._pending.popleft()
+            if not answer.done():
+                answer.set_exception(self._died)
 
     async def close(self) -> None:
         """Close the connection."""
