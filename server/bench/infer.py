@@ -58,6 +58,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from augserve.server.bench import h2load
 from augserve.server.bench.loadgen import build_payload
 from augserve.server.bench.report import BenchReport
@@ -308,17 +310,16 @@ def _timed_calls(module: Any, batch: Any, seconds: float) -> list[float]:
 
 def in_process(
     weights: Path, threads: int, batch_size: int, seconds: float, start_at: float | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The model in this process at `batch_size`.
 
     With `start_at` (a `time.time()`), the timed run begins then, so that processes
     started together measure together.
 
     Returns:
-        rps (images/s), batch_ms, and cpu_ms_per_image (this process's CPU time, all
-        threads).
+        rps (images/s), batch_ms, cpu_ms_per_image (this process's CPU time, all
+        threads), and call_ms (each call's milliseconds).
     """
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
@@ -336,6 +337,7 @@ def in_process(
         "rps": len(times) * batch_size / sum(times),
         "batch_ms": 1e3 * sum(times) / len(times),
         "cpu_ms_per_image": 1e3 * (time.process_time() - cpu_start) / (len(times) * batch_size),
+        "call_ms": [round(1e3 * t, 3) for t in times],
     }
 
 
@@ -346,7 +348,6 @@ def batch1_worker(weights: Path, threads: int) -> None:
     batch-1 calls for half that long on one thread and half on `threads` (the replicas'
     budget), and prints the lower of the two medians in ms.
     """
-    import numpy as np
     import torch
 
     module = _load_resnet20(weights)
@@ -411,17 +412,17 @@ def _in_process_command(
             f"from augserve.server.bench.infer import in_process; print(json.dumps({call}))"]
 
 
-def _last_json(stdout: str) -> dict[str, float]:
+def _last_json(stdout: str) -> dict[str, Any]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
 def side_by_side(
     weights: Path, processes: int, threads: int, batch_size: int, seconds: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """`processes` fresh processes of `threads` threads, timed together (the replicas' layout).
 
     Returns `in_process`'s figures with rps summed over the processes, batch_ms and
-    cpu_ms_per_image averaged.
+    cpu_ms_per_image averaged, and every process's call_ms.
     """
     start_at = time.time() + 5.0  # after every process has imported torch and warmed up
     command = _in_process_command(weights, threads, batch_size, seconds, start_at)
@@ -437,6 +438,7 @@ def side_by_side(
         "rps": sum(r["rps"] for r in runs),
         "batch_ms": statistics.mean(r["batch_ms"] for r in runs),
         "cpu_ms_per_image": statistics.mean(r["cpu_ms_per_image"] for r in runs),
+        "call_ms": [ms for r in runs for ms in r["call_ms"]],
     }
 
 
@@ -447,11 +449,13 @@ def best_in_process(
     batch_size: int,
     seconds: float,
     policies: tuple[str | None, ...] = ("PASSIVE", None),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """The model's best in-process figures with the replicas' thread budget.
 
     One fresh process with all `threads * replicas` threads under each OpenMP wait policy,
     and, with several replicas, `replicas` processes of `threads` threads side by side.
+    Besides `best_of`'s figures, `replica_layout_call_ms` holds each call's milliseconds
+    in the replicas' own layout (the side-by-side processes; the first run for one replica).
     """
     command = _in_process_command(weights, threads * replicas, batch_size, seconds)
     runs = [
@@ -463,10 +467,10 @@ def best_in_process(
     ]  # fmt: skip
     if replicas > 1:
         runs.append(side_by_side(weights, replicas, threads, batch_size, seconds))
-    return best_of(runs)
+    return {**best_of(runs), "replica_layout_call_ms": runs[-1]["call_ms"]}
 
 
-def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The best of several `in_process` results: the fastest, and the lowest CPU."""
     best = max(runs, key=lambda r: r["rps"])
     return {**best, "cpu_ms_per_image": min(r["cpu_ms_per_image"] for r in runs)}
@@ -523,7 +527,7 @@ def run(args: argparse.Namespace) -> BenchReport:
         augserve = server_process(serve, work / "augserve.port", work / "augserve.log", extra_env)
         rounds = 1 if args.quick else args.rounds
         served: list[dict] = []
-        ceilings: list[dict[str, float]] = []
+        ceilings: list[dict[str, Any]] = []
         cpu = {"server": 0.0, "replicas": 0.0, "ray_other": 0.0}
         with augserve as (port, pid):
             before = batch_statistics(port)
@@ -567,6 +571,7 @@ def run(args: argparse.Namespace) -> BenchReport:
                     b1.append(reference(duration / slices))
             c1_delta = [a - b for a, b in zip(batch_statistics(port), c1_before, strict=True)]
         ceiling = best_of(ceilings)
+        layout_calls = [ms for round_ in ceilings for ms in round_["replica_layout_call_ms"]]
 
         c = args.concurrency
         calls = sum(phase["calls"] for phase in served)
@@ -602,6 +607,11 @@ def run(args: argparse.Namespace) -> BenchReport:
             "inprocess_images_per_s": ceiling["rps"],
             "inprocess_each_round": " / ".join(f"{r['rps']:,.0f}" for r in ceilings),
             "inprocess_batch_ms": ceiling["batch_ms"],
+            # The model alone, in the replicas' layout at the served batch size: how far
+            # this host's own swings put one batch's p99 above its mean, with no queue.
+            "inprocess_batch_p99_over_mean": float(
+                np.percentile(layout_calls, 99) / np.mean(layout_calls)
+            ),
             "inprocess_b1_ms": statistics.median(b1),
             "inprocess_b1_each_slice_ms": " / ".join(f"{ms:.2f}" for ms in b1),
         })  # fmt: skip

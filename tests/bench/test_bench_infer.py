@@ -43,6 +43,8 @@ def test_quick_run_writes_every_ratio(tmp_path, loadgen):
     # and never beyond max_batch_size.
     assert 1 < figures["augserve_c32_mean_batch_size"] <= 32
     assert figures["inprocess_images_per_s"] > 0
+    # the tail of the model's own batch time: the p99 of calls over their mean
+    assert 0 < figures["inprocess_batch_p99_over_mean"] < math.inf
     assert "augserve bench infer" in result.stdout
 
 
