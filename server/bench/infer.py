@@ -467,7 +467,8 @@ def best_in_process(
     ]  # fmt: skip
     if replicas > 1:
         runs.append(side_by_side(weights, replicas, threads, batch_size, seconds))
-    return {**best_of(runs), "replica_layout_call_ms": runs[-1]["call_ms"]}
+    layout = runs[-1] if replicas > 1 else runs[0]
+    return {**best_of(runs), "replica_layout_call_ms": layout["call_ms"]}
 
 
 def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
