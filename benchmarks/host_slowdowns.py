@@ -19,34 +19,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-import time
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-
-def calls(batch: int, seconds: float, start_at: float) -> list[tuple[float, float]]:
-    """(wall-clock start, seconds) of each ResNet-20 call on one thread from `start_at`."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")  # as a single-thread replica runs
-    import torch
-
-    from augserve.server.zoo import resnet20
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    module = resnet20(num_classes=10).eval()
-    images = torch.randn(batch, 3, 32, 32)
-    timed = []
-    with torch.inference_mode():
-        for _ in range(20):
-            module(images)
-        time.sleep(max(0.0, start_at - time.time()))
-        while (wall := time.time()) < start_at + seconds:
-            start = time.perf_counter()
-            module(images)
-            timed.append((wall, time.perf_counter() - start))
-    return timed
+from augserve.server.bench import infer
 
 
 def events(slow: list[tuple[float, float, int]]) -> list[tuple[float, float, set[int]]]:
@@ -69,20 +47,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--slow", type=float, default=2.5, help="times the median")
     args = parser.parse_args()
-    start_at = time.time() + 10.0  # after every process has imported torch and warmed up
-    with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-        runs = pool.starmap(calls, [(args.batch, args.seconds, start_at)] * args.processes)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = infer.write_repository(Path(tmp) / "repo", args.batch, threads=1)
+        runs = infer.side_by_side(weights, args.processes, 1, args.batch, args.seconds)
     slow = []
-    for index, run in enumerate(runs):
-        seconds = np.array([s for _, s in run])
+    for index, run in enumerate(runs["processes"]):
+        starts, seconds = np.array(run["call_at"]), np.array(run["call_ms"]) / 1e3
         median = float(np.median(seconds))
         p99 = float(np.percentile(seconds, 99))
+        is_slow = seconds > args.slow * median
         print(
-            f"process {index}: {len(run)} calls, median {1e3 * median:.1f} ms, "
-            f"p99 {1e3 * p99:.1f} ms, p99/median {p99 / median:.2f}, "
-            f"slow {int((seconds > args.slow * median).sum())}"
+            f"process {index}: {len(seconds)} calls, median {1e3 * median:.1f} ms, "
+            f"p99 {1e3 * p99:.1f} ms, p99/median {p99 / median:.2f}, slow {int(is_slow.sum())}"
         )
-        slow += [(wall, wall + s, index) for wall, s in run if s > args.slow * median]
+        slow += [
+            (start, start + s, index)
+            for start, s in zip(starts[is_slow], seconds[is_slow], strict=True)
+        ]
     merged = events(slow)
     if not merged:
         print("no slow calls")

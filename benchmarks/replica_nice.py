@@ -52,10 +52,8 @@ def main() -> None:
             "--ready-file", str(work / "port"),
         ]  # fmt: skip
         with infer.server_process(serve, work / "port", work / "log", {}) as (port, pid):
-            replicas = [
-                child.pid for child in psutil.Process(pid).children(recursive=True)
-                if "ModelReplica" in child.name() + " ".join(child.cmdline())
-            ]  # fmt: skip
+            tree = psutil.Process(pid).children(recursive=True)
+            replicas = [child.pid for child in tree if infer.is_replica(child)]
             infer.run_loadgen("h2load", port, args.concurrency, 2, 1, work / "warm.json")
             results: dict[int, list[tuple[float, float, float]]] = {s: [] for s in settings}
             for index in range(args.pairs):

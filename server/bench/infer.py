@@ -255,6 +255,15 @@ def run_loadgen(
     return summary
 
 
+def is_replica(process: Any) -> bool:
+    """Whether a `psutil.Process` of a server's tree is a model replica (a Ray actor).
+
+    Raises:
+        psutil.Error: the process is gone or cannot be read.
+    """
+    return "ModelReplica" in process.name() + " ".join(process.cmdline())
+
+
 def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU seconds so far of the server process, its model replicas, and the rest of its tree."""
     import psutil
@@ -264,7 +273,7 @@ def cpu_seconds(pid: int) -> dict[str, float]:
     for child in root.children(recursive=True):
         try:
             seconds = sum(child.cpu_times()[:2])
-            replica = "ModelReplica" in child.name() + " ".join(child.cmdline())
+            replica = is_replica(child)
         except psutil.Error:
             continue
         totals["replicas" if replica else "ray_other"] += seconds
@@ -298,14 +307,19 @@ def _load_resnet20(weights: Path) -> Any:
     return module.eval()
 
 
-def _timed_calls(module: Any, batch: Any, seconds: float) -> list[float]:
-    """Call `module(batch)` for `seconds` (at least 20 times); each call's seconds."""
-    times = []
+def _timed_calls(module: Any, batch: Any, seconds: float) -> list[tuple[float, float]]:
+    """Call `module(batch)` for `seconds` (at least 20 times).
+
+    Returns:
+        each call's wall-clock start (`time.time()`) and seconds.
+    """
+    calls = []
     end = time.perf_counter() + seconds
-    while (start := time.perf_counter()) < end or len(times) < 20:
+    while (start := time.perf_counter()) < end or len(calls) < 20:
+        wall = time.time()
         module(batch)
-        times.append(time.perf_counter() - start)
-    return times
+        calls.append((wall, time.perf_counter() - start))
+    return calls
 
 
 def in_process(
@@ -318,7 +332,7 @@ def in_process(
 
     Returns:
         rps (images/s), batch_ms, cpu_ms_per_image (this process's CPU time, all
-        threads), and call_ms (each call's milliseconds).
+        threads), and for each call, call_at (its wall-clock start) and call_ms.
     """
     import torch
 
@@ -332,11 +346,13 @@ def in_process(
         if start_at is not None:
             time.sleep(max(0.0, start_at - time.time()))
         cpu_start = time.process_time()
-        times = _timed_calls(module, batch, seconds)
+        calls = _timed_calls(module, batch, seconds)
+    times = [seconds for _, seconds in calls]
     return {
         "rps": len(times) * batch_size / sum(times),
         "batch_ms": 1e3 * sum(times) / len(times),
         "cpu_ms_per_image": 1e3 * (time.process_time() - cpu_start) / (len(times) * batch_size),
+        "call_at": [round(wall, 4) for wall, _ in calls],
         "call_ms": [round(1e3 * t, 3) for t in times],
     }
 
@@ -363,7 +379,7 @@ def batch1_worker(weights: Path, threads: int) -> None:
             medians = []
             for count in counts:
                 torch.set_num_threads(count)
-                times = _timed_calls(module, batch, float(line) / len(counts))
+                times = [s for _, s in _timed_calls(module, batch, float(line) / len(counts))]
                 medians.append(1e3 * float(np.median(times)))
             print(json.dumps({"b1_ms": min(medians)}), flush=True)
 
@@ -422,7 +438,8 @@ def side_by_side(
     """`processes` fresh processes of `threads` threads, timed together (the replicas' layout).
 
     Returns `in_process`'s figures with rps summed over the processes, batch_ms and
-    cpu_ms_per_image averaged, and every process's call_ms.
+    cpu_ms_per_image averaged, every process's call_ms, and `processes`: each process's
+    own `in_process` result.
     """
     start_at = time.time() + 5.0  # after every process has imported torch and warmed up
     command = _in_process_command(weights, threads, batch_size, seconds, start_at)
@@ -439,6 +456,7 @@ def side_by_side(
         "batch_ms": statistics.mean(r["batch_ms"] for r in runs),
         "cpu_ms_per_image": statistics.mean(r["cpu_ms_per_image"] for r in runs),
         "call_ms": [ms for r in runs for ms in r["call_ms"]],
+        "processes": runs,
     }
 
 
