@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from augserve.server.bench import augment_gpu
 from augserve.server.bench.report import BenchReport
 
 MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +30,12 @@ STD = (0.229, 0.224, 0.225)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--batch`, `--rounds`, `--quick`."""
+    """`--device`, `--batch`, `--rounds`, `--quick`, and `--device cuda`'s own flags."""
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu",
+        help="cpu: per core against kornia and albumentations; cuda: kornia on CUDA against "
+             "the CPU fast path and DALI (see augment_gpu); exits 1 at once without CUDA",
+    )
     parser.add_argument("--batch", type=int, default=256,
                         help="images per timed call (256, an ImageNet training batch)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (median)")
@@ -37,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kornia-batch", type=int, default=32, help="images per kornia call (it is slow on CPU)"
     )
     parser.add_argument("--quick", action="store_true", help="a few seconds: small batch, 3 rounds")
+    augment_gpu.add_arguments(parser)
 
 
 def load_photos(size: int = 256) -> list[Any]:
@@ -103,7 +110,12 @@ def _rates(call: Callable[[], Any], n: int) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> BenchReport:
-    """Time the three implementations, interleaved, and report images/s per core."""
+    """Time the three implementations, interleaved, and report images/s per core.
+
+    With `--device cuda`, run `augment_gpu` instead.
+    """
+    if args.device == "cuda":
+        return augment_gpu.run(args)
     import cv2
     import kornia
     import torch
