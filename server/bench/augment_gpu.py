@@ -186,7 +186,8 @@ def dali_call(batch: list[Any], device: torch.device) -> Callable[[], Any] | Non
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as error:
-        print(f"DALI skipped: nvidia.dali does not import ({error})")
+        print(f"DALI skipped: nvidia.dali does not import ({error}); "
+              "pip install nvidia-dali-cuda120 to include it")
         return None
     import numpy as np
 
