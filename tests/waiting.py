@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 
@@ -24,11 +25,17 @@ async def async_wait_until(predicate: Callable[[], object],
                            what: str = "the condition", interval_s: float = 0.0) -> None:
     """Return once `predicate()` is truthy, yielding to the event loop between checks.
 
-    With the default `interval_s` of 0 every check gives the other tasks one turn of
-    the loop, so a condition that a ready task makes true holds at the first chance.
+    `predicate` may be a coroutine function (each check awaits it). With the default
+    `interval_s` of 0 every check gives the other tasks one turn of the loop, so a
+    condition that a ready task makes true holds at the first chance.
     """
+
+    async def holds() -> object:
+        result = predicate()
+        return await result if inspect.isawaitable(result) else result
+
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while not await holds():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout_s} s")
         await asyncio.sleep(interval_s)
