@@ -188,6 +188,21 @@ async def test_close_drains_then_refuses():
         await queue.submit(rows(1.0), 5)
 
 
+async def test_close_returns_once_the_last_batch_is_answered_without_polling():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica)
+    running = asyncio.create_task(queue.submit(rows(1.0), 5))
+    await replica.started.wait()
+    closing = asyncio.create_task(queue.close())
+    await let_ready_tasks_run()
+    assert not closing.done()  # the batch still runs
+    replica.gate.set()
+    # A few turns of the loop, no timer: a close that polled the queue would still wait.
+    await let_ready_tasks_run(10)
+    assert closing.done() and running.done()
+    np.testing.assert_array_equal((await running)[0], [[2.0]])
+
+
 async def test_queue_delay_lets_a_batch_fill_to_the_preferred_size():
     replica = GatedReplica()
     replica.gate.set()
