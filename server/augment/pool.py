@@ -2,20 +2,20 @@
 
 A request is cut into chunks; each chunk travels with its samples' dataset indices
 (and replayed params), so an actor draws exactly what one big batch would have
-drawn. Actors are restarted and their tasks retried by Ray; a retried chunk gives
-the same bytes because the RNG depends only on (seed, epoch, sample, op).
+drawn. The pool is an `ActorPool` (`augserve.server.actors`): a chunk whose actor
+died is made again on a fresh actor, and gives the same bytes because the RNG
+depends only on (seed, epoch, sample, op).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
+from augserve.server.actors import ActorPool, prepare_worker
 from augserve.server.augment.ops import OpParams
 from augserve.server.augment.pipeline import AugmentResult, Pipeline
 from augserve.server.augment.spec import PipelineSpec
@@ -26,18 +26,8 @@ class AugmentWorker:
     """Runs pipelines in one process, on one thread of CPU kernels (or on the GPU)."""
 
     def __init__(self, backend: str = "auto", threads: int = 1) -> None:
-        """Pin OpenCV and torch to `threads` threads: the pool provides the parallelism.
-
-        On CUDA, cuDNN is kept to deterministic algorithms, so that a retried chunk
-        gives the same bytes.
-        """
-        import cv2
-
-        cv2.setNumThreads(threads)
-        torch.set_num_threads(threads)
-        if torch.cuda.is_available():
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+        """Set the process up for a pool (`prepare_worker`): `threads` threads, deterministic."""
+        prepare_worker(threads)
         self.backend = backend
 
     def run(self, spec: PipelineSpec, images: list[np.ndarray], seed: int, epoch: int,
@@ -70,7 +60,7 @@ def merge_results(parts: Sequence[AugmentResult]) -> AugmentResult:
     return AugmentResult(merged, params, targets)
 
 
-class AugmentPool:
+class AugmentPool(ActorPool[AugmentWorker]):
     """`size` Ray actors (or, with size 0, a worker in this process on a thread).
 
     Example:
@@ -79,29 +69,15 @@ class AugmentPool:
     """
 
     def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
-                 chunk_size: int = 64, num_gpus: float = 0.0) -> None:
-        """Describe the pool; the actors start on first use (Ray must be initialised)."""
-        self.size = size
+                 chunk_size: int = 64, num_gpus: float = 0.0, max_retries: int = 3) -> None:
+        """Describe the pool; the actors start on first use (Ray must be initialised).
+
+        `max_retries`: how many times a chunk is made again after its actor died.
+        """
+        super().__init__(AugmentWorker, size, (backend, 1), num_cpus, num_gpus)
         self.backend = backend
-        self.num_cpus = num_cpus
-        self.num_gpus = num_gpus
         self.chunk_size = chunk_size
-        self._actors: list[Any] = []
-        self._local: AugmentWorker | None = None
-        self._next = itertools.count()
-
-    def _ensure_started(self) -> None:
-        if self.size == 0:
-            if self._local is None:
-                self._local = AugmentWorker(self.backend, threads=1)
-            return
-        if not self._actors:
-            import ray
-
-            remote = ray.remote(AugmentWorker).options(
-                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=3,
-                max_task_retries=3)
-            self._actors = [remote.remote(self.backend) for _ in range(self.size)]
+        self.max_retries = max_retries
 
     async def augment(
         self, spec: PipelineSpec, images: Sequence[np.ndarray], seed: int, epoch: int = 0,
@@ -110,7 +86,6 @@ class AugmentPool:
         targets: Sequence[Targets] | None = None,
     ) -> AugmentResult:
         """Run `spec` on `images`, chunked over the actors; see `Pipeline.__call__`."""
-        self._ensure_started()
         n = len(images)
         indices = np.arange(n) if sample_indices is None else np.asarray(sample_indices)
         calls = []
@@ -120,19 +95,7 @@ class AugmentPool:
             args = (spec, list(images[sl]), seed, epoch, indices[sl],
                     None if params is None else tuple(p.take(rows) for p in params),
                     return_params, None if targets is None else list(targets[sl]))
-            if self._local is not None:
-                calls.append(asyncio.to_thread(self._local.run, *args))
-            else:
-                actor = self._actors[next(self._next) % len(self._actors)]
-                calls.append(actor.run.remote(*args))
-        parts = await asyncio.gather(*calls)
+            calls.append(self.call("run", *args))
+        parts = await asyncio.gather(*(self.result(c, self.max_retries, "chunk")
+                                       for c in calls))
         return merge_results(parts)
-
-    def shutdown(self) -> None:
-        """Stop the actors."""
-        if self._actors:
-            import ray
-
-            for actor in self._actors:
-                ray.kill(actor)
-        self._actors = []

@@ -1,25 +1,24 @@
-"""The dynamic batcher: one bounded queue per model version, feeding its replicas.
+"""The dynamic batcher: dispatch and failure policy for one model version's replicas.
 
-Each request is one `_Item` with its own future. The dispatcher is
-work-conserving: when a replica is free it takes what is queued at once (no
-added wait when the server is idle), so batches grow only while every replica
-is busy. `max_queue_delay_microseconds` > 0 with a preferred batch size lets a
-batch wait that long to fill; with `delay_only_while_busy` it waits only while
-another replica is busy, so that replicas do not split a load into small batches
-while an idle server still answers at once. A replica that frees takes its next
-batch before the callers of the batch it finished are answered, and a request that
-finds a replica idle is sent from `submit` itself: answering callers and reading
-requests queue work on the event loop, and a replica should not idle behind it.
-Items whose caller went away (cancelled, deadline passed) are dropped before a
-batch is formed. A batch that fails is split
-into single requests, so only the request that makes the model raise fails;
-the queue keeps going. A replica whose process died (`ReplicaDied`) leaves the
-rotation and is restarted, and its batch goes back to the head of the queue for
-another replica (inference is idempotent). A request whose batch loses
-`MAX_REPLICA_DEATHS` replicas fails with UNAVAILABLE, so an input that crashes
-the model process costs at most that many restarts. While no replica is left
-the queue holds its requests (bounded by their deadlines and `max_queue_size`),
-and if a restart fails they get UNAVAILABLE.
+Which requests form a batch, and when it may go, is `batch_formation`'s; this module
+sends the batches and handles their failures. Each request is one `QueuedRequest`
+with its own future. The dispatcher is work-conserving: when a replica is free it
+takes what is queued at once (no added wait when the server is idle), so batches
+grow only while every replica is busy, or while a configured fill delay holds them
+(see `BatchFormer.fill_wait_s`). A replica that frees takes its next batch before
+the callers of the batch it finished are answered, and a request that finds a
+replica idle is sent from `submit` itself: answering callers and reading requests
+queue work on the event loop, and a replica should not idle behind it.
+
+Failure policy. A batch that fails is split into single requests, so only the
+request that makes the model raise fails; the queue keeps going. A replica whose
+process died (`ReplicaDied`) leaves the rotation and is restarted, and its batch
+goes back to the head of the queue for another replica (inference is idempotent).
+A request whose batch loses `MAX_REPLICA_DEATHS` replicas fails with UNAVAILABLE,
+so an input that crashes the model process costs at most that many restarts.
+While no replica is left the queue holds its requests (bounded by their deadlines
+and `max_queue_size`), and if a restart fails they get UNAVAILABLE. Errors that
+are not augserve's reach the caller as INTERNAL.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +40,7 @@ from augserve.server.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from augserve.server.inference.batch_formation import BatchFormer, QueuedRequest
 from augserve.server.inference.model_config import BatchingSettings
 from augserve.server.inference.statistics import ModelStats
 
@@ -58,23 +57,6 @@ RestartReplica = Callable[[int], Awaitable[RunBatch]]
 
 #: Replica deaths a request may ride through before it fails with UNAVAILABLE.
 MAX_REPLICA_DEATHS = 2
-
-
-@dataclass
-class _Item:
-    inputs: list[np.ndarray]
-    rows: int
-    future: asyncio.Future[list[np.ndarray]]
-    enqueued_ns: int
-    deadline: float | None  # time.monotonic() seconds
-    replica_deaths: int = 0
-    signature: tuple[tuple[int, ...], ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.signature = tuple(a.shape[1:] for a in self.inputs)
-
-    def expired(self, now: float) -> bool:
-        return self.deadline is not None and now >= self.deadline
 
 
 @dataclass
@@ -114,8 +96,9 @@ class BatchQueue:
         self._batching = batching
         self._stats = stats
         self._max_in_flight = max_in_flight
-        self._queue: deque[_Item] = deque()
+        self._former = BatchFormer(max_batch_size, batching)
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set, once closed, when nothing is queued or running
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._dispatcher = asyncio.create_task(self._dispatch_forever())
@@ -123,7 +106,7 @@ class BatchQueue:
     @property
     def queued(self) -> int:
         """Requests waiting for a replica."""
-        return len(self._queue)
+        return len(self._former)
 
     async def submit(
         self, inputs: list[np.ndarray], client_deadline_s: float | None
@@ -147,21 +130,21 @@ class BatchQueue:
             raise Unavailable("the model is being unloaded")
         if self._broken is not None:
             raise self._broken
-        if len(self._queue) >= self._batching.max_queue_size:
+        if len(self._former) >= self._batching.max_queue_size:
             raise ResourceExhausted(
                 f"the model's queue is full ({self._batching.max_queue_size} requests); retry later"
             )
         model_timeout = self._batching.default_timeout_microseconds / 1e6 or None
         limits = [t for t in (client_deadline_s, model_timeout) if t is not None]
         rows = inputs[0].shape[0] if self._max_batch_size else 1
-        item = _Item(
+        item = QueuedRequest(
             inputs=inputs,
             rows=rows,
             future=asyncio.get_running_loop().create_future(),
             enqueued_ns=time.perf_counter_ns(),
             deadline=time.monotonic() + min(limits) if limits else None,
         )
-        self._queue.append(item)
+        self._former.add(item)
         self._dispatch_now()  # an idle replica takes it now, not on the loop's next turn
         try:
             if model_timeout is None:
@@ -177,65 +160,24 @@ class BatchQueue:
     async def close(self) -> None:
         """Stop taking requests, let queued and running batches finish, stop the dispatcher."""
         self._closed = True
-        while self._queue or any(r.in_flight for r in self._replicas):
-            self._wake.set()
-            await asyncio.sleep(0.005)
+        self._dispatch_now()
+        self._note_if_drained()
+        await self._drained.wait()
         self._dispatcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._dispatcher
 
+    def _busy(self) -> bool:
+        return any(r.in_flight for r in self._replicas)
+
+    def _note_if_drained(self) -> None:
+        """Once closed, wake `close` when nothing is queued or running any more."""
+        if self._closed and not self._former and not self._busy():
+            self._drained.set()
+
     def _free_replica(self) -> _Replica | None:
         free = [r for r in self._replicas if r.alive and r.in_flight < self._max_in_flight]
         return min(free, key=lambda r: r.in_flight) if free else None
-
-    def _drop_dead_items(self) -> None:
-        now = time.monotonic()
-        while self._queue and (self._queue[0].future.done() or self._queue[0].expired(now)):
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
-
-    def _fill_wait_s(self) -> float:
-        """Seconds the head batch should still wait to fill (0: it goes now).
-
-        With a delay configured, a batch waits for a preferred size (else
-        `max_batch_size`) until its oldest request has waited the delay; with
-        `delay_only_while_busy`, only while another replica is busy.
-        """
-        delay = self._batching.max_queue_delay_microseconds / 1e6
-        if not delay or not self._max_batch_size:
-            return 0.0
-        target = max(self._batching.preferred_batch_size, default=self._max_batch_size)
-        if sum(i.rows for i in self._queue) >= target:
-            return 0.0
-        if self._batching.delay_only_while_busy and not any(r.in_flight for r in self._replicas):
-            return 0.0
-        return max(0.0, self._queue[0].enqueued_ns / 1e9 + delay - time.perf_counter_ns() / 1e9)
-
-    def _take_batch(self) -> list[_Item]:
-        """Pop the head item and every later live item that fits and has its shapes."""
-        head = self._queue.popleft()
-        batch, rows = [head], head.rows
-        if not self._max_batch_size:
-            return batch
-        kept: deque[_Item] = deque()
-        now = time.monotonic()
-        while self._queue:
-            item = self._queue.popleft()
-            if item.future.done() or item.expired(now):
-                if not item.future.done():
-                    item.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
-                continue
-            if item.signature == head.signature and rows + item.rows <= self._max_batch_size:
-                batch.append(item)
-                rows += item.rows
-            else:
-                kept.append(item)
-            if rows == self._max_batch_size:
-                break
-        kept.extend(self._queue)
-        self._queue = kept
-        return batch
 
     def _dispatch_ready(self) -> float | None:
         """Launch every batch that may start now.
@@ -244,15 +186,16 @@ class BatchQueue:
             seconds until the head batch may go without filling further, or None when
             nothing can go until a request arrives or a replica frees.
         """
+        former = self._former
         while True:
-            self._drop_dead_items()
+            former.drop_finished()
             replica = self._free_replica()
-            if not self._queue or replica is None:
+            if not former or replica is None:
                 return None
-            wait = self._fill_wait_s()
+            wait = former.fill_wait_s(self._busy)
             if wait > 0:
                 return wait
-            self._launch(replica, self._take_batch())
+            self._launch(replica, former.take())
 
     def _dispatch_now(self) -> None:
         """Launch what may go now; wake the dispatcher only to time a batch's fill delay."""
@@ -262,6 +205,7 @@ class BatchQueue:
     async def _dispatch_forever(self) -> None:
         while True:
             wait = self._dispatch_ready()
+            self._note_if_drained()
             self._wake.clear()
             if wait is None:
                 await self._wake.wait()
@@ -269,7 +213,7 @@ class BatchQueue:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _launch(self, replica: _Replica, batch: list[_Item]) -> None:
+    def _launch(self, replica: _Replica, batch: list[QueuedRequest]) -> None:
         """Send `batch` to `replica` now, and finish it in a task."""
         replica.in_flight += 1
         task = asyncio.create_task(self._run(replica, batch, *self._send(replica, batch)))
@@ -277,7 +221,7 @@ class BatchQueue:
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    def _send(replica: _Replica, batch: list[_Item]) -> tuple[int, BatchAnswer]:
+    def _send(replica: _Replica, batch: list[QueuedRequest]) -> tuple[int, BatchAnswer]:
         """Hand `batch` to `replica`; (the time it left, in ns, and its answer)."""
         started_ns = time.perf_counter_ns()
         parts = [list(arrays) for arrays in zip(*(item.inputs for item in batch), strict=True)]
@@ -291,7 +235,7 @@ class BatchQueue:
         raise error
 
     async def _run(
-        self, replica: _Replica, batch: list[_Item], started_ns: int, answer: BatchAnswer
+        self, replica: _Replica, batch: list[QueuedRequest], started_ns: int, answer: BatchAnswer
     ) -> None:
         held = True
 
@@ -303,6 +247,8 @@ class BatchQueue:
                 held = False
                 replica.in_flight -= 1
                 self._dispatch_now()
+                if self._closed:
+                    self._note_if_drained()
 
         try:
             try:
@@ -330,7 +276,7 @@ class BatchQueue:
             release()
 
     async def _finish(
-        self, batch: list[_Item], started_ns: int, answer: BatchAnswer,
+        self, batch: list[QueuedRequest], started_ns: int, answer: BatchAnswer,
         on_return: Callable[[], None],
     ) -> None:  # fmt: skip
         """Await the batch's answer, call `on_return`, then answer each request."""
@@ -348,7 +294,7 @@ class BatchQueue:
                 True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows
             )
 
-    def _requeue_or_fail(self, batch: list[_Item], error: ReplicaDied) -> None:
+    def _requeue_or_fail(self, batch: list[QueuedRequest], error: ReplicaDied) -> None:
         """Put the batch's live requests back at the head of the queue, in order."""
         retry = []
         for item in batch:
@@ -361,7 +307,7 @@ class BatchQueue:
                 ))
             else:
                 retry.append(item)
-        self._queue.extendleft(reversed(retry))
+        self._former.put_back(retry)
         self._wake.set()
 
     def _replace(self, replica: _Replica, error: ReplicaDied) -> None:
@@ -393,12 +339,10 @@ class BatchQueue:
         if any(r.alive for r in self._replicas):
             return
         self._broken = error
-        while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(error)
+        self._former.fail_all(error)
+        self._note_if_drained()
 
-    def _fail(self, batch: list[_Item], error: Exception) -> None:
+    def _fail(self, batch: list[QueuedRequest], error: Exception) -> None:
         failure = (
             error
             if isinstance(error, AugserveError)
@@ -410,7 +354,7 @@ class BatchQueue:
             if not item.future.done():
                 item.future.set_exception(failure)
 
-    def _deliver(self, batch: list[_Item], outputs: list[np.ndarray], rows: int) -> None:
+    def _deliver(self, batch: list[QueuedRequest], outputs: list[np.ndarray], rows: int) -> None:
         if not self._max_batch_size:
             if not batch[0].future.done():
                 batch[0].future.set_result(outputs)

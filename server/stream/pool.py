@@ -8,18 +8,17 @@ index, op), so any worker, or a retry after a worker died, makes the same bytes.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Awaitable
-from typing import Any
 
 import numpy as np
 
+from augserve.server.actors import ActorCall, ActorPool, prepare_worker
 from augserve.server.augment.spec import PipelineSpec
 from augserve.server.data.datasets import CorruptImage, Dataset, DatasetSpec, open_dataset
+from augserve.server.stream import metrics
 from augserve.server.stream.ring import Destination, MappedRings
 
 log = logging.getLogger(__name__)
@@ -82,12 +81,8 @@ class StreamWorker:
     """Makes batches in one process, its kernels on `threads` threads."""
 
     def __init__(self, backend: str = "auto", threads: int = 1, cache_bytes: int = 0) -> None:
-        """Pin OpenCV and torch to `threads`: the pool provides the parallelism."""
-        import cv2
-        import torch
-
-        cv2.setNumThreads(threads)
-        torch.set_num_threads(threads)
+        """Set the process up for a pool (`prepare_worker`): `threads` threads, deterministic."""
+        prepare_worker(threads)
         self.backend = backend
         self.cache_bytes = cache_bytes
         self._datasets: dict[DatasetSpec, Dataset] = {}
@@ -145,101 +140,28 @@ class StreamWorker:
         return BatchResult(images, task.spec.dtype, kept, skipped)
 
 
-def actor_died_errors() -> tuple[type[BaseException], ...]:
-    """Ray's exceptions that mean "the actor is gone" (the task may run elsewhere)."""
-    from ray import exceptions
-
-    return tuple(getattr(exceptions, name) for name in
-                 ("RayActorError", "ActorDiedError", "ActorUnavailableError")
-                 if hasattr(exceptions, name))
-
-
-@dataclasses.dataclass
-class Submission:
-    """A submitted task: where it runs and its result to await."""
-
-    task: BatchTask
-    slot: int
-    actor: Any
-    result: Awaitable[BatchResult]
-
-
-class StreamPool:
+class StreamPool(ActorPool[StreamWorker]):
     """`size` StreamWorker actors shared by all streams (size 0: one in-process worker).
 
-    `submit` sends a task to the least busy actor; `replace` swaps a dead actor for a
-    fresh one. Counters (`in_flight`, `resubmitted`) let tests and metrics see inside.
+    An `ActorPool`: `submit` sends a task to the least busy actor, and `result` makes it
+    again on a fresh actor if its actor dies.
 
     Example:
         >>> pool = StreamPool(size=2)  # doctest: +SKIP
-        >>> batch = await pool.submit(task).result  # doctest: +SKIP
+        >>> batch = await pool.result(pool.submit(task), max_retries=3)  # doctest: +SKIP
     """
 
     def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
                  cache_bytes: int = 0) -> None:
         """Describe the pool; actors start on first use (Ray must be initialised)."""
-        self.size = size
+        super().__init__(StreamWorker, size, (backend, 1, cache_bytes), num_cpus)
         self.backend = backend
-        self.num_cpus = num_cpus
         self.cache_bytes = cache_bytes
-        self.actors: list[Any] = []
-        self.busy: list[int] = []
-        self.in_flight = 0
-        self.resubmitted = 0
-        self._local: StreamWorker | None = None
 
-    def _new_actor(self) -> Any:
-        import ray
-
-        remote = ray.remote(StreamWorker).options(num_cpus=self.num_cpus, max_restarts=0,
-                                                  max_task_retries=0)
-        return remote.remote(self.backend, 1, self.cache_bytes)
-
-    def start(self) -> None:
-        """Create the actors (or the local worker) if not done yet."""
-        if self.size == 0:
-            if self._local is None:
-                self._local = StreamWorker(self.backend, 1, self.cache_bytes)
-        elif not self.actors:
-            self.actors = [self._new_actor() for _ in range(self.size)]
-            self.busy = [0] * self.size
-
-    def submit(self, task: BatchTask) -> Submission:
+    def submit(self, task: BatchTask) -> ActorCall:
         """Send `task` to the least busy actor."""
-        self.start()
-        self.in_flight += 1
-        if self._local is not None:
-            future = asyncio.ensure_future(asyncio.to_thread(self._local.make_batch, task))
-            future.add_done_callback(lambda _: self._done(-1))
-            return Submission(task, -1, None, future)
-        slot = min(range(len(self.actors)), key=self.busy.__getitem__)
-        self.busy[slot] += 1
-        actor = self.actors[slot]
-        ref = actor.make_batch.remote(task)
-        future = asyncio.wrap_future(ref.future())
-        future.add_done_callback(lambda _: self._done(slot))
-        return Submission(task, slot, actor, future)
+        return self.call("make_batch", task)
 
-    def _done(self, slot: int) -> None:
-        self.in_flight -= 1
-        if slot >= 0:
-            self.busy[slot] -= 1
-
-    def replace(self, dead: Submission) -> None:
-        """`dead`'s actor died: put a fresh one in its slot (once, whoever notices first)."""
-        import ray
-
-        if dead.slot < 0 or self.actors[dead.slot] is not dead.actor:
-            return
-        log.warning("stream worker %d died; starting a new one", dead.slot)
-        ray.kill(dead.actor)
-        self.actors[dead.slot] = self._new_actor()
-
-    def shutdown(self) -> None:
-        """Stop the actors."""
-        if self.actors:
-            import ray
-
-            for actor in self.actors:
-                ray.kill(actor)
-        self.actors, self.busy, self._local = [], [], None
+    def on_resubmit(self) -> None:
+        """Count the batch made again in the stream metrics."""
+        metrics.RESUBMITTED.inc()

@@ -12,27 +12,18 @@ consumer goes away (cancellation), the batches still in flight are dropped.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
 import numpy as np
 
+from augserve.server.actors import ActorCall
 from augserve.server.augment.spec import PipelineSpec
 from augserve.server.data.datasets import DatasetSpec
 from augserve.server.data.epoch import EpochPlan
-from augserve.server.errors import FailedPrecondition, InvalidArgument, Unavailable
-from augserve.server.stream import metrics
-from augserve.server.stream.pool import (
-    BatchResult,
-    BatchTask,
-    StreamPool,
-    Submission,
-    actor_died_errors,
-)
+from augserve.server.errors import FailedPrecondition, InvalidArgument
+from augserve.server.stream.pool import BatchResult, BatchTask, StreamPool
 from augserve.server.stream.ring import RingWriter
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,23 +70,6 @@ class StreamCounters:
         self.batches_sent = 0
 
 
-async def _await_result(pool: StreamPool, submission: Submission, max_retries: int
-                        ) -> tuple[Submission, BatchResult]:
-    died = actor_died_errors() if submission.slot >= 0 else ()
-    for attempt in range(max_retries + 1):
-        try:
-            return submission, await submission.result
-        except died as error:
-            if attempt == max_retries:
-                raise Unavailable(f"batch lost {attempt + 1} workers: {error}") from error
-            log.warning("stream worker died (%s); resubmitting its batch", type(error).__name__)
-            pool.replace(submission)
-            pool.resubmitted += 1
-            metrics.RESUBMITTED.inc()
-            submission = pool.submit(submission.task)
-    raise AssertionError("unreachable")
-
-
 async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: int = 3,
                   counters: StreamCounters | None = None, ring: RingWriter | None = None
                   ) -> AsyncIterator[MadeBatch]:
@@ -113,7 +87,7 @@ async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: in
     positions = range(job.start, job.plan.num_batches(), job.stride)
     batches = job.plan.batches(job.start, job.stride)
     todo = iter(zip(positions, batches, strict=True))
-    pending: deque[tuple[int, np.ndarray, Submission]] = deque()
+    pending: deque[tuple[int, np.ndarray, ActorCall]] = deque()
 
     async def submit_next() -> None:
         for position, indices in todo:
@@ -129,7 +103,7 @@ async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: in
             await submit_next()
         while pending:
             position, indices, submission = pending[0]
-            _, result = await _await_result(pool, submission, max_retries)
+            result = await pool.result(submission, max_retries, what="batch")
             pending.popleft()
             if result.error:
                 error = FailedPrecondition if result.skipped else InvalidArgument
@@ -140,6 +114,5 @@ async def produce(pool: StreamPool, job: StreamJob, window: int, max_retries: in
     finally:
         counters.active_streams -= 1
         for _, _, submission in pending:
-            if hasattr(submission.result, "cancel"):
-                submission.result.cancel()
+            submission.result.cancel()
         pending.clear()

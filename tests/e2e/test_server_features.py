@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 
@@ -17,6 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from augserve.clients.infer import AsyncInferClient
 from augserve.server.errors import NotFound
 from augserve.server.inference.repository import ModelRepository
+
+from ..waiting import async_wait_until
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +125,12 @@ async def test_both_transports_agree_and_a_killed_replica_costs_no_request(
         ray.kill(killed)  # asynchronous: calls may succeed until the process is gone
         # The batch that meets the dead replica waits for its restart and reruns there:
         # no request fails.
-        for _ in range(200):
+        async def served_and_replaced() -> bool:
             again = await loaded.queue.submit([images], client_deadline_s=60)
             np.testing.assert_allclose(again[0], together[0], atol=1e-5)
-            if loaded.replicas[0].actor != killed:
-                break
-            await asyncio.sleep(0.05)
-        assert loaded.replicas[0].actor != killed
+            return loaded.replicas[0].actor != killed
+
+        await async_wait_until(served_and_replaced, 60, interval_s=0.05,
+                               what="the killed replica replaced")
     finally:
         await repository.unload("multi")

@@ -11,6 +11,8 @@ import numpy as np
 from augserve.clients.infer import build_infer_request
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 
+from ..waiting import async_wait_until
+
 
 async def keep_sending(stub, request, outcomes):
     while True:
@@ -31,8 +33,8 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(
     async with grpc.aio.insecure_channel(serve.url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         senders = [asyncio.create_task(keep_sending(stub, request, outcomes)) for _ in range(16)]
-        while outcomes.count("ok") < 32:
-            await asyncio.sleep(0.05)
+        await async_wait_until(lambda: outcomes.count("ok") >= 32, 120, interval_s=0.05,
+                               what="32 requests served")
         served_before = outcomes.count("ok")
         started = time.monotonic()
         exit_code = await asyncio.to_thread(serve.terminate)

@@ -12,6 +12,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from augserve.server.drain import DrainGate
 from augserve.server.interceptors import ErrorMappingInterceptor
 
+from ..waiting import async_wait_until
+
 SLOW_METHOD = "/test.Slow/Wait"
 
 
@@ -47,8 +49,8 @@ async def _admitted_call(gate, channel, payload):
     """Start a slow call and return (its future, the call) once the gate has admitted it."""
     call = channel.unary_unary(SLOW_METHOD, _identity, _identity)
     future = asyncio.ensure_future(call(payload, timeout=10))
-    while gate.in_flight == 0:
-        await asyncio.sleep(0.01)
+    await async_wait_until(lambda: gate.in_flight > 0, interval_s=0.01,
+                           what="the gate admitting the call")
     return future, call
 
 

@@ -13,6 +13,8 @@ import psutil
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 
+from ..waiting import wait_until
+
 WINDOW = 4
 BATCH = 32
 BATCH_BYTES = BATCH * 3 * 224 * 224  # uint8 ImageNet crops
@@ -28,11 +30,9 @@ def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
          "--port-file", str(port_file), "--window", str(WINDOW)],
         stdout=(tmp_path / "log").open("w"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists():
-            assert server.poll() is None and time.monotonic() < deadline, (
-                (tmp_path / "log").read_text()[-2000:])
-            time.sleep(0.1)
+        wait_until(lambda: port_file.exists() or server.poll() is not None, 120,
+                   what="the stream server writing its port")
+        assert server.poll() is None, (tmp_path / "log").read_text()[-2000:]
         process = psutil.Process(server.pid)
         channel = grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}",
                                         options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -44,13 +44,14 @@ def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
         for _ in range(3):
             seen += next(stream).sample_indices
         rate = 3 * BATCH / (time.monotonic() - started)
-        time.sleep(1.0)  # let the window fill
+        # The reader stops here. The window's batches are made during the stall: the
+        # bound below allows for them.
         baseline = process.memory_info().rss
         peak = baseline
         stall_end = time.monotonic() + STALL_S
         while time.monotonic() < stall_end:
             peak = max(peak, process.memory_info().rss)
-            time.sleep(0.2)
+            time.sleep(0.2)  # the stall under test: sample the RSS while nothing is read
         for batch in stream:
             seen += batch.sample_indices
         channel.close()

@@ -14,6 +14,7 @@ from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.data.datasets import DatasetSpec, open_dataset
 
+from ..waiting import async_wait_until
 from .conftest import DIGITS, OPTIONS, SMALL, by_index, collect, images_of, request
 
 N_DIGITS = 1797
@@ -161,11 +162,8 @@ async def test_cancel_frees_the_streams_resources(local):
         await call.read()
         assert counters.active_streams == 1
         call.cancel()
-    for _ in range(100):
-        if counters.active_streams == 0 and pool.in_flight == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert counters.active_streams == 0 and pool.in_flight == 0
+    await async_wait_until(lambda: counters.active_streams == 0 and pool.in_flight == 0,
+                           interval_s=0.05, what="the cancelled stream's resources freed")
     assert by_index(await collect(local.target, batch_size=256))
 
 

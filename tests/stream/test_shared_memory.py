@@ -26,6 +26,7 @@ from augserve.server.stream.pool import BatchResult
 from augserve.server.stream.ring import MappedRings, Ring, RingPool, RingWriter
 from augserve.server.stream.settings import StreamSettings
 
+from ..waiting import async_wait_until, let_ready_tasks_run
 from .conftest import OPTIONS, images_of, request, settings, start
 
 KWARGS = {"dataset": "digits32", "pipeline_id": "small", "batch_size": 100, "seed": 5}
@@ -53,8 +54,10 @@ async def test_writer_waits_for_the_reader_to_release_a_slot(tmp_path):
     assert (first.slot, second.slot) == (0, 1) and first.path == second.path
     assert first.slot_bytes % 4096 == 0 and first.slot_bytes >= made_[0].nbytes
     third = asyncio.create_task(writer.put(made(made_[2])))
-    await asyncio.sleep(0.05)
-    assert not third.done()  # slot 0 still holds batch 0
+    await let_ready_tasks_run()
+    # Slot 0 still holds batch 0: the third batch is still looking for a slot (a free
+    # one would have been taken, and `last_slot` set, at its first step).
+    assert writer.last_slot == 1 and not third.done()
     taken = reader.take(first.path, first.slots, first.slot_bytes, 0, made_[0].nbytes)
     np.testing.assert_array_equal(taken.reshape(made_[0].shape), made_[0])
     where = await asyncio.wait_for(third, 5)
@@ -173,10 +176,7 @@ async def test_closing_the_pool_removes_rings_still_waiting_for_their_client(tmp
     where = await pooled.put(made(np.ones((2, 8), np.uint8)))
     reader.take(where.path, where.slots, where.slot_bytes, where.slot, 16)  # copied: released
     pooled.finish(completed=True)
-    for _ in range(100):
-        if pool.free:
-            break
-        await asyncio.sleep(0.01)
+    await async_wait_until(lambda: pool.free, interval_s=0.01, what="the released ring pooled")
     assert len(pool.free) == 1 and len(pool.returning) == 1 and len(os.listdir(tmp_path)) == 2
     await pool.aclose()  # the server shuts down
     assert not os.listdir(tmp_path) and not pool.free and not pool.returning
@@ -336,10 +336,8 @@ async def test_a_reader_that_never_releases_stalls_only_its_own_stream(tmp_path)
             stalled.cancel()
         await asyncio.gather(*running.servicer.rings.returning)
         pooled = {Path(ring.path).name for ring in running.servicer.rings.free}
-        for _ in range(50):  # the stalled call's ring is removed, the finished one's pooled
-            if set(os.listdir(tmp_path)) == pooled:
-                break
-            await asyncio.sleep(0.05)
+        # The stalled call's ring is removed, the finished one's pooled.
+        await async_wait_until(lambda: set(os.listdir(tmp_path)) == pooled, interval_s=0.05)
         assert set(os.listdir(tmp_path)) == pooled and len(pooled) == 1
     finally:
         await running.server.stop(None)

@@ -19,6 +19,8 @@ from augserve.server.inference.batcher import BatchQueue
 from augserve.server.inference.model_config import BatchingSettings
 from augserve.server.inference.statistics import ModelStats
 
+from ...waiting import async_wait_until, let_ready_tasks_run
+
 
 class GatedReplica:
     """Doubles its input; each call waits until the test opens the gate."""
@@ -65,8 +67,7 @@ async def test_requests_merge_while_busy_and_each_caller_gets_its_own_rows():
     first = asyncio.create_task(queue.submit(rows(0.0), 5))
     await replica.started.wait()  # the replica is now busy with the first request
     others = [asyncio.create_task(queue.submit(rows(i, i + 0.5), 5)) for i in range(1, 4)]
-    while queue.queued < 3:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 3)
     replica.gate.set()
     await first
     results = await asyncio.gather(*others)
@@ -83,8 +84,7 @@ async def test_batches_never_exceed_max_batch_size():
     first = asyncio.create_task(queue.submit(rows(0.0), 5))
     await replica.started.wait()
     waiting = [asyncio.create_task(queue.submit(rows(float(i), float(i)), 5)) for i in range(5)]
-    while queue.queued < 5:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 5)
     replica.gate.set()
     await asyncio.gather(first, *waiting)
     assert replica.calls[0] == 1 and max(replica.calls) <= 4 and sum(replica.calls) == 11
@@ -96,8 +96,7 @@ async def test_full_queue_answers_resource_exhausted_at_once():
     running = asyncio.create_task(queue.submit(rows(0.0), 5))
     await replica.started.wait()
     queued = [asyncio.create_task(queue.submit(rows(1.0), 5)) for _ in range(2)]
-    while queue.queued < 2:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 2)
     with pytest.raises(ResourceExhausted, match="queue is full"):
         await queue.submit(rows(2.0), 5)
     replica.gate.set()
@@ -110,11 +109,9 @@ async def test_deadline_while_queued_is_dropped_before_running():
     running = asyncio.create_task(queue.submit(rows(0.0), 5))
     await replica.started.wait()
     expiring = asyncio.create_task(queue.submit(rows(9.0), client_deadline_s=0.001))
-    while queue.queued < 1:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 1)
     deadline = time.monotonic() + 0.001
-    while time.monotonic() <= deadline:  # the queued request's deadline passes
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: time.monotonic() > deadline)  # the queued one's passes
     replica.gate.set()
     await running
     with pytest.raises(DeadlineExceeded, match="while queued"):
@@ -139,8 +136,7 @@ async def test_a_request_that_makes_the_model_raise_fails_alone():
     await replica.started.wait()
     good = [asyncio.create_task(queue.submit(rows(float(i)), 5)) for i in (1, 2)]
     bad = asyncio.create_task(queue.submit(rows(13.0), 5))
-    while queue.queued < 3:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 3)
     replica.gate.set()
     await first
     with pytest.raises(Internal, match="poisoned row"):
@@ -168,8 +164,7 @@ async def test_cancelled_caller_is_skipped():
     await replica.started.wait()
     abandoned = asyncio.create_task(queue.submit(rows(7.0), 5))
     kept = asyncio.create_task(queue.submit(rows(4.0), 5))
-    while queue.queued < 2:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 2)
     abandoned.cancel()
     with pytest.raises(asyncio.CancelledError):
         await abandoned
@@ -184,14 +179,28 @@ async def test_close_drains_then_refuses():
     queue, _ = make_queue(replica, max_batch_size=1)
     pending = [asyncio.create_task(queue.submit(rows(float(i)), 5)) for i in range(4)]
     await replica.started.wait()
-    while queue.queued < 3:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 3)
     closing = asyncio.create_task(queue.close())
     replica.gate.set()
     await closing
     assert [(await task)[0].item() for task in pending] == [0.0, 2.0, 4.0, 6.0]
     with pytest.raises(Exception, match="being unloaded"):
         await queue.submit(rows(1.0), 5)
+
+
+async def test_close_returns_once_the_last_batch_is_answered_without_polling():
+    replica = GatedReplica()
+    queue, _ = make_queue(replica)
+    running = asyncio.create_task(queue.submit(rows(1.0), 5))
+    await replica.started.wait()
+    closing = asyncio.create_task(queue.close())
+    await let_ready_tasks_run()
+    assert not closing.done()  # the batch still runs
+    replica.gate.set()
+    # A few turns of the loop, no timer: a close that polled the queue would still wait.
+    await let_ready_tasks_run(10)
+    assert closing.done() and running.done()
+    np.testing.assert_array_equal((await running)[0], [[2.0]])
 
 
 async def test_queue_delay_lets_a_batch_fill_to_the_preferred_size():
@@ -203,7 +212,7 @@ async def test_queue_delay_lets_a_batch_fill_to_the_preferred_size():
     tasks = []
     for i in range(4):
         tasks.append(asyncio.create_task(queue.submit(rows(float(i)), 5)))
-        await asyncio.sleep(0)
+        await let_ready_tasks_run()  # each request is queued before the next is made
     await asyncio.gather(*tasks)
     assert replica.calls == [4]
 
@@ -221,15 +230,15 @@ async def test_delay_only_while_busy_waits_to_fill_only_beside_a_busy_replica():
     await busy.started.wait()
     # One replica busy: the free one waits for 3 rows instead of taking 1.
     fill = [asyncio.create_task(queue.submit(rows(float(i)), 5)) for i in (2, 3)]
-    await asyncio.sleep(0.05)
-    assert free.calls == []
+    await let_ready_tasks_run()  # both submitted: queued, or (wrongly) sent to `free`
+    assert queue.queued == 2 and free.calls == []
     fill.append(asyncio.create_task(queue.submit(rows(4.0), 5)))
     await asyncio.gather(*fill)
     assert free.calls == [3]
     # A lone request beside the busy replica goes when that replica frees up.
     late = asyncio.create_task(queue.submit(rows(5.0), 5))
-    await asyncio.sleep(0.05)
-    assert not late.done()
+    await let_ready_tasks_run()
+    assert queue.queued == 1 and not late.done()
     busy.gate.set()
     await asyncio.gather(first, late)
     assert sorted(busy.calls + free.calls) == [1, 1, 3]
@@ -259,10 +268,11 @@ async def test_a_dead_replicas_batch_reruns_on_its_restarted_replica():
     dying = DyingReplica()
     fresh = GatedReplica()
     fresh.gate.set()
-    restarted = asyncio.Event()
+    restarting, restarted = asyncio.Event(), asyncio.Event()
 
     async def restart(index):
         assert index == 0
+        restarting.set()
         await restarted.wait()  # the batch and requests that arrive meanwhile wait
         return fresh
 
@@ -270,9 +280,9 @@ async def test_a_dead_replicas_batch_reruns_on_its_restarted_replica():
     queue = BatchQueue([dying], 8, BatchingSettings(), stats, restart=restart)
     dying.dead = True
     first = asyncio.create_task(queue.submit(rows(1.0), 5))
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(restarting.wait(), 10)  # the replica died on the first request
     waiting = asyncio.create_task(queue.submit(rows(2.0), 5))
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: queue.queued == 2)  # requeued, and the newcomer
     assert dying.calls == [1] and not first.done() and not waiting.done()
     restarted.set()
     np.testing.assert_array_equal((await first)[0], [[2.0]])
@@ -308,17 +318,18 @@ async def test_an_input_that_kills_replicas_fails_after_two_deaths_and_others_go
 async def test_queued_requests_get_unavailable_when_no_replica_can_restart():
     dying = DyingReplica()
     dying.dead = True
-    gate = asyncio.Event()
+    restarting, gate = asyncio.Event(), asyncio.Event()
 
     async def restart(index):
+        restarting.set()
         await gate.wait()
         raise RuntimeError("the model file is gone")
 
     queue = BatchQueue([dying], 8, BatchingSettings(), ModelStats("m", "1"), restart=restart)
     first = asyncio.create_task(queue.submit(rows(1.0), 5))
-    await asyncio.sleep(0.02)
+    await asyncio.wait_for(restarting.wait(), 10)
     waiting = asyncio.create_task(queue.submit(rows(2.0), 5))
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: queue.queued == 2)
     gate.set()
     for task in (first, waiting):
         with pytest.raises(Unavailable, match="could not be restarted: the model file is gone"):
@@ -349,11 +360,9 @@ async def test_a_freed_replica_takes_its_next_batch_before_the_last_one_is_answe
     replica = ManualReplica()
     queue, _ = make_queue(replica)
     first = asyncio.create_task(queue.submit(rows(1.0), 5))
-    while not replica.answers:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: replica.answers)
     second = asyncio.create_task(queue.submit(rows(2.0), 5))
-    while queue.queued < 1:
-        await asyncio.sleep(0)
+    await async_wait_until(lambda: queue.queued >= 1)
     first_answered_at_second_send = []
     replica.on_send = lambda: first_answered_at_second_send.append(first.done())
     replica.answer(0)

@@ -11,6 +11,8 @@ import pytest
 from augserve.server.errors import Internal, InvalidArgument, Unavailable
 from augserve.server.inference.channel import ReplicaChannel, ReplicaChannelServer
 
+from ...waiting import let_ready_tasks_run
+
 
 def _double_and_count(inputs):
     if inputs[0].dtype == np.float64:
@@ -93,7 +95,7 @@ async def test_answers_reach_their_own_batches_in_order_even_past_a_cancelled_ca
 
     first, second, third = (channel.run(batch(v)) for v in (1.0, 2.0, 3.0))
     abandoned = asyncio.ensure_future(second)
-    await asyncio.sleep(0)
+    await let_ready_tasks_run(1)  # the abandoned caller is awaiting its answer
     abandoned.cancel()
     third_outputs, _ = await third
     first_outputs, _ = await first

@@ -1,0 +1,181 @@
+"""Pools of Ray worker actors, shared by the services: one restart policy, one worker set-up.
+
+`ActorPool` runs `size` actors of one worker class, or with size 0 one worker in this
+process whose calls run on threads. Both the Augment pool and the stream workers are
+ActorPools, so both follow the same rules:
+
+- Set-up: every worker's constructor calls `prepare_worker`, which pins OpenCV and
+  torch to the worker's threads (the pool provides the parallelism) and, on CUDA,
+  keeps cuDNN to deterministic algorithms, so that a call made again gives the same
+  bytes.
+- Restarts belong to the pool, not to Ray (actors are made with `max_restarts=0`): a
+  call whose actor died is made again on a fresh actor put in that actor's place, at
+  most `max_retries` times; then it fails with UNAVAILABLE. Calls are idempotent
+  (augmentation keys depend only on seed, epoch, sample index and op), so a call made
+  again gives what the first would have.
+- Each call goes to the least busy actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable
+from typing import Any, Generic, TypeVar
+
+from augserve.server.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+Worker = TypeVar("Worker")
+
+
+def prepare_worker(threads: int) -> None:
+    """Set up a worker process: `threads` OpenCV and torch threads, deterministic cuDNN."""
+    import cv2
+    import torch
+
+    cv2.setNumThreads(threads)
+    torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def actor_died_errors() -> tuple[type[BaseException], ...]:
+    """Ray's exceptions that mean "the actor is gone" (the call may run elsewhere)."""
+    from ray import exceptions
+
+    return tuple(getattr(exceptions, name) for name in
+                 ("RayActorError", "ActorDiedError", "ActorUnavailableError")
+                 if hasattr(exceptions, name))
+
+
+@dataclasses.dataclass
+class ActorCall:
+    """A call made on a pool: the method and arguments, where it runs, its result to await.
+
+    Attributes:
+        method: the worker method's name.
+        args: its arguments.
+        slot: the actor's place in the pool (-1: the in-process worker).
+        actor: the actor handle (None in-process).
+        result: the result to await (cancel it to drop the call).
+    """
+
+    method: str
+    args: tuple[Any, ...]
+    slot: int
+    actor: Any
+    result: asyncio.Future[Any]
+
+
+class ActorPool(Generic[Worker]):
+    """`size` actors of `worker` (size 0: one worker in this process, called on threads).
+
+    Args:
+        worker: the worker class; its constructor should call `prepare_worker`.
+        size: the number of actors.
+        worker_args: the worker constructor's arguments.
+        num_cpus: Ray CPUs per actor.
+        num_gpus: Ray GPUs per actor.
+
+    Counters (`busy` per actor, `in_flight`, `resubmitted`) let tests and metrics see
+    inside. Actors start on first use (Ray must be initialised).
+    """
+
+    def __init__(self, worker: type[Worker], size: int, worker_args: tuple[Any, ...] = (),
+                 num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+        self.worker = worker
+        self.size = size
+        self.worker_args = worker_args
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.actors: list[Any] = []
+        self.busy: list[int] = []
+        self.in_flight = 0
+        self.resubmitted = 0
+        self._local: Worker | None = None
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        remote = ray.remote(self.worker).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+                                                 max_restarts=0, max_task_retries=0)
+        return remote.remote(*self.worker_args)
+
+    def start(self) -> None:
+        """Create the actors (or the in-process worker) if not done yet."""
+        if self.size == 0:
+            if self._local is None:
+                self._local = self.worker(*self.worker_args)
+        elif not self.actors:
+            self.actors = [self._new_actor() for _ in range(self.size)]
+            self.busy = [0] * self.size
+
+    def call(self, method: str, *args: Any) -> ActorCall:
+        """Call `method` with `args` on the least busy actor; returns at once."""
+        self.start()
+        self.in_flight += 1
+        if self._local is not None:
+            local: Awaitable[Any] = asyncio.to_thread(getattr(self._local, method), *args)
+            future = asyncio.ensure_future(local)
+            future.add_done_callback(lambda _: self._done(-1))
+            return ActorCall(method, args, -1, None, future)
+        slot = min(range(len(self.actors)), key=self.busy.__getitem__)
+        self.busy[slot] += 1
+        actor = self.actors[slot]
+        future = asyncio.wrap_future(getattr(actor, method).remote(*args).future())
+        future.add_done_callback(lambda _: self._done(slot))
+        return ActorCall(method, args, slot, actor, future)
+
+    def _done(self, slot: int) -> None:
+        self.in_flight -= 1
+        if slot >= 0:
+            self.busy[slot] -= 1
+
+    async def result(self, call: ActorCall, max_retries: int, what: str = "call") -> Any:
+        """`call`'s result; if its actor dies, the call is made again on a fresh actor.
+
+        A dead actor is replaced even when its call is not made again.
+
+        Raises:
+            Unavailable: the call lost `max_retries + 1` actors (`what` names it).
+        """
+        died = actor_died_errors() if call.slot >= 0 else ()
+        for attempt in range(max_retries + 1):
+            try:
+                return await call.result
+            except died as error:
+                self.replace(call)
+                if attempt == max_retries:
+                    raise Unavailable(f"{what} lost {attempt + 1} workers: {error}") from error
+                log.warning("%s worker died (%s); making its %s again",
+                            self.worker.__name__, type(error).__name__, what)
+                self.resubmitted += 1
+                self.on_resubmit()
+                call = self.call(call.method, *call.args)
+        raise AssertionError("unreachable")
+
+    def on_resubmit(self) -> None:
+        """Called each time a call is made again because its actor died (for metrics)."""
+
+    def replace(self, dead: ActorCall) -> None:
+        """`dead`'s actor died: put a fresh one in its place (once, whoever notices first)."""
+        import ray
+
+        if dead.slot < 0 or self.actors[dead.slot] is not dead.actor:
+            return
+        log.warning("%s %d died; starting a new one", self.worker.__name__, dead.slot)
+        ray.kill(dead.actor)
+        self.actors[dead.slot] = self._new_actor()
+
+    def shutdown(self) -> None:
+        """Stop the actors."""
+        if self.actors:
+            import ray
+
+            for actor in self.actors:
+                ray.kill(actor)
+        self.actors, self.busy, self._local = [], [], None

@@ -1,0 +1,99 @@
+"""ActorPool: the restart policy both services' pools share, and their workers' set-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from ray.exceptions import RayTaskError
+
+from augserve.server.actors import ActorPool
+from augserve.server.augment.pool import AugmentPool
+from augserve.server.errors import Unavailable
+from augserve.server.stream.pool import StreamPool
+
+
+def flaky_worker_class() -> type:
+    """A worker whose calls kill their actor's process the first `deaths` times, in all.
+
+    Defined in a function so that Ray ships the class itself to its workers.
+    """
+
+    class Flaky:
+        def __init__(self, folder: str) -> None:
+            self.folder = Path(folder)
+
+        def echo(self, value: int, deaths: int) -> int:
+            died = len(list(self.folder.iterdir()))
+            if died < deaths:
+                (self.folder / f"death-{died}").touch()
+                os._exit(1)
+            return value
+
+        def fail(self) -> None:
+            raise ValueError("the call itself is wrong")
+
+    return Flaky
+
+
+@pytest.fixture
+def flaky_pool(ray_session, tmp_path):
+    pool = ActorPool(flaky_worker_class(), 2, (str(tmp_path),), num_cpus=0.25)
+    yield pool
+    pool.shutdown()
+
+
+async def test_a_call_whose_actor_dies_is_made_again_on_a_fresh_actor(flaky_pool):
+    call = flaky_pool.call("echo", 7, 1)
+    assert await flaky_pool.result(call, max_retries=3) == 7
+    assert flaky_pool.resubmitted == 1
+    assert flaky_pool.actors[call.slot] is not call.actor  # the dead one was replaced
+    assert len(flaky_pool.actors) == 2 and flaky_pool.in_flight == 0
+
+
+async def test_a_call_that_loses_more_actors_than_its_retries_is_unavailable(flaky_pool):
+    call = flaky_pool.call("echo", 7, 10)
+    with pytest.raises(Unavailable, match="call lost 3 workers"):
+        await flaky_pool.result(call, max_retries=2)
+    assert flaky_pool.resubmitted == 2
+    # The pool still serves: its dead actors were replaced.
+    assert await flaky_pool.result(flaky_pool.call("echo", 5, 0), max_retries=0) == 5
+
+
+async def test_an_error_of_the_call_itself_is_not_retried(flaky_pool):
+    with pytest.raises(RayTaskError, match="the call itself is wrong"):
+        await flaky_pool.result(flaky_pool.call("fail"), max_retries=3)
+    assert flaky_pool.resubmitted == 0
+
+
+async def test_calls_go_to_the_least_busy_actor(flaky_pool):
+    calls = [flaky_pool.call("echo", v, 0) for v in range(4)]
+    assert [c.slot for c in calls] == [0, 1, 0, 1]
+    assert [await flaky_pool.result(c, max_retries=0) for c in calls] == [0, 1, 2, 3]
+    assert flaky_pool.busy == [0, 0]
+
+
+@pytest.fixture
+def cpu_settings(monkeypatch):
+    """Say CUDA is there, with cuDNN's flags at their defaults; restore both afterwards."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    yield
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(cv2_threads)
+
+
+@pytest.mark.parametrize("pool_class", [AugmentPool, StreamPool])
+def test_both_pools_workers_pin_threads_and_make_cudnn_deterministic(pool_class, cpu_settings):
+    torch.set_num_threads(2)
+    pool = pool_class(size=0, backend="fast")  # its worker in this process, to look at
+    pool.start()
+    assert torch.backends.cudnn.deterministic is True
+    assert torch.backends.cudnn.benchmark is False
+    assert torch.get_num_threads() == 1
+    pool.shutdown()
