@@ -1,6 +1,6 @@
 """`compress_(model, Config)`: one frozen config per technique, one handler registered per config.
 
-    >>> from augserve.server.zoo import resnet20  # doctest: +SKIP
+    >>> from augserve.kernels.zoo import resnet20  # doctest: +SKIP
     >>> compress_(model, ChannelPruneConfig(0.5, (1, 3, 32, 32)))  # doctest: +SKIP
     >>> compress_(model, Int8Config())  # doctest: +SKIP
 

@@ -3,7 +3,7 @@
 A directory written by `save_compressed` holds:
 
 - `spec.json`: `{"format": "augserve_compressed", "version": 1, "architecture":
-  "augserve.server.zoo:resnet20", "kwargs": {...}, "modules": {name: {"type", "args"}},
+  "augserve.kernels.zoo:resnet20", "kwargs": {...}, "modules": {name: {"type", "args"}},
   "quantization": null | {"method": "pt2e_x86_inductor", ...}, ...}`. `modules` records the
   shape of every Conv2d / BatchNorm / Linear / int8 module, so pruned widths and swapped
   quantized modules are rebuilt before the weights load;

@@ -10,7 +10,7 @@ all the (module, dim) slices that must lose the same channels.
 
 Pruning goes plan -> check -> apply:
 
-    >>> from augserve.server.zoo import resnet20  # doctest: +SKIP
+    >>> from augserve.kernels.zoo import resnet20  # doctest: +SKIP
     >>> graph = ChannelGraph(model, (torch.randn(1, 3, 32, 32),))  # doctest: +SKIP
     >>> plan = graph.plan(0.5)  # doctest: +SKIP
     >>> graph.check(plan); graph.apply(plan)  # doctest: +SKIP

@@ -18,7 +18,7 @@ from augserve.kernels.compress import (
     compress_,
 )
 from augserve.kernels.quant import Int4WeightOnlyLinear, Int8Conv2d, Int8Linear
-from augserve.server.zoo import digits_cnn, resnet20
+from augserve.kernels.zoo import digits_cnn, resnet20
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

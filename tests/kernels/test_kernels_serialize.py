@@ -9,9 +9,9 @@ import torch
 
 from augserve.kernels.compress import ChannelPruneConfig, Int8Config, compress_
 from augserve.kernels.serialize import load_compressed, save_compressed
-from augserve.server.zoo import resnet20
+from augserve.kernels.zoo import resnet20
 
-SPEC = {"architecture": "augserve.server.zoo:resnet20", "kwargs": {"num_classes": 10}}
+SPEC = {"architecture": "augserve.kernels.zoo:resnet20", "kwargs": {"num_classes": 10}}
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from augserve.kernels.prune import ChannelGraph, PrunePlan, mask_modules
-from augserve.server.zoo import resnet18, resnet20
+from augserve.kernels.zoo import resnet18, resnet20
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:

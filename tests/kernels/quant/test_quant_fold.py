@@ -15,7 +15,7 @@ from augserve.kernels.quant.fold import (
     narrowest_conv_width,
     pad_batch,
 )
-from augserve.server.zoo import DigitsCNN, resnet20
+from augserve.kernels.zoo import DigitsCNN, resnet20
 
 
 def _randomize_bn(model: nn.Module) -> nn.Module:

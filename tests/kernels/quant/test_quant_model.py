@@ -7,7 +7,7 @@ import torch
 from augserve.kernels.compress import ChannelPruneConfig, compress_
 from augserve.kernels.quant.model import CompiledModel, ModelInt8Config, quantize_model
 from augserve.kernels.serialize import load_compressed, save_compressed
-from augserve.server.zoo import digits_cnn, resnet20
+from augserve.kernels.zoo import digits_cnn, resnet20
 
 
 @torch.no_grad()
@@ -16,7 +16,7 @@ def test_pruned_pt2e_int8_model_saves_compiles_once_and_serves(tmp_path):
     model = compress_(digits_cnn().eval(), ChannelPruneConfig(0.5, (1, 1, 8, 8)))
     calibration = torch.rand(16, 1, 8, 8)
     spec = {
-        "architecture": "augserve.server.zoo:digits_cnn",
+        "architecture": "augserve.kernels.zoo:digits_cnn",
         "quantization": {"method": "pt2e_x86_inductor", "max_batch": 64},
     }
     save_compressed(model, tmp_path / "model", spec, calibration)
