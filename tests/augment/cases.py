@@ -8,6 +8,7 @@ from augserve.server.augment.ops import (
     CenterCrop,
     ColorJitter,
     GaussianBlur,
+    GeometricOp,
     Grayscale,
     HorizontalFlip,
     Normalize,
@@ -38,4 +39,4 @@ OP_CASES = {
 }
 assert set(OP_CASES) == set(OPS), "every op needs a case"
 
-GEOMETRIC = [name for name, op in OP_CASES.items() if op.kind in ("box", "warp", "flip")]
+GEOMETRIC = [name for name, op in OP_CASES.items() if isinstance(op, GeometricOp)]

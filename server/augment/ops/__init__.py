@@ -1,6 +1,8 @@
 """The op families, and the registry of op names used by specs (JSON and proto)."""
 
-from augserve.server.augment.ops.base import Op, OpParams, SpecError
+from typing import Any
+
+from augserve.server.augment.ops.base import GeometricOp, Op, OpParams, SpecError
 from augserve.server.augment.ops.blur import GaussianBlur
 from augserve.server.augment.ops.color import ColorJitter, ColourOp, Grayscale, Normalize
 from augserve.server.augment.ops.erase import RandomErasing
@@ -14,7 +16,7 @@ from augserve.server.augment.ops.geometry import (
 )
 from augserve.server.augment.ops.warp import Affine, Rotate, Scale, WarpOp
 
-OPS: dict[str, type[Op]] = {
+OPS: dict[str, type[Op[Any]]] = {
     cls.name: cls
     for cls in (HorizontalFlip, VerticalFlip, Rotate, Scale, Affine, RandomCrop,
                 RandomResizedCrop, Resize, CenterCrop, ColorJitter, Grayscale, GaussianBlur,
@@ -22,6 +24,6 @@ OPS: dict[str, type[Op]] = {
 }
 
 __all__ = ["OPS", "Affine", "BoxOp", "CenterCrop", "ColorJitter", "ColourOp", "GaussianBlur",
-           "Grayscale", "HorizontalFlip", "Normalize", "Op", "OpParams", "RandomCrop",
-           "RandomErasing", "RandomResizedCrop", "Resize", "Rotate", "Scale", "SpecError",
-           "VerticalFlip", "WarpOp"]
+           "GeometricOp", "Grayscale", "HorizontalFlip", "Normalize", "Op", "OpParams",
+           "RandomCrop", "RandomErasing", "RandomResizedCrop", "Resize", "Rotate", "Scale",
+           "SpecError", "VerticalFlip", "WarpOp"]
