@@ -1,12 +1,13 @@
-"""The CPU fast path: runs a plan with `augserve.kernels.augment`, one image at a time.
+"""The CPU fast path: a generic driver that runs a plan one image at a time.
 
 Each image goes through every stage before the next starts, in buffers reused from
 image to image (fresh 150 kB arrays would cost a page fault per 4 kB page): uint8
-HWC through geometry (one `cv2.resize` per box stage, one `cv2.warpAffine` per warp
-stage, a `cv2.flip`). Colour matrices are composed per image and applied lazily: a
-jitter step whose clamp can act is applied with one `cv2.transform` into uint8 (whose
-saturation is the clamp to [0, 1]); everything else folds into the next matrix, and
-the last one is written straight into the output batch.
+HWC through each stage's `fast_step` (the op's own OpenCV / numpy code). Colour
+stages give matrices instead (`colour_plan`), composed per image and applied
+lazily: a jitter step whose clamp can act is applied with one `cv2.transform` into
+uint8 (whose saturation is the clamp to [0, 1]); everything else folds into the next
+matrix, and the last one is written straight into the output batch. A stage with
+neither runs its kornia reference on the image (as float32).
 
 Values: the pipeline's meaning is on [0, 1] floats; a uint8 image stores them times
 255. Each stage's scale converts matrices and fills exactly once.
@@ -20,11 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from augserve.kernels.augment import apply_colour, crop_resize, flip, gaussian_blur, mean_rgb
-from augserve.kernels.augment import warp_affine as warp
-from augserve.server.augment.plan import Stage
-
-_EYE4 = torch.eye(4, dtype=torch.float64)
+from augserve.kernels.augment import apply_colour, mean_rgb
+from augserve.server.augment.ops.stage import ColourPlan, FastStep, Stage
 
 _IDENTITY = np.eye(4)
 _NP_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16,
@@ -38,47 +36,11 @@ class _Buffers:
         self.arrays: dict[tuple[Any, ...], np.ndarray] = {}
         self.colour: dict[Any, np.ndarray] = {}
 
-    def get(self, stage: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    def get(self, stage: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         key = (stage, shape, dtype)
         if key not in self.arrays:
             self.arrays[key] = np.empty(shape, dtype)
         return self.arrays[key]
-
-
-class _ColourPlan:
-    """A colour stage's per-sample matrices (on [0, 1] values), precomputed for the batch.
-
-    `clamps[i]` says whether the stage's clamp can act on sample i: a jitter step whose
-    factor exceeds 1 (or a hue rotation). Brightness, contrast or saturation factors
-    of at most 1 blend values in [0, 1] towards black or grey and stay inside, so
-    their clamp is the identity and the fast path folds the step into the next one.
-    """
-
-    def __init__(self, stage: Stage) -> None:
-        base, slope = stage.colour_affine_in_mean()
-        n = base.shape[0]
-        square = _EYE4.expand(n, 4, 4).clone()
-        square[:, :3] = base
-        self.base = list(square.numpy())  # 4x4 homogeneous, one per sample
-        self.slope = list(slope.numpy())
-        self.needs_mean = stage.needs_mean()
-        identity = (base == torch.eye(3, 4, dtype=torch.float64)).all(2).all(1)
-        self.identity = (identity & (slope == 0).all(2).all(1)).tolist()
-        clamps = torch.zeros(n, dtype=torch.bool)
-        if stage.clamp:
-            params = stage.params[0]
-            step = stage.steps[0]
-            factor = getattr(params, step)
-            clamps = params.applied & ((factor != 0) if step == "hue" else (factor > 1))
-        self.clamps = clamps.tolist()
-
-    def matrix(self, i: int, mean_in: np.ndarray | None) -> np.ndarray:
-        """Sample i's 4x4 homogeneous matrix on [0, 1] values, given the entering mean RGB."""
-        if not self.needs_mean:
-            return self.base[i]
-        m = self.base[i].copy()
-        m[:3, 3] += self.slope[i] @ mean_in
-        return m
 
 
 def _raw(matrix: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
@@ -86,6 +48,23 @@ def _raw(matrix: np.ndarray, scale_in: float, scale_out: float) -> np.ndarray:
     m = matrix[:3] * (scale_out / scale_in)
     m[:, 3] *= scale_in
     return m
+
+
+def _reference_step(stage: Stage) -> FastStep:
+    """A stage without a fast path: its kornia reference on the image, as float32."""
+
+    def step(i: int, im: np.ndarray, scale: float, buf: np.ndarray
+             ) -> tuple[np.ndarray, float]:
+        x = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).to(torch.float32) / scale
+        out = stage.kornia_one(x, i, reference=True)
+        return np.ascontiguousarray(out.permute(1, 2, 0).numpy(), np.float32), 1.0
+
+    return step
+
+
+def _prepare(stage: Stage) -> ColourPlan | FastStep:
+    """The stage's colour plan, else its fast step, else its reference as a step."""
+    return stage.colour_plan() or stage.fast_step() or _reference_step(stage)
 
 
 def run_fast(
@@ -97,14 +76,15 @@ def run_fast(
         One (n, ...) tensor when every output has the same shape, else a list.
     """
     n = len(images)
-    if not stages or stages[-1].kind != "colour" or stages[-1].clamp:
+    prepared = [_prepare(stage) for stage in stages]
+    sizes = [stage.out_sizes.tolist() for stage in stages]
+    last_plan = prepared[-1] if prepared else None
+    if not isinstance(last_plan, ColourPlan) or last_plan.clamp:
         # the output is written by a final colour stage (here, the identity)
-        final_sizes = stages[-1].out_sizes if stages else torch.tensor(
-            [im.shape[:2] for im in images], dtype=torch.int64).reshape(n, 2)
-        stages = [*stages, Stage("colour", (), (), final_sizes)]
+        prepared.append(ColourPlan.identity_plan(n))
+        sizes.append(sizes[-1] if sizes else [list(im.shape[:2]) for im in images])
     channels_first = layout == "NCHW"
-    out_hw = stages[-1].out_sizes.tolist()
-    shapes = [(3, h, w) if channels_first else (h, w, 3) for h, w in out_hw]
+    shapes = [(3, h, w) if channels_first else (h, w, 3) for h, w in sizes[-1]]
     np_dtype = _NP_DTYPES[dtype]
     outs: Any
     if len(set(shapes)) == 1:
@@ -113,17 +93,15 @@ def run_fast(
     else:
         batch = None
         outs = [np.empty(s, np_dtype) for s in shapes]
-    prepared = [_prepare(stage) for stage in stages]
-    sizes = [stage.out_sizes.tolist() for stage in stages]
-    last = len(stages) - 1
+    last = len(prepared) - 1
     final_scale = 255.0 if np_dtype == np.uint8 else 1.0
     buffers = _Buffers()
     for i, image in enumerate(images):
         im, scale = image, 255.0
         # colour matrices not applied yet: folded until a clamp, another op or the output
         pending: np.ndarray | None = None
-        for k, (stage, prep) in enumerate(zip(stages, prepared, strict=True)):
-            if stage.kind == "colour":
+        for k, prep in enumerate(prepared):
+            if isinstance(prep, ColourPlan):
                 if not prep.identity[i]:
                     mean_in = None
                     if prep.needs_mean:
@@ -136,7 +114,7 @@ def run_fast(
                     m = _IDENTITY if pending is None else pending
                     apply_colour(im, _raw(m, scale, final_scale), outs[i], channels_first,
                                  buffers.colour)
-                elif prep.clamps[i]:
+                elif prep.clamps[i] and pending is not None:
                     buf = buffers.get(k, im.shape, im.dtype)
                     if im.dtype == np.uint8:  # saturation is the clamp
                         cv2.transform(im, _raw(pending, scale, 255.0), dst=buf)
@@ -150,32 +128,13 @@ def run_fast(
                                          buffers.get(("pending", k), im.shape, np.float32))
                 pending = None
             h, w = sizes[k][i]
-            buf = buffers.get(k, (h, w, 3), im.dtype)
-            im, scale = _step(stage, prep, i, im, scale, buf)
+            im, scale = prep(i, im, scale, buffers.get(k, (h, w, 3), im.dtype))
     tensors: Any = torch.from_numpy(batch) if batch is not None else [torch.from_numpy(o)
                                                                        for o in outs]
     if dtype == "bfloat16":
         return (tensors.to(torch.bfloat16) if batch is not None
                 else [t.to(torch.bfloat16) for t in tensors])
     return tensors
-
-
-def _fills(stage: Stage) -> dict[float, tuple[float, ...]]:
-    """The op's fill for uint8 images (scale 255) and float32 ones (scale 1)."""
-    fill = stage.ops[0].fill  # type: ignore[attr-defined]
-    return {255.0: tuple(float(v) for v in fill), 1.0: tuple(float(v) / 255.0 for v in fill)}
-
-
-def _prepare(stage: Stage) -> Any:
-    if stage.kind == "colour":
-        return _ColourPlan(stage)
-    if stage.kind == "box":
-        return stage.boxes.tolist(), stage.out_sizes.tolist(), _fills(stage)  # type: ignore[union-attr]
-    if stage.kind == "warp":
-        return stage.params[0].applied.tolist(), stage.forward.numpy(), _fills(stage)  # type: ignore[union-attr]
-    if stage.kind == "blur":
-        return stage.params[0].applied.tolist(), stage.params[0].sigma.tolist()  # type: ignore[attr-defined]
-    return stage.params[0].applied.tolist()
 
 
 def _materialise(im: np.ndarray, scale: float, matrix: np.ndarray, clamp: bool,
@@ -188,36 +147,3 @@ def _materialise(im: np.ndarray, scale: float, matrix: np.ndarray, clamp: bool,
     if clamp:
         np.clip(buf, 0.0, 1.0, out=buf)
     return buf, 1.0
-
-
-def _step(stage: Stage, prep: Any, i: int, im: np.ndarray, scale: float,
-          buf: np.ndarray) -> tuple[np.ndarray, float]:
-    """Run one geometry, blur or erase stage on image `i`; returns the image and its scale."""
-    kind, op = stage.kind, (stage.ops[0] if stage.ops else None)
-    if kind == "box":
-        boxes, sizes, fills = prep
-        fill = fills[scale]
-        return crop_resize(im, boxes[i], sizes[i], fill, out=buf), scale
-    if kind == "warp":
-        applied, forward, fills = prep
-        if not applied[i]:
-            return im, scale
-        fill = fills[scale]
-        return warp(im, forward[i], im.shape[:2], fill, out=buf), scale
-    if kind == "flip":
-        return (flip(im, op.horizontal, out=buf) if prep[i] else im), scale  # type: ignore[union-attr]
-    if kind == "blur":
-        applied, sigma = prep
-        if not applied[i]:
-            return im, scale
-        return gaussian_blur(im, op.kernel_size, sigma[i], out=buf), scale  # type: ignore[union-attr]
-    if kind == "erase":
-        if not prep[i]:
-            return im, scale
-        np.copyto(buf, im)
-        x0, y0, w, h = op.box(stage.params[0], i)  # type: ignore[union-attr]
-        raw = op.value * scale  # type: ignore[union-attr]
-        value = np.clip(np.round(raw), 0, 255) if buf.dtype == np.uint8 else raw
-        buf[y0 : y0 + h, x0 : x0 + w] = value
-        return buf, scale
-    raise AssertionError(f"unknown stage kind {kind!r}")

@@ -1,5 +1,10 @@
 """Pipeline specs: the typed form, and its proto / JSON forms (the proto's JSON mapping).
 
+An op is given either by its own message (`{"rotate": {"degrees": [-10, 10]}}`) or,
+for any registered op, by name (`{"named": {"name": "random_gamma", "params":
+{"gamma": [0.8, 1.2]}}}`), whose fields are converted to the types of the op's
+dataclass fields; so a new op needs no proto change.
+
 `parse_pipeline` accepts a `PipelineSpec`, a `augserve.v1.Pipeline` message, a JSON
 string or a dict, checks every field once, and raises `InvalidArgument` naming the
 op and the field at fault.
@@ -30,6 +35,8 @@ LAYOUTS = ("NCHW", "NHWC")
 BOX_POLICIES = ("clip", "drop")
 MAX_OPS = 64
 _FILL_FIELDS = {"fill"}
+# ops with a message of their own in `OpSpec`; any other op is given as a `NamedOp`
+_TYPED = {f.name for f in pb.OpSpec.DESCRIPTOR.oneofs_by_name["op"].fields} - {"named"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +69,59 @@ class PipelineSpec:
             raise SpecError("dtype", "normalize needs a float output dtype, not uint8")
 
 
+def _named_value(field: str, value: Any, default: Any) -> Any:
+    """A JSON value of a named op's field, as the type of the field's default."""
+    if field in _FILL_FIELDS:
+        return check_fill(field, value if isinstance(value, list) else [value])
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise SpecError(field, f"expected a list of numbers, got {value!r}")
+        if default and isinstance(default[0], int):
+            return tuple(_integer(field, v) for v in value)
+        return tuple(float(v) for v in value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise SpecError(field, f"expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int | float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise SpecError(field, f"expected a number, got {value!r}")
+        return _integer(field, value) if isinstance(default, int) else float(value)
+    if not isinstance(value, str):
+        raise SpecError(field, f"expected a string, got {value!r}")
+    return value
+
+
+def _integer(field: str, value: float) -> int:
+    if value != int(value):
+        raise SpecError(field, f"expected an integer, got {value}")
+    return int(value)
+
+
+def _op_from_named(message: pb.NamedOp, p: float) -> Op:
+    """An op given by its registry name and a JSON object of its fields."""
+    if message.name not in OPS:
+        raise SpecError("name", f"unknown op {message.name!r} (known: {', '.join(OPS)})")
+    cls = OPS[message.name]
+    fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "p"}
+    kwargs: dict[str, Any] = {"p": p}
+    for field, value in json_format.MessageToDict(message.params).items():
+        if field not in fields:
+            raise SpecError(field, f"{cls.name} has no such field "
+                                   f"(known: {', '.join(fields) or 'none'})")
+        kwargs[field] = _named_value(field, value, fields[field])
+    return cls(**kwargs)
+
+
+def _named_to_proto(op: Op, body: pb.NamedOp) -> None:
+    """Fill a `NamedOp` with the op's name and every field but p."""
+    body.name = op.name
+    body.params.update({f.name: list(getattr(op, f.name)) if isinstance(getattr(op, f.name), tuple)
+                        else getattr(op, f.name)
+                        for f in dataclasses.fields(op) if f.name != "p"})
+
+
 def _op_from_message(which: str, message: Any, p: float) -> Op:
     cls = OPS[which]
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -92,10 +152,14 @@ def spec_from_proto(message: pb.Pipeline) -> PipelineSpec:
         if which is None:
             raise InvalidArgument(f"pipeline.ops[{i}]: no op set (known: {', '.join(OPS)})")
         p = op_spec.p if op_spec.HasField("p") else 1.0
+        label = op_spec.named.name if which == "named" else which
         try:
-            ops.append(_op_from_message(which, getattr(op_spec, which), p))
+            if which == "named":
+                ops.append(_op_from_named(op_spec.named, p))
+            else:
+                ops.append(_op_from_message(which, getattr(op_spec, which), p))
         except SpecError as error:
-            raise InvalidArgument(f"pipeline.ops[{i}] ({which}).{error}") from error
+            raise InvalidArgument(f"pipeline.ops[{i}] ({label}).{error}") from error
     try:
         return PipelineSpec(tuple(ops), message.dtype or "float32", message.layout or "NCHW",
                             message.box_policy or "clip")
@@ -108,6 +172,9 @@ def spec_to_proto(spec: PipelineSpec) -> pb.Pipeline:
     message = pb.Pipeline(dtype=spec.dtype, layout=spec.layout, box_policy=spec.box_policy)
     for op in spec.ops:
         op_spec = message.ops.add(p=op.p)
+        if op.name not in _TYPED:
+            _named_to_proto(op, op_spec.named)
+            continue
         body = getattr(op_spec, op.name)
         body.SetInParent()
         for field in body.DESCRIPTOR.fields:

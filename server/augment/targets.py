@@ -15,8 +15,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from augserve.kernels.augment import crop_resize, flip, warp_affine
-from augserve.server.augment.ops import Op, OpParams
+from augserve.server.augment.ops import GeometricOp, Op, OpParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +72,11 @@ def move_targets(
     visible = np.ones(len(points), bool)
     mask = None if targets.mask is None else np.ascontiguousarray(targets.mask, np.uint8)
     for k, (op, p) in enumerate(zip(ops, params, strict=True)):
-        if op.kind not in ("box", "warp", "flip"):
+        if not isinstance(op, GeometricOp):
             continue
         one = p.take([i])
         size_in = sizes[k][i : i + 1]
-        forward = op.forward(one, size_in)[0].numpy()  # type: ignore[attr-defined]
+        forward = op.forward(one, size_in)[0].numpy()
         out_h, out_w = (int(v) for v in sizes[k + 1][i])
         boxes = _move_boxes(boxes, forward) if len(boxes) else boxes
         if box_policy == "clip":
@@ -90,17 +89,7 @@ def move_targets(
         points = _move(points, forward) if len(points) else points
         visible &= ((points[:, 0] >= 0) & (points[:, 0] < out_w) & (points[:, 1] >= 0)
                     & (points[:, 1] < out_h))
-        if (mask is not None and bool(one.applied[0])) or (mask is not None and op.kind == "box"):
-            mask = _move_mask(mask, op, one, forward, (out_h, out_w))
+        if mask is not None:
+            mask = op.move_mask(mask, one, forward, (out_h, out_w))
     return Targets(boxes.astype(np.float32), points.astype(np.float32), mask,
                    index.astype(np.int64), visible)
-
-
-def _move_mask(mask: np.ndarray, op: Op, one: OpParams, forward: np.ndarray,
-               out_hw: tuple[int, int]) -> np.ndarray:
-    if op.kind == "flip":
-        return flip(mask, op.horizontal)  # type: ignore[attr-defined]
-    if op.kind == "warp":
-        return warp_affine(mask, forward, out_hw, 0, interpolation="nearest")
-    box = op.boxes(one)[0].tolist()  # type: ignore[attr-defined]
-    return crop_resize(mask, box, out_hw, 0, interpolation="nearest")

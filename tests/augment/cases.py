@@ -8,11 +8,13 @@ from augserve.server.augment.ops import (
     CenterCrop,
     ColorJitter,
     GaussianBlur,
+    GeometricOp,
     Grayscale,
     HorizontalFlip,
     Normalize,
     RandomCrop,
     RandomErasing,
+    RandomGamma,
     RandomResizedCrop,
     Resize,
     Rotate,
@@ -35,7 +37,8 @@ OP_CASES = {
     "gaussian_blur": GaussianBlur(p=0.7, kernel_size=7, sigma=(0.5, 2.0)),
     "random_erasing": RandomErasing(p=0.7, scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0.5),
     "normalize": Normalize(),
+    "random_gamma": RandomGamma(p=0.7, gamma=(0.4, 2.5)),
 }
 assert set(OP_CASES) == set(OPS), "every op needs a case"
 
-GEOMETRIC = [name for name, op in OP_CASES.items() if op.kind in ("box", "warp", "flip")]
+GEOMETRIC = [name for name, op in OP_CASES.items() if isinstance(op, GeometricOp)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from augserve.server.augment.ops import OpParams
+from augserve.server.augment.ops import BoxOp, OpParams
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.rng import Keys
 from augserve.server.augment.spec import PipelineSpec
@@ -58,7 +58,7 @@ class TestOpContract:
         assert not params.applied.any()
         spec = PipelineSpec((off,), dtype="uint8", layout="NHWC")
         outs = Pipeline(spec)(mixed, seed=5, backend="fast").images
-        if op.kind == "box":  # a fixed-size op still resizes the whole image
+        if isinstance(op, BoxOp):  # a fixed-size op still resizes the whole image
             from augserve.server.augment.ops import Resize
 
             plain = Pipeline(PipelineSpec((Resize(size=op.size),), "uint8", "NHWC"))(mixed).images

@@ -114,6 +114,11 @@ def bad_requests(photo: np.ndarray) -> dict[str, tuple[pb.AugmentRequest, grpc.S
     no_op = pb.Pipeline(ops=[pb.OpSpec()])
     rotate = pb.Pipeline()
     rotate.ops.add().rotate.degrees.extend([30, -30])
+    gamma_bad, gamma = pb.Pipeline(), pb.Pipeline()
+    for message, limits in ((gamma_bad, [0.001, 2]), (gamma, [0.5, 2])):
+        named = message.ops.add().named
+        named.name = "random_gamma"
+        named.params.update({"gamma": limits})
     inv = grpc.StatusCode.INVALID_ARGUMENT
     return {
         "unknown op": (pb.AugmentRequest(images=[ok], pipeline=no_op), inv, "ops[0]"),
@@ -147,6 +152,12 @@ def bad_requests(photo: np.ndarray) -> dict[str, tuple[pb.AugmentRequest, grpc.S
                 pb.OpParams(applied=False), pb.OpParams(applied=False, values={
                     "brightness": 1, "contrast": 1, "saturation": 1, "hue": 0})])]),
             inv, "random_resized_crop: w"),
+        "named op param out of range": (pb.AugmentRequest(images=[ok], pipeline=gamma_bad), inv,
+                                        "ops[0] (random_gamma).gamma: expected 0.01 <= min"),
+        "replayed gamma out of range": (pb.AugmentRequest(
+            images=[ok], pipeline=gamma, params=[pb.SampleParams(ops=[
+                pb.OpParams(applied=True, values={"gamma": 50})])]),
+            inv, "random_gamma: gamma must be finite and within [0.01, 10.0]"),
         "normalize with uint8 out": (pb.AugmentRequest(images=[ok], pipeline=pb.Pipeline(
             ops=[pb.OpSpec(normalize=pb.Normalize())], dtype="uint8")), inv, "dtype"),
     }

@@ -1,10 +1,17 @@
-"""The op families, and the registry of op names used by specs (JSON and proto)."""
+"""The op families, and the registry of op names used by specs (JSON and proto).
 
-from augserve.server.augment.ops.base import Op, OpParams, SpecError
+An op is registered by importing its class here and adding it to `OPS`; specs then
+name it by its `name`, in the proto's `NamedOp` form (see `augment.proto`).
+"""
+
+from typing import Any
+
+from augserve.server.augment.ops.base import GeometricOp, Op, OpParams, SpecError
 from augserve.server.augment.ops.blur import GaussianBlur
 from augserve.server.augment.ops.color import ColorJitter, ColourOp, Grayscale, Normalize
 from augserve.server.augment.ops.erase import RandomErasing
 from augserve.server.augment.ops.flip import HorizontalFlip, VerticalFlip
+from augserve.server.augment.ops.gamma import RandomGamma
 from augserve.server.augment.ops.geometry import (
     BoxOp,
     CenterCrop,
@@ -14,14 +21,26 @@ from augserve.server.augment.ops.geometry import (
 )
 from augserve.server.augment.ops.warp import Affine, Rotate, Scale, WarpOp
 
-OPS: dict[str, type[Op]] = {
+OPS: dict[str, type[Op[Any]]] = {
     cls.name: cls
-    for cls in (HorizontalFlip, VerticalFlip, Rotate, Scale, Affine, RandomCrop,
-                RandomResizedCrop, Resize, CenterCrop, ColorJitter, Grayscale, GaussianBlur,
-                RandomErasing, Normalize)
+    for cls in (
+        HorizontalFlip,
+        VerticalFlip,
+        Rotate,
+        Scale,
+        Affine,
+        RandomCrop,
+        RandomResizedCrop,
+        Resize,
+        CenterCrop,
+        ColorJitter,
+        Grayscale,
+        GaussianBlur,
+        RandomErasing,
+        Normalize,
+        RandomGamma,
+    )
 }
 
-__all__ = ["OPS", "Affine", "BoxOp", "CenterCrop", "ColorJitter", "ColourOp", "GaussianBlur",
-           "Grayscale", "HorizontalFlip", "Normalize", "Op", "OpParams", "RandomCrop",
-           "RandomErasing", "RandomResizedCrop", "Resize", "Rotate", "Scale", "SpecError",
-           "VerticalFlip", "WarpOp"]
+# the shared names; every op class is importable from here too
+__all__ = ["OPS", "BoxOp", "ColourOp", "GeometricOp", "Op", "OpParams", "SpecError", "WarpOp"]

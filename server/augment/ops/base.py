@@ -2,14 +2,18 @@
 
 An op is a frozen dataclass holding its spec (ranges, sizes, p). It never stores
 anything about a call: `sample(keys, sizes)` draws a frozen `OpParams` of per-sample
-tensors, and the backends apply those params. Ops declare a `kind` that tells the
-plan how to run them:
+tensors, and the backends apply those params. Each op class holds all of its code:
 
-- "flip": mirror (`horizontal` says which way).
-- "box": crop an integer box (fill outside) and resize it; `boxes()` and `out_sizes()`.
-- "warp": an affine warp of the same size; `forward()` gives source -> destination maps.
-- "colour": affine in RGB; `matrix()` gives a 3x4 matrix per sample (values in [0, 1]).
-- "blur" and "erase": their own routines.
+- `sample`: its params; `apply`: the per-image kornia reference;
+- `fast_step`: its per-image step on the CPU fast path (numpy/OpenCV), or None;
+- `kornia_batch`: its batched kornia path, or None;
+- `stages`: what it adds to a plan (by default one `OpStage` that asks the three
+  above; colour ops give `ColourStage`s, which fuse into one matrix).
+
+An op with no fast path runs its `apply` image by image on the fast path too, and
+one with no batched kornia path runs `apply` image by image on kornia.
+`GeometricOp`s also give source -> destination maps, which move boxes, keypoints and
+masks with the image.
 
 Geometry uses continuous coordinates: pixel (i, j) covers [j, j+1) x [i, i+1).
 """
@@ -19,10 +23,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
+import numpy as np
 import torch
 
+from augserve.server.augment.ops.stage import FastStep, OpStage, Stage
 from augserve.server.augment.rng import Keys
 
 
@@ -84,12 +90,14 @@ class OpParams:
                       for f in dataclasses.fields(cls)})
 
 
+P = TypeVar("P", bound=OpParams)
+
+
 @dataclasses.dataclass(frozen=True)
-class Op:
-    """Base of every op: a probability `p` and the sample / apply contract."""
+class Op(Generic[P]):
+    """Base of every op: a probability `p` and the sample / apply / plan contract."""
 
     name: ClassVar[str] = ""
-    kind: ClassVar[str] = ""
     params_type: ClassVar[type[OpParams]] = OpParams
     #: Ops whose output size is fixed must run on every sample.
     requires_p_one: ClassVar[bool] = False
@@ -122,20 +130,51 @@ class Op:
         """Whether the op acts on each sample: draw 0 against p."""
         return keys.uniform(0) < self.p
 
-    def sample(self, keys: Keys, sizes: torch.Tensor) -> OpParams:
+    def sample(self, keys: Keys, sizes: torch.Tensor) -> P:
         """Draw per-sample params for input sizes `sizes` ((n, 2) int64: height, width)."""
-        return self.params_type(applied=self.draw_applied(keys))
+        raise NotImplementedError
 
-    def out_sizes(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
+    def out_sizes(self, params: P, sizes: torch.Tensor) -> torch.Tensor:
         """Output (height, width) per sample; the input sizes unless the op resizes."""
         return sizes
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: P) -> torch.Tensor:
         """Apply the op to one image (float CHW in [0, 1]) with kornia's functional ops.
 
         `params` hold that one sample (`params.take([i])` of a batch). This is the
-        op-by-op reference, and the kornia backend's path for ops it does not batch.
+        op-by-op reference, and the path of both backends where the op has no other.
         """
+        raise NotImplementedError
+
+    def fast_step(self, params: P, sizes: torch.Tensor) -> FastStep | None:
+        """The batch's per-image step on the CPU fast path, or None: no fast path.
+
+        Called once per batch with its params and input sizes, so per-sample values
+        can be turned into Python lists here, outside the per-image loop.
+        """
+        return None
+
+    def kornia_batch(self, x: torch.Tensor, params: P, sizes: torch.Tensor
+                     ) -> torch.Tensor | None:
+        """The op on a (n, 3, H, W) batch in [0, 1] units, or None: no batched path."""
+        return None
+
+    def stages(self, params: P, sizes: torch.Tensor) -> list[Stage]:
+        """What the op adds to a plan, for input sizes `sizes`: one `OpStage` by default."""
+        return [OpStage(self, params, sizes, self.out_sizes(params, sizes))]
+
+
+@dataclasses.dataclass(frozen=True)
+class GeometricOp(Op[P]):
+    """An op that moves pixels: it moves geometry targets (boxes, keypoints, masks) too."""
+
+    def forward(self, params: P, sizes: torch.Tensor) -> torch.Tensor:
+        """Source -> destination maps (n, 3, 3) in continuous coordinates."""
+        raise NotImplementedError
+
+    def move_mask(self, mask: np.ndarray, params: P, forward: np.ndarray,
+                  out_hw: tuple[int, int]) -> np.ndarray:
+        """One sample's uint8 mask (`params` hold that sample), nearest interpolation, fill 0."""
         raise NotImplementedError
 
 
@@ -164,7 +203,8 @@ def check_fill(field: str, values: Sequence[float]) -> tuple[float, float, float
         raise SpecError(field, f"expected 0, 1 or 3 values in [0, 255], got {list(values)}")
     if not values:
         return (0.0, 0.0, 0.0)
-    return tuple(float(v) for v in values) * (3 // len(values))  # type: ignore[return-value]
+    r, g, b = [float(v) for v in values] * (3 // len(values))
+    return r, g, b
 
 
 def sample_area_ratio_boxes(

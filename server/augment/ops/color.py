@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, Protocol, TypeVar
 
 import kornia
 import torch
 
 from augserve.server.augment.ops.base import Op, OpParams, SpecError
+from augserve.server.augment.ops.stage import ColourPlan, Stage
 from augserve.server.augment.rng import Keys
+
+P = TypeVar("P", bound=OpParams)
 
 _EYE4 = torch.eye(4, dtype=torch.float64)
 
@@ -54,14 +57,141 @@ def hue_matrix(hue: torch.Tensor) -> torch.Tensor:
     return _YIQ_INV @ rot @ _YIQ
 
 
-class ColourOp(Op):
-    """Marker base: `matrix(params, mean_in)` gives (n, 3, 4) on [0, 1] values."""
-
-    kind: ClassVar[str] = "colour"
+class ColourTerm(Protocol):
+    """One affine colour map of a `ColourStage`: an op, or one step of ColorJitter."""
 
     def matrix(self, params: OpParams, mean_in: torch.Tensor) -> torch.Tensor:
+        """Per-sample (n, 3, 4) matrices; `mean_in` (n, 3) is the mean RGB entering the term."""
+        ...
+
+    def uses_mean(self) -> bool:
+        """Whether the matrix depends on `mean_in`."""
+        ...
+
+    def clamp_acts(self, params: OpParams) -> torch.Tensor:
+        """(n,) bool: where a clamp to [0, 1] after the term can change values."""
+        ...
+
+    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+        """The term's per-image kornia reference (`params` hold one sample)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ColourOp(Op[P]):
+    """An op affine in RGB: `matrix(params, mean_in)` gives (n, 3, 4) on [0, 1] values.
+
+    Its stage is a `ColourStage`, which fuses with the colour stages next to it into
+    one matrix per sample.
+    """
+
+    def matrix(self, params: P, mean_in: torch.Tensor) -> torch.Tensor:
         """Per-sample 3x4 matrices; `mean_in` (n, 3) is the mean RGB entering this op."""
         raise NotImplementedError
+
+    def uses_mean(self) -> bool:
+        """Whether the matrix depends on the entering mean (only contrast does)."""
+        return False
+
+    def clamp_acts(self, params: P) -> torch.Tensor:
+        """Where a clamp after the op can change values: wherever it is applied."""
+        return params.applied
+
+    def stages(self, params: P, sizes: torch.Tensor) -> list[Stage]:
+        """One unclamped colour stage, which fuses with its neighbours."""
+        return [ColourStage((self,), (params,), self.out_sizes(params, sizes))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ColourStage(Stage):
+    """A run of colour terms as one composed 3x4 matrix per sample, clamped if asked.
+
+    Attributes:
+        terms: the terms (ops, or one jitter step), applied in order.
+        params: their params, one per term.
+        out_sizes: (n, 2) output (height, width) per sample.
+        clamp: clamp the result to [0, 1] (a jitter step).
+    """
+
+    terms: tuple[ColourTerm, ...]
+    params: tuple[OpParams, ...]
+    out_sizes: torch.Tensor
+    clamp: bool = False
+
+    def fuse(self, later: Stage) -> Stage | None:
+        """Unclamped colour stages in a row compose into one."""
+        if not isinstance(later, ColourStage) or self.clamp or later.clamp:
+            return None
+        return ColourStage((*self.terms, *later.terms), (*self.params, *later.params),
+                           later.out_sizes)
+
+    def colour_matrices(self, mean_in: torch.Tensor) -> torch.Tensor:
+        """The run's composed (n, 3, 4) matrices on [0, 1] values, given the entering mean RGB."""
+        n = mean_in.shape[0]
+        m = _eye(n)
+        for term, params in zip(self.terms, self.params, strict=True):
+            mean = (m[:, :3, :3] @ mean_in[:, :, None])[:, :, 0] + m[:, :3, 3]
+            step = _eye(n)
+            step[:, :3] = term.matrix(params, mean)
+            m = step @ m
+        return m[:, :3]
+
+    def needs_mean(self) -> bool:
+        """Whether the run depends on the image's mean (contrast)."""
+        return any(term.uses_mean() for term in self.terms)
+
+    def take(self, rows: list[int]) -> ColourStage:
+        """The stage for the samples at `rows`, in that order."""
+        return dataclasses.replace(self, params=tuple(p.take(rows) for p in self.params),
+                                   out_sizes=self.out_sizes[rows])
+
+    def colour_affine_in_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The run's matrices as `base` (n, 3, 4) plus `slope` (n, 3, 3) times the mean.
+
+        Only the offsets depend on the entering mean RGB, and affinely (contrast blends
+        with a grey that is linear in it), so `matrix(mean)[:, :, 3] = base[:, :, 3] +
+        slope @ mean`. A loop over images then needs no per-image composition.
+        """
+        n = self.out_sizes.shape[0]
+        if not self.needs_mean():
+            base = self.colour_matrices(torch.zeros(n, 3, dtype=torch.float64))
+            return base, torch.zeros(n, 3, 3, dtype=torch.float64)
+        # one evaluation at mean 0 and at the three unit means, stacked as 4n samples
+        units = torch.cat([torch.zeros(1, 3), torch.eye(3)]).to(torch.float64)
+        means = units.repeat_interleave(n, 0)
+        values = self.take(torch.arange(n).repeat(4).tolist()).colour_matrices(means)
+        values = values.reshape(4, n, 3, 4)
+        base = values[0]
+        slope = (values[1:, :, :, 3] - base[None, :, :, 3]).permute(1, 2, 0)
+        return base, slope
+
+    def colour_plan(self) -> ColourPlan:
+        """The matrices for the fast path, with where the clamp (if any) can act."""
+        base, slope = self.colour_affine_in_mean()
+        clamps = None
+        if self.clamp:
+            clamps = torch.zeros(base.shape[0], dtype=torch.bool)
+            for term, params in zip(self.terms, self.params, strict=True):
+                clamps |= term.clamp_acts(params)
+        return ColourPlan(base, slope, self.needs_mean(), self.clamp, clamps)
+
+    def _apply_matrices(self, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3)).to(torch.float64).cpu()
+        m = self.take(rows).colour_matrices(mean).to(x.dtype).to(x.device)
+        out = torch.einsum("nck,nkhw->nchw", m[:, :, :3], x) + m[:, :, 3, None, None]
+        return out.clamp(0, 1) if self.clamp else out
+
+    def kornia_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """One matrix per sample, applied to the batch (then the clamp)."""
+        return self._apply_matrices(x, list(range(x.shape[0])))
+
+    def kornia_one(self, x: torch.Tensor, i: int, reference: bool) -> torch.Tensor:
+        """Sample i's matrix; `reference`: each term's kornia `apply` instead."""
+        if not reference:
+            return self._apply_matrices(x[None], [i])[0]
+        for term, params in zip(self.terms, self.params, strict=True):
+            x = term.apply(x, params.take([i]))
+        return x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +205,7 @@ class JitterParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class ColorJitter(ColourOp):
+class ColorJitter(ColourOp[JitterParams]):
     """torchvision's ColorJitter in a fixed order; p applies all four together."""
 
     name: ClassVar[str] = "color_jitter"
@@ -103,14 +233,14 @@ class ColorJitter(ColourOp):
             keys.uniform(2, max(0.0, 1 - c), 1 + c), keys.uniform(3, max(0.0, 1 - s), 1 + s),
             keys.uniform(4, -self.hue, self.hue))
 
-    def matrix(self, params: OpParams, mean_in: torch.Tensor,
+    def matrix(self, params: JitterParams, mean_in: torch.Tensor,
                steps: tuple[str, ...] = JITTER_STEPS) -> torch.Tensor:
         """The chosen steps (all by default) composed, without the clamps between them.
 
         Contrast blends with the mean grey of the image entering it, which `mean_in`
         (the mean RGB entering the first chosen step) gives through the steps before.
         """
-        p: JitterParams = params  # type: ignore[assignment]
+        p = params
         n = len(p)
         m = _eye(n)
         if "brightness" in steps:
@@ -133,12 +263,26 @@ class ColorJitter(ColourOp):
         m[~p.applied] = torch.eye(4, dtype=torch.float64)
         return m[:, :3]
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def uses_mean(self) -> bool:
+        """Contrast blends with the mean grey."""
+        return self.contrast != 0
+
+    def stages(self, params: JitterParams, sizes: torch.Tensor) -> list[Stage]:
+        """One clamped colour stage per step with a non-zero range, in the fixed order.
+
+        Clamped stages fuse with nothing: grayscale or normalize after the jitter
+        start a stage of their own.
+        """
+        out = self.out_sizes(params, sizes)
+        return [ColourStage((JitterStep(self, step),), (params,), out, clamp=True)
+                for step in JITTER_STEPS if getattr(self, step)]
+
+    def apply(self, image: torch.Tensor, params: JitterParams) -> torch.Tensor:
         """Kornia's functional ops, clamping after each step."""
         i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
-        p: JitterParams = params  # type: ignore[assignment]
+        p = params
         x = image[None]
         x = kornia.enhance.adjust_contrast(x, float(p.brightness[i]))  # x * b, clamped
         x = kornia.enhance.adjust_contrast_with_mean_subtraction(x, float(p.contrast[i]))
@@ -148,24 +292,58 @@ class ColorJitter(ColourOp):
 
 
 @dataclasses.dataclass(frozen=True)
+class JitterStep:
+    """One step of a ColorJitter as a colour term (its stage clamps after it)."""
+
+    jitter: ColorJitter
+    step: str
+
+    def matrix(self, params: JitterParams, mean_in: torch.Tensor) -> torch.Tensor:
+        """The step's matrix; `mean_in` is the mean RGB entering the step."""
+        return self.jitter.matrix(params, mean_in, (self.step,))
+
+    def uses_mean(self) -> bool:
+        """Only contrast blends with the mean grey."""
+        return self.step == "contrast"
+
+    def clamp_acts(self, params: JitterParams) -> torch.Tensor:
+        """A factor above 1 (or a hue turn) can leave [0, 1]; factors up to 1 cannot.
+
+        Brightness, contrast or saturation factors of at most 1 blend values in [0, 1]
+        towards black or grey and stay inside, so the clamp after them is the identity.
+        """
+        factor = getattr(params, self.step)
+        return params.applied & ((factor != 0) if self.step == "hue" else (factor > 1))
+
+    def apply(self, image: torch.Tensor, params: JitterParams) -> torch.Tensor:
+        """The reference runs the whole jitter (kornia's `adjust_*`) at its first step."""
+        first = next(step for step in JITTER_STEPS if getattr(self.jitter, step))
+        return self.jitter.apply(image, params) if self.step == first else image
+
+
+@dataclasses.dataclass(frozen=True)
 class GreyParams(OpParams):
     """Only `applied`."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Grayscale(ColourOp):
+class Grayscale(ColourOp[GreyParams]):
     """Replace each channel by the ITU-R 601 grey, with probability p."""
 
     name: ClassVar[str] = "grayscale"
     params_type: ClassVar[type[OpParams]] = GreyParams
 
-    def matrix(self, params: OpParams, mean_in: torch.Tensor) -> torch.Tensor:
+    def sample(self, keys: Keys, sizes: torch.Tensor) -> GreyParams:
+        """Only draw 0, against p."""
+        return GreyParams(self.draw_applied(keys))
+
+    def matrix(self, params: GreyParams, mean_in: torch.Tensor) -> torch.Tensor:
         """Three rows of grey weights where applied, identity elsewhere."""
         m = _eye(len(params))[:, :3]
         m[params.applied, :, :3] = GREY.expand(3, 3)
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: GreyParams) -> torch.Tensor:
         """Kornia's rgb_to_grayscale, repeated to three channels."""
         i = 0  # params hold this one sample
         if not bool(params.applied[i]):
@@ -179,7 +357,7 @@ class NormParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class Normalize(ColourOp):
+class Normalize(ColourOp[NormParams]):
     """(x - mean) / std per channel, x in [0, 1]; needs a float output dtype."""
 
     name: ClassVar[str] = "normalize"
@@ -199,7 +377,7 @@ class Normalize(ColourOp):
         """No randomness."""
         return NormParams(torch.ones(len(keys), dtype=torch.bool))
 
-    def matrix(self, params: OpParams, mean_in: torch.Tensor) -> torch.Tensor:
+    def matrix(self, params: NormParams, mean_in: torch.Tensor) -> torch.Tensor:
         """diag(1 / std) with offset -mean / std."""
         std = torch.tensor(self.std, dtype=torch.float64)
         mean = torch.tensor(self.mean, dtype=torch.float64)
@@ -208,7 +386,7 @@ class Normalize(ColourOp):
         m[:, :, 3] = -mean / std
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: NormParams) -> torch.Tensor:
         """kornia.enhance.normalize."""
         mean = torch.tensor(self.mean, dtype=image.dtype, device=image.device)
         std = torch.tensor(self.std, dtype=image.dtype, device=image.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from augserve.server.augment.ops.base import (
@@ -14,6 +15,7 @@ from augserve.server.augment.ops.base import (
     check_range,
     sample_area_ratio_boxes,
 )
+from augserve.server.augment.ops.stage import FastStep
 from augserve.server.augment.rng import Keys
 
 
@@ -28,7 +30,7 @@ class EraseParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomErasing(Op):
+class RandomErasing(Op[EraseParams]):
     """Erase a box with area fraction in `scale` and aspect w/h in `ratio`.
 
     `value` is written as-is into the image at this point of the pipeline: in [0, 1]
@@ -37,7 +39,6 @@ class RandomErasing(Op):
     """
 
     name: ClassVar[str] = "random_erasing"
-    kind: ClassVar[str] = "erase"
     params_type: ClassVar[type[OpParams]] = EraseParams
     param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
         "x0": (0, 16384), "y0": (0, 16384), "w": (0, 16384), "h": (0, 16384)}
@@ -59,12 +60,11 @@ class RandomErasing(Op):
         boxes[~applied] = 0.0
         return EraseParams(applied, boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
 
-    def box(self, params: OpParams, i: int) -> tuple[int, int, int, int]:
+    def box(self, params: EraseParams, i: int) -> tuple[int, int, int, int]:
         """Sample `i`'s box as ints (x0, y0, w, h)."""
-        p: EraseParams = params  # type: ignore[assignment]
-        return int(p.x0[i]), int(p.y0[i]), int(p.w[i]), int(p.h[i])
+        return int(params.x0[i]), int(params.y0[i]), int(params.w[i]), int(params.h[i])
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def apply(self, image: torch.Tensor, params: EraseParams) -> torch.Tensor:
         """Write `value` into the drawn box."""
         i = 0  # params hold this one sample
         if not bool(params.applied[i]):
@@ -73,3 +73,22 @@ class RandomErasing(Op):
         out = image.clone()
         out[:, y0 : y0 + h, x0 : x0 + w] = self.value
         return out
+
+    def fast_step(self, params: EraseParams, sizes: torch.Tensor) -> FastStep:
+        """Copy the image and write `value` (rounded and saturated for uint8) into the box."""
+        applied = params.applied.tolist()
+        boxes = torch.stack([params.x0, params.y0, params.w, params.h], 1).to(torch.int64).tolist()
+        value = self.value
+
+        def step(i: int, im: np.ndarray, scale: float, buf: np.ndarray
+                 ) -> tuple[np.ndarray, float]:
+            if not applied[i]:
+                return im, scale
+            np.copyto(buf, im)
+            x0, y0, w, h = boxes[i]
+            raw = value * scale
+            buf[y0 : y0 + h, x0 : x0 + w] = (np.clip(np.round(raw), 0, 255)
+                                             if buf.dtype == np.uint8 else raw)
+            return buf, scale
+
+        return step

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import resize
 
+from augserve.kernels.augment import crop_resize
 from augserve.server.augment.ops.base import (
-    Op,
+    GeometricOp,
     OpParams,
     SpecError,
     check_range,
@@ -25,6 +27,7 @@ from augserve.server.augment.ops.base import (
     fill_tensor,
     sample_area_ratio_boxes,
 )
+from augserve.server.augment.ops.stage import FastStep, fills_by_scale
 from augserve.server.augment.rng import Keys
 
 
@@ -39,39 +42,43 @@ class BoxParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class BoxOp(Op):
-    """Shared code of the box ops: forward maps, output sizes and the kornia apply."""
+class BoxOp(GeometricOp[BoxParams]):
+    """Shared code of the box ops: forward maps, output sizes, both backends' paths."""
 
-    kind: ClassVar[str] = "box"
     params_type: ClassVar[type[OpParams]] = BoxParams
+    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "x0": (-16384, 16384), "y0": (-16384, 16384), "w": (1, 16384), "h": (1, 16384)}
     fill: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    size: tuple[int, int] = (224, 224)
 
     def boxes(self, params: BoxParams) -> torch.Tensor:
         """(n, 4) int64 boxes as x0, y0, w, h."""
         return torch.stack([params.x0, params.y0, params.w, params.h], 1).to(torch.int64)
 
-    param_bounds: ClassVar[dict[str, tuple[float, float]]] = {
-        "x0": (-16384, 16384), "y0": (-16384, 16384), "w": (1, 16384), "h": (1, 16384)}
-
-    def out_sizes(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
+    def out_sizes(self, params: BoxParams, sizes: torch.Tensor) -> torch.Tensor:
         """`size` for every sample: each box op resamples its box to its fixed size."""
-        return torch.tensor(self.size, dtype=torch.int64).repeat(len(params), 1)  # type: ignore[attr-defined]
+        return torch.tensor(self.size, dtype=torch.int64).repeat(len(params), 1)
 
-    def forward(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: BoxParams, sizes: torch.Tensor) -> torch.Tensor:
         """Source -> destination maps (n, 3, 3) in continuous coordinates."""
         out_hw = self.out_sizes(params, sizes).to(torch.float64)
-        p: BoxParams = params  # type: ignore[assignment]
-        sx, sy = out_hw[:, 1] / p.w, out_hw[:, 0] / p.h
+        sx, sy = out_hw[:, 1] / params.w, out_hw[:, 0] / params.h
         m = torch.zeros(len(params), 3, 3, dtype=torch.float64)
-        m[:, 0, 0], m[:, 0, 2] = sx, -p.x0 * sx
-        m[:, 1, 1], m[:, 1, 2] = sy, -p.y0 * sy
+        m[:, 0, 0], m[:, 0, 2] = sx, -params.x0 * sx
+        m[:, 1, 1], m[:, 1, 2] = sy, -params.y0 * sy
         m[:, 2, 2] = 1.0
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def move_mask(self, mask: np.ndarray, params: BoxParams, forward: np.ndarray,
+                  out_hw: tuple[int, int]) -> np.ndarray:
+        """The mask cropped and resized the same way (nearest), applied or not."""
+        return crop_resize(mask, self.boxes(params)[0].tolist(), out_hw, 0,
+                           interpolation="nearest")
+
+    def apply(self, image: torch.Tensor, params: BoxParams) -> torch.Tensor:
         """Crop (padding with the fill) and resize the image with kornia's resize."""
         i = 0  # params hold this one sample
-        x0, y0, w, h = (int(v) for v in self.boxes(params)[i])  # type: ignore[arg-type]
+        x0, y0, w, h = (int(v) for v in self.boxes(params)[i])
         _, height, width = image.shape
         f = fill_tensor(self.fill, image).view(-1, 1, 1)
         pad = (max(0, -x0), max(0, x0 + w - width), max(0, -y0), max(0, y0 + h - height))
@@ -82,6 +89,44 @@ class BoxOp(Op):
             return crop
         return resize(crop[None], (out_h, out_w), interpolation="bilinear",
                       align_corners=False, antialias=False)[0]
+
+    def fast_step(self, params: BoxParams, sizes: torch.Tensor) -> FastStep:
+        """One `cv2.resize` of each image's box (filled where it leaves the image)."""
+        boxes = self.boxes(params).tolist()
+        out_hw = self.out_sizes(params, sizes).tolist()
+        fills = fills_by_scale(self.fill)
+
+        def step(i: int, im: np.ndarray, scale: float, buf: np.ndarray
+                 ) -> tuple[np.ndarray, float]:
+            return crop_resize(im, boxes[i], out_hw[i], fills[scale], out=buf), scale
+
+        return step
+
+    def kornia_batch(self, x: torch.Tensor, params: BoxParams, sizes: torch.Tensor
+                     ) -> torch.Tensor:
+        """Every sample's box crop and resize as one `grid_sample` (the semantics of `apply`).
+
+        `resize` (bilinear, align_corners=False) reads source row (y + 0.5) * h / out_h - 0.5,
+        clamped to the crop; the crop is padded with the fill where it leaves the image.
+        Sampling the fill-shifted image at those rows and columns, zeros outside,
+        reproduces both exactly.
+        """
+        n, _, height, width = x.shape
+        boxes = self.boxes(params).to(torch.float64)
+        out_h, out_w = self.size
+        x0, y0, w, h = boxes[:, 0:1], boxes[:, 1:2], boxes[:, 2:3], boxes[:, 3:4]
+        ys = (torch.arange(out_h, dtype=torch.float64) + 0.5) * h / out_h - 0.5
+        xs = (torch.arange(out_w, dtype=torch.float64) + 0.5) * w / out_w - 0.5
+        ys = torch.minimum(ys.clamp(min=0), h - 1) + y0  # (n, out_h), source pixel rows
+        xs = torch.minimum(xs.clamp(min=0), w - 1) + x0
+        # normalised for align_corners=True: pixel p -> 2 p / (size - 1) - 1
+        gy = (2 * ys / max(height - 1, 1) - 1)[:, :, None].expand(n, out_h, out_w)
+        gx = (2 * xs / max(width - 1, 1) - 1)[:, None, :].expand(n, out_h, out_w)
+        grid = torch.stack([gx, gy], -1).to(x.dtype).to(x.device)
+        fill = fill_tensor(self.fill, x).view(1, -1, 1, 1)
+        out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
+        return out + fill
 
 
 def _full_boxes(sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -100,7 +145,6 @@ class RandomResizedCrop(BoxOp):
     """
 
     name: ClassVar[str] = "random_resized_crop"
-    size: tuple[int, int] = (224, 224)
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
@@ -134,7 +178,6 @@ class RandomCrop(BoxOp):
 
     name: ClassVar[str] = "random_crop"
     requires_p_one: ClassVar[bool] = True
-    size: tuple[int, int] = (224, 224)
     padding: int = 0
 
     def validate(self) -> None:
@@ -163,7 +206,6 @@ class CenterCrop(BoxOp):
 
     name: ClassVar[str] = "center_crop"
     requires_p_one: ClassVar[bool] = True
-    size: tuple[int, int] = (224, 224)
 
     def validate(self) -> None:
         """Size positive."""
@@ -186,7 +228,6 @@ class Resize(BoxOp):
 
     name: ClassVar[str] = "resize"
     requires_p_one: ClassVar[bool] = True
-    size: tuple[int, int] = (224, 224)
 
     def validate(self) -> None:
         """Size positive."""

@@ -9,33 +9,44 @@ Pixels that map from outside the image take `fill`.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import ClassVar, TypeVar
 
+import numpy as np
 import torch
 from kornia.geometry.transform import warp_affine
 
+from augserve.kernels.augment import warp_affine as cv_warp_affine
 from augserve.server.augment.ops.base import (
-    Op,
+    GeometricOp,
     OpParams,
     SpecError,
     check_range,
     fill_tensor,
 )
+from augserve.server.augment.ops.stage import FastStep, fills_by_scale, on_applied
 from augserve.server.augment.rng import Keys
+
+P = TypeVar("P", bound=OpParams)
+_TO_INDEX = torch.tensor([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]], dtype=torch.float64)
+
+
+def _pixel_matrices(forward: torch.Tensor) -> torch.Tensor:
+    """Continuous-coordinate maps (n, 3, 3) as pixel-index ones (n, 2, 3), for kornia."""
+    return (_TO_INDEX @ forward @ torch.linalg.inv(_TO_INDEX))[:, :2]
 
 
 @dataclasses.dataclass(frozen=True)
-class WarpOp(Op):
-    """Shared code: centring, forward maps and the kornia apply."""
+class WarpOp(GeometricOp[P]):
+    """Shared code: centring, forward maps, the kornia apply and the fast path."""
 
-    kind: ClassVar[str] = "warp"
     fill: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
-    def linear(self, params: OpParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def linear(self, params: P) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, 2, 2) linear part about the centre and (n, 2) translation, in pixels/size."""
         raise NotImplementedError
 
-    def forward(self, params: OpParams, sizes: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: P, sizes: torch.Tensor) -> torch.Tensor:
         """Source -> destination maps (n, 3, 3); identity where not applied."""
         a, t = self.linear(params)
         n = len(params)
@@ -47,19 +58,50 @@ class WarpOp(Op):
         m[~params.applied] = torch.eye(3, dtype=torch.float64)
         return m
 
-    def apply(self, image: torch.Tensor, params: OpParams) -> torch.Tensor:
+    def move_mask(self, mask: np.ndarray, params: P, forward: np.ndarray,
+                  out_hw: tuple[int, int]) -> np.ndarray:
+        """The mask warped the same way (nearest), where the warp was drawn."""
+        if not bool(params.applied[0]):
+            return mask
+        return cv_warp_affine(mask, forward, out_hw, 0, interpolation="nearest")
+
+    def apply(self, image: torch.Tensor, params: P) -> torch.Tensor:
         """Warp the image with kornia's `warp_affine` (pixel-index matrix, fill outside)."""
         i = 0  # params hold this one sample
         if not bool(params.applied[i]):
             return image
         _, height, width = image.shape
         sizes = torch.tensor([[height, width]])
-        forward = self.forward(params.take([i]), sizes)[0]
-        to_index = torch.tensor([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]], dtype=torch.float64)
-        pixel = to_index @ forward @ torch.linalg.inv(to_index)
-        m = pixel[:2].to(image.dtype).to(image.device)[None]
+        forward = self.forward(params.take([i]), sizes)
+        m = _pixel_matrices(forward).to(image.dtype).to(image.device)
         return warp_affine(image[None], m, (height, width), mode="bilinear", padding_mode="fill",
                            align_corners=True, fill_value=fill_tensor(self.fill, image))[0]
+
+    def fast_step(self, params: P, sizes: torch.Tensor) -> FastStep:
+        """One `cv2.warpAffine` per applied image, the size kept."""
+        applied = params.applied.tolist()
+        forward = self.forward(params, sizes).numpy()
+        fills = fills_by_scale(self.fill)
+
+        def step(i: int, im: np.ndarray, scale: float, buf: np.ndarray
+                 ) -> tuple[np.ndarray, float]:
+            if not applied[i]:
+                return im, scale
+            return cv_warp_affine(im, forward[i], im.shape[:2], fills[scale], out=buf), scale
+
+        return step
+
+    def kornia_batch(self, x: torch.Tensor, params: P, sizes: torch.Tensor) -> torch.Tensor:
+        """One `warp_affine` of the applied rows, with per-sample matrices."""
+        forward = self.forward(params, sizes)
+
+        def run(part: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+            m = _pixel_matrices(forward[list(rows)]).to(x.dtype).to(x.device)
+            return warp_affine(part, m, tuple(x.shape[-2:]), mode="bilinear",
+                               padding_mode="fill", align_corners=True,
+                               fill_value=fill_tensor(self.fill, x))
+
+        return on_applied(x, params.applied, run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +112,7 @@ class RotateParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class Rotate(WarpOp):
+class Rotate(WarpOp[RotateParams]):
     """Rotate about the centre by an angle uniform in `degrees`."""
 
     name: ClassVar[str] = "rotate"
@@ -85,9 +127,9 @@ class Rotate(WarpOp):
         """Angle from draw 1."""
         return RotateParams(self.draw_applied(keys), keys.uniform(1, *self.degrees))
 
-    def linear(self, params: OpParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def linear(self, params: RotateParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotation matrix (y points down, so counter-clockwise moves +x towards -y)."""
-        theta = torch.deg2rad(params.angle)  # type: ignore[attr-defined]
+        theta = torch.deg2rad(params.angle)
         c, s = torch.cos(theta), torch.sin(theta)
         a = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)
         return a, torch.zeros(len(params), 2, dtype=torch.float64)
@@ -101,7 +143,7 @@ class ScaleParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class Scale(WarpOp):
+class Scale(WarpOp[ScaleParams]):
     """Zoom about the centre by a factor uniform in `scale`; the size is kept."""
 
     name: ClassVar[str] = "scale"
@@ -117,9 +159,9 @@ class Scale(WarpOp):
         """Factor from draw 1."""
         return ScaleParams(self.draw_applied(keys), keys.uniform(1, *self.scale))
 
-    def linear(self, params: OpParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def linear(self, params: ScaleParams) -> tuple[torch.Tensor, torch.Tensor]:
         """`factor` times the identity."""
-        f = params.factor  # type: ignore[attr-defined]
+        f = params.factor
         a = torch.eye(2, dtype=torch.float64) * f[:, None, None]
         return a, torch.zeros(len(params), 2, dtype=torch.float64)
 
@@ -135,7 +177,7 @@ class AffineParams(OpParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class Affine(WarpOp):
+class Affine(WarpOp[AffineParams]):
     """Translate by up to `translate` = [tx, ty] (fractions) and shear within the ranges."""
 
     name: ClassVar[str] = "affine"
@@ -160,9 +202,9 @@ class Affine(WarpOp):
                             keys.uniform(2, -ty, ty), keys.uniform(3, *self.shear),
                             keys.uniform(4, *self.shear_y))
 
-    def linear(self, params: OpParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def linear(self, params: AffineParams) -> tuple[torch.Tensor, torch.Tensor]:
         """Shear x then y: [[1, tan sx], [tan sy, 1]]."""
-        p: AffineParams = params  # type: ignore[assignment]
+        p = params
         kx, ky = torch.tan(torch.deg2rad(p.shear_x)), torch.tan(torch.deg2rad(p.shear_y))
         one = torch.ones_like(kx)
         a = torch.stack([torch.stack([one, kx], -1), torch.stack([ky, one + kx * ky], -1)], -2)

@@ -12,9 +12,10 @@ from google.protobuf.internal import builder as _builder
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x19\x61ugserve/v1/augment.proto\x12\x0b\x61ugserve.v1\"\x10\n\x0eHorizontalFlip\"\x0e\n\x0cVerticalFlip\"\'\n\x06Rotate\x12\x0f\n\x07\x64\x65grees\x18\x01 \x03(\x01\x12\x0c\n\x04\x66ill\x18\x02 \x03(\x01\"$\n\x05Scale\x12\r\n\x05scale\x18\x01 \x03(\x01\x12\x0c\n\x04\x66ill\x18\x02 \x03(\x01\"I\n\x06\x41\x66\x66ine\x12\x11\n\ttranslate\x18\x01 \x03(\x01\x12\r\n\x05shear\x18\x02 \x03(\x01\x12\x0f\n\x07shear_y\x18\x03 \x03(\x01\x12\x0c\n\x04\x66ill\x18\x04 \x03(\x01\"9\n\nRandomCrop\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0f\n\x07padding\x18\x02 \x01(\x05\x12\x0c\n\x04\x66ill\x18\x03 \x03(\x01\"?\n\x11RandomResizedCrop\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\r\n\x05scale\x18\x02 \x03(\x01\x12\r\n\x05ratio\x18\x03 \x03(\x01\"\x16\n\x06Resize\x12\x0c\n\x04size\x18\x01 \x03(\x05\"(\n\nCenterCrop\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0c\n\x04\x66ill\x18\x02 \x03(\x01\"T\n\x0b\x43olorJitter\x12\x12\n\nbrightness\x18\x01 \x01(\x01\x12\x10\n\x08\x63ontrast\x18\x02 \x01(\x01\x12\x12\n\nsaturation\x18\x03 \x01(\x01\x12\x0b\n\x03hue\x18\x04 \x01(\x01\"\x0b\n\tGrayscale\"2\n\x0cGaussianBlur\x12\x13\n\x0bkernel_size\x18\x01 \x01(\x05\x12\r\n\x05sigma\x18\x02 \x03(\x01\"<\n\rRandomErasing\x12\r\n\x05scale\x18\x01 \x03(\x01\x12\r\n\x05ratio\x18\x02 \x03(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\"&\n\tNormalize\x12\x0c\n\x04mean\x18\x01 \x03(\x01\x12\x0b\n\x03std\x18\x02 \x03(\x01\"\xbf\x05\n\x06OpSpec\x12\x0e\n\x01p\x18\x01 \x01(\x01H\x01\x88\x01\x01\x12\x36\n\x0fhorizontal_flip\x18\n \x01(\x0b\x32\x1b.augserve.v1.HorizontalFlipH\x00\x12\x32\n\rvertical_flip\x18\x0b \x01(\x0b\x32\x19.augserve.v1.VerticalFlipH\x00\x12%\n\x06rotate\x18\x0c \x01(\x0b\x32\x13.augserve.v1.RotateH\x00\x12#\n\x05scale\x18\r \x01(\x0b\x32\x12.augserve.v1.ScaleH\x00\x12%\n\x06\x61\x66\x66ine\x18\x0e \x01(\x0b\x32\x13.augserve.v1.AffineH\x00\x12.\n\x0brandom_crop\x18\x0f \x01(\x0b\x32\x17.augserve.v1.RandomCropH\x00\x12=\n\x13random_resized_crop\x18\x10 \x01(\x0b\x32\x1e.augserve.v1.RandomResizedCropH\x00\x12%\n\x06resize\x18\x11 \x01(\x0b\x32\x13.augserve.v1.ResizeH\x00\x12.\n\x0b\x63\x65nter_crop\x18\x12 \x01(\x0b\x32\x17.augserve.v1.CenterCropH\x00\x12\x30\n\x0c\x63olor_jitter\x18\x13 \x01(\x0b\x32\x18.augserve.v1.ColorJitterH\x00\x12+\n\tgrayscale\x18\x14 \x01(\x0b\x32\x16.augserve.v1.GrayscaleH\x00\x12\x32\n\rgaussian_blur\x18\x15 \x01(\x0b\x32\x19.augserve.v1.GaussianBlurH\x00\x12\x34\n\x0erandom_erasing\x18\x16 \x01(\x0b\x32\x1a.augserve.v1.RandomErasingH\x00\x12+\n\tnormalize\x18\x17 \x01(\x0b\x32\x16.augserve.v1.NormalizeH\x00\x42\x04\n\x02opB\x04\n\x02_p\"_\n\x08Pipeline\x12 \n\x03ops\x18\x01 \x03(\x0b\x32\x13.augserve.v1.OpSpec\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0e\n\x06layout\x18\x03 \x01(\t\x12\x12\n\nbox_policy\x18\x04 \x01(\t\"3\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\r\n\x05\x64type\x18\x03 \x01(\t\"}\n\x08OpParams\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x31\n\x06values\x18\x02 \x03(\x0b\x32!.augserve.v1.OpParams.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"2\n\x0cSampleParams\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.augserve.v1.OpParams\"}\n\x07Targets\x12\r\n\x05\x62oxes\x18\x01 \x03(\x02\x12\x11\n\tkeypoints\x18\x02 \x03(\x02\x12 \n\x04mask\x18\x03 \x01(\x0b\x32\x12.augserve.v1.Image\x12\x13\n\x0b\x62ox_indices\x18\x04 \x03(\x05\x12\x19\n\x11keypoints_visible\x18\x05 \x03(\x08\"\xa7\x02\n\x0e\x41ugmentRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.augserve.v1.Image\x12)\n\x08pipeline\x18\x02 \x01(\x0b\x32\x15.augserve.v1.PipelineH\x00\x12\x15\n\x0bpipeline_id\x18\x03 \x01(\tH\x00\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x16\n\x0esample_indices\x18\x06 \x03(\x04\x12\x15\n\rreturn_params\x18\x07 \x01(\x08\x12)\n\x06params\x18\x08 \x03(\x0b\x32\x19.augserve.v1.SampleParams\x12%\n\x07targets\x18\t \x03(\x0b\x32\x14.augserve.v1.TargetsB\x11\n\x0fpipeline_choice\"\x87\x01\n\x0f\x41ugmentResponse\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.augserve.v1.Image\x12)\n\x06params\x18\x02 \x03(\x0b\x32\x19.augserve.v1.SampleParams\x12%\n\x07targets\x18\x03 \x03(\x0b\x32\x14.augserve.v1.Targets2X\n\x0e\x41ugmentService\x12\x46\n\x07\x41ugment\x12\x1b.augserve.v1.AugmentRequest\x1a\x1c.augserve.v1.AugmentResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x19\x61ugserve/v1/augment.proto\x12\x0b\x61ugserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x10\n\x0eHorizontalFlip\"\x0e\n\x0cVerticalFlip\"\'\n\x06Rotate\x12\x0f\n\x07\x64\x65grees\x18\x01 \x03(\x01\x12\x0c\n\x04\x66ill\x18\x02 \x03(\x01\"$\n\x05Scale\x12\r\n\x05scale\x18\x01 \x03(\x01\x12\x0c\n\x04\x66ill\x18\x02 \x03(\x01\"I\n\x06\x41\x66\x66ine\x12\x11\n\ttranslate\x18\x01 \x03(\x01\x12\r\n\x05shear\x18\x02 \x03(\x01\x12\x0f\n\x07shear_y\x18\x03 \x03(\x01\x12\x0c\n\x04\x66ill\x18\x04 \x03(\x01\"9\n\nRandomCrop\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0f\n\x07padding\x18\x02 \x01(\x05\x12\x0c\n\x04\x66ill\x18\x03 \x03(\x01\"?\n\x11RandomResizedCrop\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\r\n\x05scale\x18\x02 \x03(\x01\x12\r\n\x05ratio\x18\x03 \x03(\x01\"\x16\n\x06Resize\x12\x0c\n\x04size\x18\x01 \x03(\x05\"(\n\nCenterCrop\x12\x0c\n\x04size\x18\x01 \x03(\x05\x12\x0c\n\x04\x66ill\x18\x02 \x03(\x01\"T\n\x0b\x43olorJitter\x12\x12\n\nbrightness\x18\x01 \x01(\x01\x12\x10\n\x08\x63ontrast\x18\x02 \x01(\x01\x12\x12\n\nsaturation\x18\x03 \x01(\x01\x12\x0b\n\x03hue\x18\x04 \x01(\x01\"\x0b\n\tGrayscale\"2\n\x0cGaussianBlur\x12\x13\n\x0bkernel_size\x18\x01 \x01(\x05\x12\r\n\x05sigma\x18\x02 \x03(\x01\"<\n\rRandomErasing\x12\r\n\x05scale\x18\x01 \x03(\x01\x12\r\n\x05ratio\x18\x02 \x03(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\"&\n\tNormalize\x12\x0c\n\x04mean\x18\x01 \x03(\x01\x12\x0b\n\x03std\x18\x02 \x03(\x01\"@\n\x07NamedOp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe6\x05\n\x06OpSpec\x12\x0e\n\x01p\x18\x01 \x01(\x01H\x01\x88\x01\x01\x12\x36\n\x0fhorizontal_flip\x18\n \x01(\x0b\x32\x1b.augserve.v1.HorizontalFlipH\x00\x12\x32\n\rvertical_flip\x18\x0b \x01(\x0b\x32\x19.augserve.v1.VerticalFlipH\x00\x12%\n\x06rotate\x18\x0c \x01(\x0b\x32\x13.augserve.v1.RotateH\x00\x12#\n\x05scale\x18\r \x01(\x0b\x32\x12.augserve.v1.ScaleH\x00\x12%\n\x06\x61\x66\x66ine\x18\x0e \x01(\x0b\x32\x13.augserve.v1.AffineH\x00\x12.\n\x0brandom_crop\x18\x0f \x01(\x0b\x32\x17.augserve.v1.RandomCropH\x00\x12=\n\x13random_resized_crop\x18\x10 \x01(\x0b\x32\x1e.augserve.v1.RandomResizedCropH\x00\x12%\n\x06resize\x18\x11 \x01(\x0b\x32\x13.augserve.v1.ResizeH\x00\x12.\n\x0b\x63\x65nter_crop\x18\x12 \x01(\x0b\x32\x17.augserve.v1.CenterCropH\x00\x12\x30\n\x0c\x63olor_jitter\x18\x13 \x01(\x0b\x32\x18.augserve.v1.ColorJitterH\x00\x12+\n\tgrayscale\x18\x14 \x01(\x0b\x32\x16.augserve.v1.GrayscaleH\x00\x12\x32\n\rgaussian_blur\x18\x15 \x01(\x0b\x32\x19.augserve.v1.GaussianBlurH\x00\x12\x34\n\x0erandom_erasing\x18\x16 \x01(\x0b\x32\x1a.augserve.v1.RandomErasingH\x00\x12+\n\tnormalize\x18\x17 \x01(\x0b\x32\x16.augserve.v1.NormalizeH\x00\x12%\n\x05named\x18( \x01(\x0b\x32\x14.augserve.v1.NamedOpH\x00\x42\x04\n\x02opB\x04\n\x02_p\"_\n\x08Pipeline\x12 \n\x03ops\x18\x01 \x03(\x0b\x32\x13.augserve.v1.OpSpec\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0e\n\x06layout\x18\x03 \x01(\t\x12\x12\n\nbox_policy\x18\x04 \x01(\t\"3\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\x05\x12\r\n\x05\x64type\x18\x03 \x01(\t\"}\n\x08OpParams\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x31\n\x06values\x18\x02 \x03(\x0b\x32!.augserve.v1.OpParams.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"2\n\x0cSampleParams\x12\"\n\x03ops\x18\x01 \x03(\x0b\x32\x15.augserve.v1.OpParams\"}\n\x07Targets\x12\r\n\x05\x62oxes\x18\x01 \x03(\x02\x12\x11\n\tkeypoints\x18\x02 \x03(\x02\x12 \n\x04mask\x18\x03 \x01(\x0b\x32\x12.augserve.v1.Image\x12\x13\n\x0b\x62ox_indices\x18\x04 \x03(\x05\x12\x19\n\x11keypoints_visible\x18\x05 \x03(\x08\"\xa7\x02\n\x0e\x41ugmentRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.augserve.v1.Image\x12)\n\x08pipeline\x18\x02 \x01(\x0b\x32\x15.augserve.v1.PipelineH\x00\x12\x15\n\x0bpipeline_id\x18\x03 \x01(\tH\x00\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x16\n\x0esample_indices\x18\x06 \x03(\x04\x12\x15\n\rreturn_params\x18\x07 \x01(\x08\x12)\n\x06params\x18\x08 \x03(\x0b\x32\x19.augserve.v1.SampleParams\x12%\n\x07targets\x18\t \x03(\x0b\x32\x14.augserve.v1.TargetsB\x11\n\x0fpipeline_choice\"\x87\x01\n\x0f\x41ugmentResponse\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.augserve.v1.Image\x12)\n\x06params\x18\x02 \x03(\x0b\x32\x19.augserve.v1.SampleParams\x12%\n\x07targets\x18\x03 \x03(\x0b\x32\x14.augserve.v1.Targets2X\n\x0e\x41ugmentService\x12\x46\n\x07\x41ugment\x12\x1b.augserve.v1.AugmentRequest\x1a\x1c.augserve.v1.AugmentResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,52 +24,54 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_OPPARAMS_VALUESENTRY']._options = None
   _globals['_OPPARAMS_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_HORIZONTALFLIP']._serialized_start=42
-  _globals['_HORIZONTALFLIP']._serialized_end=58
-  _globals['_VERTICALFLIP']._serialized_start=60
-  _globals['_VERTICALFLIP']._serialized_end=74
-  _globals['_ROTATE']._serialized_start=76
-  _globals['_ROTATE']._serialized_end=115
-  _globals['_SCALE']._serialized_start=117
-  _globals['_SCALE']._serialized_end=153
-  _globals['_AFFINE']._serialized_start=155
-  _globals['_AFFINE']._serialized_end=228
-  _globals['_RANDOMCROP']._serialized_start=230
-  _globals['_RANDOMCROP']._serialized_end=287
-  _globals['_RANDOMRESIZEDCROP']._serialized_start=289
-  _globals['_RANDOMRESIZEDCROP']._serialized_end=352
-  _globals['_RESIZE']._serialized_start=354
-  _globals['_RESIZE']._serialized_end=376
-  _globals['_CENTERCROP']._serialized_start=378
-  _globals['_CENTERCROP']._serialized_end=418
-  _globals['_COLORJITTER']._serialized_start=420
-  _globals['_COLORJITTER']._serialized_end=504
-  _globals['_GRAYSCALE']._serialized_start=506
-  _globals['_GRAYSCALE']._serialized_end=517
-  _globals['_GAUSSIANBLUR']._serialized_start=519
-  _globals['_GAUSSIANBLUR']._serialized_end=569
-  _globals['_RANDOMERASING']._serialized_start=571
-  _globals['_RANDOMERASING']._serialized_end=631
-  _globals['_NORMALIZE']._serialized_start=633
-  _globals['_NORMALIZE']._serialized_end=671
-  _globals['_OPSPEC']._serialized_start=674
-  _globals['_OPSPEC']._serialized_end=1377
-  _globals['_PIPELINE']._serialized_start=1379
-  _globals['_PIPELINE']._serialized_end=1474
-  _globals['_IMAGE']._serialized_start=1476
-  _globals['_IMAGE']._serialized_end=1527
-  _globals['_OPPARAMS']._serialized_start=1529
-  _globals['_OPPARAMS']._serialized_end=1654
-  _globals['_OPPARAMS_VALUESENTRY']._serialized_start=1609
-  _globals['_OPPARAMS_VALUESENTRY']._serialized_end=1654
-  _globals['_SAMPLEPARAMS']._serialized_start=1656
-  _globals['_SAMPLEPARAMS']._serialized_end=1706
-  _globals['_TARGETS']._serialized_start=1708
-  _globals['_TARGETS']._serialized_end=1833
-  _globals['_AUGMENTREQUEST']._serialized_start=1836
-  _globals['_AUGMENTREQUEST']._serialized_end=2131
-  _globals['_AUGMENTRESPONSE']._serialized_start=2134
-  _globals['_AUGMENTRESPONSE']._serialized_end=2269
-  _globals['_AUGMENTSERVICE']._serialized_start=2271
-  _globals['_AUGMENTSERVICE']._serialized_end=2359
+  _globals['_HORIZONTALFLIP']._serialized_start=72
+  _globals['_HORIZONTALFLIP']._serialized_end=88
+  _globals['_VERTICALFLIP']._serialized_start=90
+  _globals['_VERTICALFLIP']._serialized_end=104
+  _globals['_ROTATE']._serialized_start=106
+  _globals['_ROTATE']._serialized_end=145
+  _globals['_SCALE']._serialized_start=147
+  _globals['_SCALE']._serialized_end=183
+  _globals['_AFFINE']._serialized_start=185
+  _globals['_AFFINE']._serialized_end=258
+  _globals['_RANDOMCROP']._serialized_start=260
+  _globals['_RANDOMCROP']._serialized_end=317
+  _globals['_RANDOMRESIZEDCROP']._serialized_start=319
+  _globals['_RANDOMRESIZEDCROP']._serialized_end=382
+  _globals['_RESIZE']._serialized_start=384
+  _globals['_RESIZE']._serialized_end=406
+  _globals['_CENTERCROP']._serialized_start=408
+  _globals['_CENTERCROP']._serialized_end=448
+  _globals['_COLORJITTER']._serialized_start=450
+  _globals['_COLORJITTER']._serialized_end=534
+  _globals['_GRAYSCALE']._serialized_start=536
+  _globals['_GRAYSCALE']._serialized_end=547
+  _globals['_GAUSSIANBLUR']._serialized_start=549
+  _globals['_GAUSSIANBLUR']._serialized_end=599
+  _globals['_RANDOMERASING']._serialized_start=601
+  _globals['_RANDOMERASING']._serialized_end=661
+  _globals['_NORMALIZE']._serialized_start=663
+  _globals['_NORMALIZE']._serialized_end=701
+  _globals['_NAMEDOP']._serialized_start=703
+  _globals['_NAMEDOP']._serialized_end=767
+  _globals['_OPSPEC']._serialized_start=770
+  _globals['_OPSPEC']._serialized_end=1512
+  _globals['_PIPELINE']._serialized_start=1514
+  _globals['_PIPELINE']._serialized_end=1609
+  _globals['_IMAGE']._serialized_start=1611
+  _globals['_IMAGE']._serialized_end=1662
+  _globals['_OPPARAMS']._serialized_start=1664
+  _globals['_OPPARAMS']._serialized_end=1789
+  _globals['_OPPARAMS_VALUESENTRY']._serialized_start=1744
+  _globals['_OPPARAMS_VALUESENTRY']._serialized_end=1789
+  _globals['_SAMPLEPARAMS']._serialized_start=1791
+  _globals['_SAMPLEPARAMS']._serialized_end=1841
+  _globals['_TARGETS']._serialized_start=1843
+  _globals['_TARGETS']._serialized_end=1968
+  _globals['_AUGMENTREQUEST']._serialized_start=1971
+  _globals['_AUGMENTREQUEST']._serialized_end=2266
+  _globals['_AUGMENTRESPONSE']._serialized_start=2269
+  _globals['_AUGMENTRESPONSE']._serialized_end=2404
+  _globals['_AUGMENTSERVICE']._serialized_start=2406
+  _globals['_AUGMENTSERVICE']._serialized_end=2494
 # @@protoc_insertion_point(module_scope)

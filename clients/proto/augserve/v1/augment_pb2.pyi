@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -117,8 +118,16 @@ class Normalize(_message.Message):
     std: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class NamedOp(_message.Message):
+    __slots__ = ("name", "params")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    params: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
 class OpSpec(_message.Message):
-    __slots__ = ("p", "horizontal_flip", "vertical_flip", "rotate", "scale", "affine", "random_crop", "random_resized_crop", "resize", "center_crop", "color_jitter", "grayscale", "gaussian_blur", "random_erasing", "normalize")
+    __slots__ = ("p", "horizontal_flip", "vertical_flip", "rotate", "scale", "affine", "random_crop", "random_resized_crop", "resize", "center_crop", "color_jitter", "grayscale", "gaussian_blur", "random_erasing", "normalize", "named")
     P_FIELD_NUMBER: _ClassVar[int]
     HORIZONTAL_FLIP_FIELD_NUMBER: _ClassVar[int]
     VERTICAL_FLIP_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +143,7 @@ class OpSpec(_message.Message):
     GAUSSIAN_BLUR_FIELD_NUMBER: _ClassVar[int]
     RANDOM_ERASING_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    NAMED_FIELD_NUMBER: _ClassVar[int]
     p: float
     horizontal_flip: HorizontalFlip
     vertical_flip: VerticalFlip
@@ -149,7 +159,8 @@ class OpSpec(_message.Message):
     gaussian_blur: GaussianBlur
     random_erasing: RandomErasing
     normalize: Normalize
-    def __init__(self, p: _Optional[float] = ..., horizontal_flip: _Optional[_Union[HorizontalFlip, _Mapping]] = ..., vertical_flip: _Optional[_Union[VerticalFlip, _Mapping]] = ..., rotate: _Optional[_Union[Rotate, _Mapping]] = ..., scale: _Optional[_Union[Scale, _Mapping]] = ..., affine: _Optional[_Union[Affine, _Mapping]] = ..., random_crop: _Optional[_Union[RandomCrop, _Mapping]] = ..., random_resized_crop: _Optional[_Union[RandomResizedCrop, _Mapping]] = ..., resize: _Optional[_Union[Resize, _Mapping]] = ..., center_crop: _Optional[_Union[CenterCrop, _Mapping]] = ..., color_jitter: _Optional[_Union[ColorJitter, _Mapping]] = ..., grayscale: _Optional[_Union[Grayscale, _Mapping]] = ..., gaussian_blur: _Optional[_Union[GaussianBlur, _Mapping]] = ..., random_erasing: _Optional[_Union[RandomErasing, _Mapping]] = ..., normalize: _Optional[_Union[Normalize, _Mapping]] = ...) -> None: ...
+    named: NamedOp
+    def __init__(self, p: _Optional[float] = ..., horizontal_flip: _Optional[_Union[HorizontalFlip, _Mapping]] = ..., vertical_flip: _Optional[_Union[VerticalFlip, _Mapping]] = ..., rotate: _Optional[_Union[Rotate, _Mapping]] = ..., scale: _Optional[_Union[Scale, _Mapping]] = ..., affine: _Optional[_Union[Affine, _Mapping]] = ..., random_crop: _Optional[_Union[RandomCrop, _Mapping]] = ..., random_resized_crop: _Optional[_Union[RandomResizedCrop, _Mapping]] = ..., resize: _Optional[_Union[Resize, _Mapping]] = ..., center_crop: _Optional[_Union[CenterCrop, _Mapping]] = ..., color_jitter: _Optional[_Union[ColorJitter, _Mapping]] = ..., grayscale: _Optional[_Union[Grayscale, _Mapping]] = ..., gaussian_blur: _Optional[_Union[GaussianBlur, _Mapping]] = ..., random_erasing: _Optional[_Union[RandomErasing, _Mapping]] = ..., normalize: _Optional[_Union[Normalize, _Mapping]] = ..., named: _Optional[_Union[NamedOp, _Mapping]] = ...) -> None: ...
 
 class Pipeline(_message.Message):
     __slots__ = ("ops", "dtype", "layout", "box_policy")
