@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import psutil
 
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
+from augserve.server.bench.lifecycle import ProcessGroup, wait_for
 
 WINDOW = 4
 BATCH = 32
@@ -22,17 +24,15 @@ STALL_S = 10.0
 
 def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
     port_file = tmp_path / "port"
-    server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("stream_server.py")),
-         "--ray-address", ray_session.get_runtime_context().gcs_address,
-         "--port-file", str(port_file), "--window", str(WINDOW)],
-        stdout=(tmp_path / "log").open("w"), stderr=subprocess.STDOUT)
+    with (tmp_path / "log").open("w") as log:
+        server = ProcessGroup(
+            [sys.executable, str(Path(__file__).with_name("stream_server.py")),
+             "--ray-address", ray_session.get_runtime_context().gcs_address,
+             "--port-file", str(port_file), "--window", str(WINDOW)],
+            dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists():
-            assert server.poll() is None and time.monotonic() < deadline, (
-                (tmp_path / "log").read_text()[-2000:])
-            time.sleep(0.1)
+        wait_for(lambda: bool(port_file.exists() and port_file.read_text().strip()), 120,
+                 lambda: server.process.poll() is not None, "stream_server.py", tmp_path / "log")
         process = psutil.Process(server.pid)
         channel = grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}",
                                         options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -55,8 +55,7 @@ def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
             seen += batch.sample_indices
         channel.close()
     finally:
-        server.kill()
-        server.wait()
+        server.stop()
     growth = peak - baseline
     bound = WINDOW * BATCH_BYTES + SLACK
     unbounded = rate * STALL_S * BATCH_BYTES / BATCH
