@@ -13,7 +13,7 @@ import psutil
 
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
-from augserve.server.bench.lifecycle import ProcessGroup, wait_for
+from augserve.server.bench.lifecycle import ProcessGroup
 
 WINDOW = 4
 BATCH = 32
@@ -25,14 +25,18 @@ STALL_S = 10.0
 def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
     port_file = tmp_path / "port"
     with (tmp_path / "log").open("w") as log:
-        server = ProcessGroup(
+        group = ProcessGroup(
             [sys.executable, str(Path(__file__).with_name("stream_server.py")),
              "--ray-address", ray_session.get_runtime_context().gcs_address,
              "--port-file", str(port_file), "--window", str(WINDOW)],
             dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    server = group.process
     try:
-        wait_for(lambda: bool(port_file.exists() and port_file.read_text().strip()), 120,
-                 lambda: server.process.poll() is not None, "stream_server.py", tmp_path / "log")
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            assert server.poll() is None and time.monotonic() < deadline, (
+                (tmp_path / "log").read_text()[-2000:])
+            time.sleep(0.1)
         process = psutil.Process(server.pid)
         channel = grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}",
                                         options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -55,7 +59,7 @@ def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
             seen += batch.sample_indices
         channel.close()
     finally:
-        server.stop()
+        group.stop()
     growth = peak - baseline
     bound = WINDOW * BATCH_BYTES + SLACK
     unbounded = rate * STALL_S * BATCH_BYTES / BATCH
