@@ -44,9 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_forever(args)
     if args.command in jobs_cli.COMMANDS:
         return jobs_cli.main(args)
+    from augserve.server.bench.lifecycle import exit_on_sigterm
+
     parser, module = bench_parser(args.bench)
     bench_args = parser.parse_args(args.bench_args)
-    report = module.run(bench_args)
+    # SIGTERM unwinds like Ctrl-C, so every server and Ray the bench started is stopped.
+    with exit_on_sigterm():
+        report = module.run(bench_args)
     print(report.render())
     if bench_args.json:
         report.write_json(bench_args.json)

@@ -23,7 +23,6 @@ import re
 import resource
 import shutil
 import struct
-import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from augserve.server.bench import lifecycle
 from augserve.server.bench.loadgen import MODEL_INFER, first_response, summarize
 
 _REQUESTS = re.compile(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded")
@@ -61,9 +61,7 @@ def _run_h2load(
     ]  # fmt: skip
     if log is not None:
         command.append(f"--log-file={log}")
-    output = subprocess.run(
-        [*command, url + MODEL_INFER], capture_output=True, text=True, check=True, timeout=600
-    ).stdout
+    output = lifecycle.run([*command, url + MODEL_INFER], timeout_s=600).stdout
     requests, data = _REQUESTS.search(output), _DATA_BYTES.search(output)
     if requests is None or data is None:
         raise RuntimeError(f"h2load printed no summary:\n{output}")

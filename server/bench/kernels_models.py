@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from augserve.server.bench import lifecycle
 from augserve.server.bench.kernels_timing import interleaved_samples, medians, paired_ratio
 
 VARIANTS = ("fp32", "int8", "pruned50", "pruned50_int8", "peer_bf16_cl", "peer_pt2e_int8")
@@ -43,10 +43,7 @@ def _restart(name: str, variant: str, model: Any, calib: Any, root: str) -> dict
         "print(json.dumps({'hit': m.cache_hit, 'load': m.load_seconds, "
         "'import': t1 - t, 'total': time.perf_counter() - t}))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(directory), root],
-        capture_output=True, text=True, timeout=900, check=True,
-    )
+    done = lifecycle.run([sys.executable, "-c", script, str(directory), root], timeout_s=900)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     prefix = f"load_{name}_{variant}_restart"
     return {

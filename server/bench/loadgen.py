@@ -174,7 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shape = [int(d) for d in args.shape.split(",")]
     payload = build_payload(args.model, args.input_name, shape)
-    summary = asyncio.run(generate(args.url, payload, args.concurrency, args.duration, args.warmup))
+    metadata = [tuple(item.split("=", 1)) for item in args.metadata]
+    summary = asyncio.run(generate(
+        args.url, payload, args.concurrency, args.duration, args.warmup, metadata=metadata
+    ))  # fmt: skip
     summary.update(concurrency=args.concurrency, request_bytes=len(payload))
     text = json.dumps(summary, indent=2)
     if args.json:

@@ -40,12 +40,12 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
+from augserve.server.bench import lifecycle
 from augserve.server.bench.report import BenchReport
 
 DATASET = "bench_photos"
@@ -105,27 +105,6 @@ def _local_dataloader(batch: int, batches: int) -> float:
             samples, started = 0, time.perf_counter()
         samples += len(images)
     return samples / (time.perf_counter() - started)
-
-
-CONSUMER = """
-import json, sys, time
-from augserve.clients import RemoteLoader
-target, dataset, batch, batches, prefetch, transport = sys.argv[1:7]
-loader = RemoteLoader(target, dataset, int(batch), pipeline_id="imagenet_train", seed=1,
-                      epochs=None, prefetch=int(prefetch),
-                      shared_memory=False if transport == "inline" else None)
-samples = count = 0
-for k, item in enumerate(loader.batches()):
-    if k == 2:
-        samples, count = 0, 0
-        wall, cpu = time.perf_counter(), time.process_time()
-    samples += len(item.labels)
-    count += 1
-    if count == int(batches) and k > 2:
-        break
-print(json.dumps({"samples": samples, "batches": count, "wall": time.perf_counter() - wall,
-                  "cpu": time.process_time() - cpu}))
-"""
 
 
 class _Server:
@@ -256,10 +235,10 @@ def run(args: argparse.Namespace) -> BenchReport:
             server.standalone(batch, batches))))
 
     def stream_phase(transport: str) -> None:
-        consumer = timed(transport, lambda: subprocess.run(
-            [sys.executable, "-c", CONSUMER, f"127.0.0.1:{server.port}", DATASET,
-             str(batch), str(batches), str(args.prefetch), transport],
-            capture_output=True, text=True, check=True))
+        consumer = timed(transport, lambda: lifecycle.run(
+            [sys.executable, "-m", "augserve.server.bench.stream_consumer",
+             f"127.0.0.1:{server.port}", DATASET, str(batch), str(batches),
+             str(args.prefetch), transport], timeout_s=600))
         streams[transport].append(json.loads(consumer.stdout.strip().splitlines()[-1]))
 
     try:

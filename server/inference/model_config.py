@@ -156,7 +156,7 @@ class InstanceGroup:
             answers do not wait behind a batch's time slice; the replicas also yield to
             any other process at normal priority. Measured on 2 cores at 32 clients,
             the replicas reniced between 5 s slices of one server
-            (`benchmarks/replica_nice.py`), 26 interleaved pairs: 18 faster at 10 than
+            (`server/bench/replica_nice.py`), 26 interleaved pairs: 18 faster at 10 than
             at 0, medians 961-983 against 880-897 req/s; at one client no difference
             (8 pairs of 3 s: p50 5.07 against 5.02 ms).
     """

@@ -12,8 +12,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from augserve.server.bench import infer_report
 from augserve.server.bench.h2load import h2load_path
+from augserve.server.bench.infer_report import targets
 from augserve.server.bench.loadgen import summarize
+from augserve.server.bench.report import BenchReport
 
 RATIOS = ("served_vs_inprocess_c32", "p99_over_batch_compute_c32", "c1_p50_added_ms")
 
@@ -31,11 +34,14 @@ def test_quick_run_writes_every_ratio(tmp_path, loadgen):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["environment"]["load_generator"] == loadgen
+    assert set(report["ratios"]) == set(RATIOS)  # no peer with --baseline none
     for name in RATIOS:
-        assert math.isfinite(report["ratios"][name]), name
-        assert report["targets"][name][0] in (">=", "<=")
-        assert report["targets_met"][name] in (True, False)
-    assert "served_vs_rayserve_c32" not in report["ratios"]
+        value = report["ratios"][name]
+        assert math.isfinite(value), name
+        comparison, threshold = report["targets"][name]
+        assert (comparison, threshold) == targets(32)[name]
+        met = value >= threshold if comparison == ">=" else value <= threshold
+        assert report["targets_met"][name] is met, (name, value)
     figures = report["figures"]
     assert figures["augserve_c32_requests_per_s"] > 0
     assert figures["augserve_c1_p50_ms"] > 0
@@ -64,3 +70,43 @@ def test_summary_of_an_empty_window_has_no_percentiles():
     summary = summarize(np.array([]), np.array([]), (0.0, 1.0), Counter())
     assert summary["measured"] == 0
     assert "p50_ms" not in summary
+
+
+def test_default_ratio_keys_keep_their_names():
+    assert set(targets(32)) == {
+        "served_vs_inprocess_c32", "served_vs_rayserve_c32", "p99_over_batch_compute_c32",
+        "c1_p50_added_ms",
+    }  # fmt: skip
+
+
+def _phase(rate: float, p50: float, p99: float) -> dict:
+    return {"requests_per_s": rate, "calls": 100, "p50_ms": p50, "p99_ms": p99,
+            "cpu_ms_per_request": 0.1}  # fmt: skip
+
+
+def test_ratio_keys_and_values_follow_the_run():
+    ceiling = {"rps": 400.0, "batch_ms": 5.0, "cpu_ms_per_image": 1.0,
+               "replica_layout_call_ms": [1.0, 1.0, 2.0]}  # fmt: skip
+    measured = infer_report.Measured(
+        concurrency=8,
+        served=[_phase(200.0, 4.0, 12.0), _phase(300.0, 5.0, 20.0)],
+        ceilings=[ceiling, {**ceiling, "rps": 500.0}],
+        cpu={"server": 1.0, "replicas": 2.0, "ray_other": 0.5},
+        batches=(800, 100, 100 * 5_000_000, 100 * 1_000_000),  # 8 rows, 5 ms per batch
+        c1=[_phase(100.0, 3.0, 4.0), _phase(100.0, 2.5, 4.0)],
+        b1=[2.0, 2.0],
+        c1_batches=(200, 200, 200 * 2_000_000, 200 * 500_000),
+        peers={"rayserve": _phase(50.0, 10.0, 30.0)},
+    )
+    report = BenchReport("infer")
+    infer_report.fill(report, measured)
+    ratios = report.ratios
+    assert set(ratios) == {"served_vs_inprocess_c8", "p99_over_batch_compute_c8",
+                           "c1_p50_added_ms", "served_vs_rayserve_c8"}  # fmt: skip
+    assert math.isclose(ratios["served_vs_inprocess_c8"], (200 / 400 + 300 / 500) / 2)
+    assert math.isclose(ratios["p99_over_batch_compute_c8"], 20.0 / 5.0)  # the worst round
+    assert math.isclose(ratios["c1_p50_added_ms"], 0.75)  # median of 1.0 and 0.5
+    assert math.isclose(ratios["served_vs_rayserve_c8"], 240.0 / 50.0)  # 200 calls in 5/6 s
+    assert report.targets["served_vs_inprocess_c8"] == (">=", 0.7)
+    assert report.figures["augserve_c8_mean_batch_size"] == 8.0
+    assert report.figures["rayserve_c8_requests_per_s"] == 50.0

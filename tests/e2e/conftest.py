@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from augserve.server.bench.lifecycle import ProcessGroup, wait_for
 from augserve.server.config import ServerConfig
 from augserve.server.inference.demo import build_demo_repository
 
@@ -112,7 +111,7 @@ async def server(ray_session, model_repository):
 
 
 class ServeProcess:
-    """`augserve serve` in a subprocess on a free port."""
+    """`augserve serve` in a process group of its own, on a free port."""
 
     def __init__(self, repository: Path | None, workdir: Path, *extra: str) -> None:
         """Start it on `repository`; None serves the demo repository (the test cache's)."""
@@ -127,35 +126,44 @@ class ServeProcess:
             "--port", "0", "--metrics-port", "0", "--ray-num-cpus", "16",
             *where, "--ready-file", str(self.ready_file), *extra,
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + 180
-        while not self.ready_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"augserve serve did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        with self.log.open("w") as out:
+            self.group = ProcessGroup(
+                command, dict(os.environ), stdout=out, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for(
+                lambda: bool(self.ready_file.exists() and self.ready_file.read_text().strip()),
+                180, lambda: self.group.process.poll() is not None, "augserve serve", self.log,
+            )  # fmt: skip
+        except BaseException:
+            self.group.stop()
+            raise
         self.url = f"127.0.0.1:{int(self.ready_file.read_text())}"
 
     def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM, then wait; returns the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            raise
+        """SIGTERM, wait up to `timeout`, then stop the rest of its group; its exit status."""
+        return self.group.stop(timeout)
 
 
 @pytest.fixture
 def serve_process():
-    """The `ServeProcess` class, for tests that start a server of their own."""
-    return ServeProcess
+    """The `ServeProcess` class, for tests that start a server of their own; all stopped after."""
+    started: list[ServeProcess] = []
+
+    def start(*args) -> ServeProcess:
+        started.append(ServeProcess(*args))
+        return started[-1]
+
+    yield start
+    for serve in started:
+        serve.terminate()
 
 
 @pytest.fixture(scope="session")
 def served(model_repository, tmp_path_factory):
     """One `augserve serve` process for the tests that drive it from outside."""
     serve = ServeProcess(model_repository, tmp_path_factory.mktemp("serve"))
-    yield serve
-    assert serve.terminate() == 0, serve.log.read_text()[-3000:]
+    try:
+        yield serve
+    finally:
+        assert serve.terminate() == 0, serve.log.read_text()[-3000:]

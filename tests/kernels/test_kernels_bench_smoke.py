@@ -27,9 +27,17 @@ def test_bench_kernels_quick_json(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "int8_model_vs_pt2e_b32" in done.stdout
     report = json.loads(out.read_text())
+    ratios = report["ratios"]
     for key in RATIOS:
-        value = report["ratios"][key]
+        value = ratios[key]
         assert math.isfinite(value) and value > 0, (key, value)
+    # The headline keys are the worst case of their parts (--quick: K=512, ResNet-20 only).
+    for m in (32, 256):
+        assert ratios[f"int8_linear_vs_torchao_m{m}"] == ratios[f"int8_linear_vs_torchao_m{m}_k512"]
+    assert ratios["int8_model_vs_pt2e_b32"] == ratios["int8_model_vs_pt2e_b32_resnet20"]
+    for key, (comparison, threshold) in report["targets"].items():
+        met = ratios[key] >= threshold if comparison == ">=" else ratios[key] <= threshold
+        assert report["targets_met"][key] is met, key
     assert report["figures"]["load_resnet20_int8_first_was_cache_hit"] is False
     figures = report["figures"]
     assert figures["load_resnet20_int8_restart_cache_hit"] is True

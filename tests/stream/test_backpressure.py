@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import psutil
 
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
+from augserve.server.bench.lifecycle import ProcessGroup
 
 from ..waiting import wait_until
 
@@ -24,11 +26,13 @@ STALL_S = 10.0
 
 def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
     port_file = tmp_path / "port"
-    server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("stream_server.py")),
-         "--ray-address", ray_session.get_runtime_context().gcs_address,
-         "--port-file", str(port_file), "--window", str(WINDOW)],
-        stdout=(tmp_path / "log").open("w"), stderr=subprocess.STDOUT)
+    with (tmp_path / "log").open("w") as log:
+        group = ProcessGroup(
+            [sys.executable, str(Path(__file__).with_name("stream_server.py")),
+             "--ray-address", ray_session.get_runtime_context().gcs_address,
+             "--port-file", str(port_file), "--window", str(WINDOW)],
+            dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    server = group.process
     try:
         wait_until(lambda: port_file.exists() or server.poll() is not None, 120,
                    what="the stream server writing its port")
@@ -56,8 +60,7 @@ def test_stalled_reader_keeps_server_memory_bounded(ray_session, tmp_path):
             seen += batch.sample_indices
         channel.close()
     finally:
-        server.kill()
-        server.wait()
+        group.stop()
     growth = peak - baseline
     bound = WINDOW * BATCH_BYTES + SLACK
     unbounded = rate * STALL_S * BATCH_BYTES / BATCH

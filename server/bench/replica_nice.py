@@ -7,21 +7,23 @@ drift in the machine's speed. Prints each setting's median requests/s, p50 and p
 and the paired differences. Lowering a niceness again takes root (CAP_SYS_NICE).
 
 Usage:
-    python benchmarks/replica_nice.py --concurrency 32 --seconds 5 --pairs 10
+    python -m augserve.server.bench.replica_nice --concurrency 32 --seconds 5 --pairs 10
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import psutil
 
-from augserve.server.bench import infer
+from augserve.server.bench import lifecycle
+from augserve.server.bench.infer import serve_command
+from augserve.server.bench.load import run_loadgen
+from augserve.server.bench.model import write_repository
+from augserve.server.bench.server_stats import is_replica
 
 
 def renice(pids: list[int], niceness: int) -> None:
@@ -45,21 +47,16 @@ def main() -> None:
     settings = (0, args.nice)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        infer.write_repository(work / "repo", 32, threads=1, replicas=2, fill_delay_us=5000)
-        serve = [
-            sys.executable, "-m", "augserve.server.cli", "serve", "--port", "0",
-            "--metrics-port", "0", "--model-repository", str(work / "repo"),
-            "--ready-file", str(work / "port"),
-        ]  # fmt: skip
-        with infer.server_process(serve, work / "port", work / "log", {}) as (port, pid):
-            tree = psutil.Process(pid).children(recursive=True)
-            replicas = [child.pid for child in tree if infer.is_replica(child)]
-            infer.run_loadgen("h2load", port, args.concurrency, 2, 1, work / "warm.json")
+        write_repository(work / "repo", 32, threads=1, replicas=2, fill_delay_us=5000)
+        serve = serve_command(work / "repo", work / "port")
+        with lifecycle.serving(serve, work / "port", work / "log") as (port, server):
+            replicas = [child.pid for child in server.descendants() if is_replica(child)]
+            run_loadgen("h2load", port, args.concurrency, 2, 1, work / "warm.json")
             results: dict[int, list[tuple[float, float, float]]] = {s: [] for s in settings}
             for index in range(args.pairs):
                 for niceness in settings if index % 2 == 0 else settings[::-1]:
                     renice(replicas, niceness)
-                    summary = infer.run_loadgen(
+                    summary = run_loadgen(
                         "h2load", port, args.concurrency, args.seconds, 1, work / "slice.json"
                     )
                     results[niceness].append(
@@ -78,4 +75,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with lifecycle.exit_on_sigterm():
+        main()

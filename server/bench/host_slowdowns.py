@@ -13,7 +13,7 @@ at the same moments, no batching or scheduling in a server can hide it, because 
 closed-loop load has every request in flight during such an event.
 
 Usage:
-    python benchmarks/host_slowdowns.py --processes 2 --batch 16 --seconds 15
+    python -m augserve.server.bench.host_slowdowns --processes 2 --batch 16 --seconds 15
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from augserve.server.bench import infer
+from augserve.server.bench import lifecycle
+from augserve.server.bench.inprocess import side_by_side
+from augserve.server.bench.model import write_repository
 
 
 def events(slow: list[tuple[float, float, int]]) -> list[tuple[float, float, set[int]]]:
@@ -48,8 +50,8 @@ def main() -> None:
     parser.add_argument("--slow", type=float, default=2.5, help="times the median")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        weights = infer.write_repository(Path(tmp) / "repo", args.batch, threads=1)
-        runs = infer.side_by_side(weights, args.processes, 1, args.batch, args.seconds)
+        weights = write_repository(Path(tmp) / "repo", args.batch, threads=1)
+        runs = side_by_side(weights, args.processes, 1, args.batch, args.seconds)
     slow = []
     for index, run in enumerate(runs["processes"]):
         starts, seconds = np.array(run["call_at"]), np.array(run["call_ms"]) / 1e3
@@ -79,4 +81,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with lifecycle.exit_on_sigterm():
+        main()
