@@ -1,8 +1,8 @@
 """Pipeline specs: the typed form, and its proto / JSON forms (the proto's JSON mapping).
 
 `parse_pipeline` accepts a `PipelineSpec`, a `augserve.v1.Pipeline` message, a JSON
-string or a dict, checks every field once, and raises `InvalidArgument` naming the
-op and the field at fault.
+string or a dict, checks every field once, and raises `SpecError` (an
+`InvalidArgument`) naming the op and the field at fault.
 
 Example:
     >>> spec = parse_pipeline('{"ops": [{"horizontalFlip": {}, "p": 0.5}], "dtype": "uint8"}')
@@ -23,7 +23,6 @@ from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
 from augserve.server.augment.ops import OPS, Normalize, Op, SpecError
 from augserve.server.augment.ops.base import check_fill
-from augserve.server.errors import InvalidArgument
 
 DTYPES = ("uint8", "float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -85,22 +84,22 @@ def spec_from_proto(message: pb.Pipeline) -> PipelineSpec:
         InvalidArgument: naming the op (index and name) and the field at fault.
     """
     if len(message.ops) > MAX_OPS:
-        raise InvalidArgument(f"pipeline.ops: at most {MAX_OPS} ops, got {len(message.ops)}")
+        raise SpecError("pipeline.ops", f"at most {MAX_OPS} ops, got {len(message.ops)}")
     ops = []
     for i, op_spec in enumerate(message.ops):
         which = op_spec.WhichOneof("op")
         if which is None:
-            raise InvalidArgument(f"pipeline.ops[{i}]: no op set (known: {', '.join(OPS)})")
+            raise SpecError(f"pipeline.ops[{i}]", f"no op set (known: {', '.join(OPS)})")
         p = op_spec.p if op_spec.HasField("p") else 1.0
         try:
             ops.append(_op_from_message(which, getattr(op_spec, which), p))
-        except SpecError as error:
-            raise InvalidArgument(f"pipeline.ops[{i}] ({which}).{error}") from error
+        except SpecError as error:  # the op knows its field; the request's path is added
+            raise SpecError(f"pipeline.ops[{i}] ({which}).{error.field}", error.detail) from None
     try:
         return PipelineSpec(tuple(ops), message.dtype or "float32", message.layout or "NCHW",
                             message.box_policy or "clip")
     except SpecError as error:
-        raise InvalidArgument(f"pipeline.{error}") from error
+        raise SpecError(f"pipeline.{error.field}", error.detail) from None
 
 
 def spec_to_proto(spec: PipelineSpec) -> pb.Pipeline:
@@ -133,7 +132,7 @@ def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any]) -
     try:
         message = json_format.Parse(text, pb.Pipeline(), descriptor_pool=POOL)
     except json_format.ParseError as error:
-        raise InvalidArgument(f"pipeline JSON: {error}") from error
+        raise SpecError("pipeline JSON", str(error)) from None
     return spec_from_proto(message)
 
 

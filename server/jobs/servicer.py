@@ -49,9 +49,10 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def Submit(self, request: pb.SubmitJobRequest, context: object) -> pb.SubmitJobResponse:
         """Parse and check the spec, start the job; returns its id."""
         try:
-            spec = JobSpec.from_dict(json.loads(request.spec_json or "{}"))
-        except (ValueError, TypeError) as error:
-            raise InvalidArgument(f"spec_json: {error}") from None
+            raw = json.loads(request.spec_json or "{}")
+        except json.JSONDecodeError as error:
+            raise InvalidArgument(f"spec_json: not valid JSON: {error}") from None
+        spec = JobSpec.from_dict(raw)
         job_id = self.manager.submit(spec)
         root = getattr(self.repository, "root", None)
         if root is not None and spec.output_repository and (
