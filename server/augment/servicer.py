@@ -30,7 +30,7 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
         """Parse the registered pipelines up front: a bad one fails at start, not per call."""
         self.settings = settings
         self.pool = pool
-        self.pipelines = PipelineRegistry(settings.pipelines)
+        self.pipelines = PipelineRegistry(settings.pipelines, settings.max_ops)
 
     async def Augment(self, request: pb.AugmentRequest, context: aio.ServicerContext
                       ) -> pb.AugmentResponse:

@@ -23,11 +23,11 @@ from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
 from augserve.server.augment.ops import OPS, Normalize, Op, SpecError
 from augserve.server.augment.ops.base import check_fill
+from augserve.server.augment.settings import AugmentSettings
 
 DTYPES = ("uint8", "float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
 BOX_POLICIES = ("clip", "drop")
-MAX_OPS = 64
 _FILL_FIELDS = {"fill"}
 
 
@@ -55,8 +55,6 @@ class PipelineSpec:
             raise SpecError("layout", f"expected one of {LAYOUTS}, got {self.layout!r}")
         if self.box_policy not in BOX_POLICIES:
             raise SpecError("box_policy", f"expected {BOX_POLICIES}, got {self.box_policy!r}")
-        if len(self.ops) > MAX_OPS:
-            raise SpecError("ops", f"at most {MAX_OPS} ops, got {len(self.ops)}")
         if self.dtype == "uint8" and any(isinstance(op, Normalize) for op in self.ops):
             raise SpecError("dtype", "normalize needs a float output dtype, not uint8")
 
@@ -77,14 +75,16 @@ def _op_from_message(which: str, message: Any, p: float) -> Op:
     return cls(**kwargs)
 
 
-def spec_from_proto(message: pb.Pipeline) -> PipelineSpec:
-    """Check a `Pipeline` message and build its typed spec.
+def spec_from_proto(message: pb.Pipeline,
+                    max_ops: int = AugmentSettings.max_ops) -> PipelineSpec:
+    """Check a `Pipeline` message (at most `max_ops` ops) and build its typed spec.
 
     Raises:
         InvalidArgument: naming the op (index and name) and the field at fault.
     """
-    if len(message.ops) > MAX_OPS:
-        raise SpecError("pipeline.ops", f"at most {MAX_OPS} ops, got {len(message.ops)}")
+    if len(message.ops) > max_ops:
+        raise SpecError("pipeline.ops",
+                        f"at most {max_ops} ops (max_ops), got {len(message.ops)}")
     ops = []
     for i, op_spec in enumerate(message.ops):
         which = op_spec.WhichOneof("op")
@@ -118,8 +118,11 @@ def spec_to_proto(spec: PipelineSpec) -> pb.Pipeline:
     return message
 
 
-def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any]) -> PipelineSpec:
+def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any],
+                   max_ops: int = AugmentSettings.max_ops) -> PipelineSpec:
     """A checked `PipelineSpec` from any of its forms (typed, proto, JSON text, dict).
+
+    A message, JSON text or dict may have at most `max_ops` ops (`AugmentSettings.max_ops`).
 
     Raises:
         InvalidArgument: unknown op, bad JSON, or a parameter out of range.
@@ -127,13 +130,13 @@ def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any]) -
     if isinstance(spec, PipelineSpec):
         return spec
     if isinstance(spec, pb.Pipeline):
-        return spec_from_proto(spec)
+        return spec_from_proto(spec, max_ops)
     text = spec if isinstance(spec, str) else json.dumps(spec)
     try:
         message = json_format.Parse(text, pb.Pipeline(), descriptor_pool=POOL)
     except json_format.ParseError as error:
         raise SpecError("pipeline JSON", str(error)) from None
-    return spec_from_proto(message)
+    return spec_from_proto(message, max_ops)
 
 
 def spec_to_json(spec: PipelineSpec) -> str:

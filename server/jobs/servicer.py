@@ -18,6 +18,7 @@ from grpc import aio
 
 from augserve.clients.proto.augserve.v1 import jobs_pb2 as pb
 from augserve.clients.proto.augserve.v1 import jobs_pb2_grpc as pb_grpc
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import InvalidArgument
 from augserve.server.jobs.runner import JobManager
 from augserve.server.jobs.settings import JobSettings
@@ -85,7 +86,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
         )
 
 
-def add_jobs_service(server: aio.Server, repository: object, settings: JobSettings) -> str:
+def add_jobs_service(server: aio.Server, repository: object, settings: JobSettings,
+                     imports: AllowList | None = None) -> str:
     """Register the Jobs service on `server`; return its full name.
 
     Args:
@@ -93,9 +95,12 @@ def add_jobs_service(server: aio.Server, repository: object, settings: JobSettin
         repository: the server's `ModelRepository`: a job that writes into its folder
             has the model reloaded when it finishes, so the new version is served.
         settings: task size, threads, limits.
+        imports: the modules a job's architecture may come from (default:
+            `augserve.server.imports.allow_list()`).
 
     Returns:
         "augserve.v1.JobService".
     """
-    pb_grpc.add_JobServiceServicer_to_server(JobServicer(JobManager(settings), repository), server)
+    servicer = JobServicer(JobManager(settings, imports), repository)
+    pb_grpc.add_JobServiceServicer_to_server(servicer, server)
     return SERVICE_NAME
