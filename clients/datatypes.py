@@ -21,6 +21,11 @@ import struct
 
 import numpy as np
 
+
+class WireFormatError(ValueError):
+    """Raw tensor contents that do not match their shape and datatype."""
+
+
 _NUMPY_BY_DATATYPE: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype("<u1"),
@@ -102,7 +107,7 @@ def deserialize_bytes_tensor(raw: bytes | memoryview, count: int) -> np.ndarray:
     """Parse `count` length-prefixed elements from raw BYTES contents.
 
     Raises:
-        ValueError: the buffer holds fewer or more elements than `count`.
+        WireFormatError: the buffer holds fewer or more elements than `count`.
 
     """
     view = memoryview(raw)
@@ -110,15 +115,15 @@ def deserialize_bytes_tensor(raw: bytes | memoryview, count: int) -> np.ndarray:
     offset = 0
     while offset < len(view):
         if offset + 4 > len(view):
-            raise ValueError("BYTES contents end inside an element's length prefix")
+            raise WireFormatError("BYTES contents end inside an element's length prefix")
         (length,) = struct.unpack_from("<I", view, offset)
         offset += 4
         if offset + length > len(view):
-            raise ValueError("BYTES contents end inside an element")
+            raise WireFormatError("BYTES contents end inside an element")
         items.append(bytes(view[offset : offset + length]))
         offset += length
     if len(items) != count:
-        raise ValueError(f"BYTES contents hold {len(items)} elements, the shape needs {count}")
+        raise WireFormatError(f"BYTES contents hold {len(items)} elements, the shape needs {count}")
     result = np.empty(count, dtype=np.object_)
     result[:] = items
     return result
@@ -135,7 +140,8 @@ def from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...]) -> 
     """A numpy array over raw contents without copying (read-only view; BYTES is parsed).
 
     Raises:
-        ValueError: the byte length does not match `shape` and `datatype`.
+        WireFormatError: the byte length does not match `shape` and `datatype`, or BYTES
+            contents do not parse into `shape`'s count of elements.
 
     """
     count = math.prod(shape)
@@ -144,7 +150,7 @@ def from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...]) -> 
     dtype = numpy_dtype(datatype)
     expected = count * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(
+        raise WireFormatError(
             f"raw contents hold {len(raw)} bytes; shape {list(shape)} of {datatype} "
             f"needs {expected}"
         )

@@ -11,5 +11,7 @@ Pure tensors in, tensors out; imports nothing from the server.
 - `triton`: the CUDA kernels (CI runs them with `TRITON_INTERPRET=1`).
 - `compress`: `compress_(model, Config)` with one handler per frozen config.
 - `serialize`: `save_compressed` / `load_compressed` (state_dict + JSON spec, no pickle).
+- `resolve`: `AllowList`, the one resolver of `module:attribute` names (architectures), with
+  an allow-list of module prefixes checked before anything is imported.
 - `augment`: fused CPU augmentation routines.
 """

@@ -16,7 +16,6 @@ The inference server's `augserve_compressed` platform calls `load_compressed`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -29,11 +28,11 @@ from torch import nn
 from augserve.kernels.backend import Backend
 from augserve.kernels.quant.modules import Int8Conv2d, Int8Linear
 from augserve.kernels.quant.weight_only import Int4WeightOnlyLinear, Int8WeightOnlyLinear
+from augserve.kernels.resolve import AllowList
 
 FORMAT = "augserve_compressed"
 VERSION = 1
 PT2E_METHOD = "pt2e_x86_inductor"
-_ALLOWED_PREFIXES = ("augserve.",)
 
 
 def _backend(module: nn.Module) -> str:
@@ -130,13 +129,6 @@ def save_compressed(
     return path
 
 
-def _factory(architecture: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = architecture.partition(":")
-    if not module_name.startswith(_ALLOWED_PREFIXES):
-        raise ValueError(f"architecture {architecture!r} is outside {_ALLOWED_PREFIXES}")
-    return getattr(importlib.import_module(module_name), attr)
-
-
 def _build(kind: str, args: dict[str, Any]) -> nn.Module:
     if kind not in _RECORDERS:
         raise ValueError(f"unknown module type {kind!r} in spec")
@@ -150,18 +142,26 @@ def _build(kind: str, args: dict[str, Any]) -> nn.Module:
 
 
 def load_compressed(
-    directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
+    directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+    imports: AllowList | None = None,
 ) -> nn.Module:
     """Rebuild a model written by `save_compressed`; ready for inference (eval mode).
 
     With the PT2E method the int8 model is compiled, or loaded from the compile cache
     under `cache_dir` (see `quant.model.cache_dir`), and returned as a `CompiledModel`.
+    The spec's architecture is imported only if `imports` (default: `AllowList()`,
+    augserve's own modules and torchvision's models) allows it.
+
+    Raises:
+        ImportRefused (`imports.error`): the architecture is not allowed or not importable.
     """
     path = Path(directory)
     spec = json.loads((path / "spec.json").read_text())
     if spec.get("format") != FORMAT or spec.get("version") != VERSION:
         raise ValueError(f"{path} is not an {FORMAT} v{VERSION} directory")
-    model = _factory(spec["architecture"])(**spec.get("kwargs", {}))
+    factory = (imports or AllowList()).resolve(spec["architecture"],
+                                               field=f"{path / 'spec.json'}: architecture")
+    model = factory(**spec.get("kwargs", {}))
     for name, entry in spec["modules"].items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

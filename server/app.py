@@ -83,7 +83,9 @@ async def start_server(config: ServerConfig) -> RunningServer:
     runtime = RayRuntime(config.ray_address, config.ray_num_cpus)
     runtime.start()
     root = config.model_repository or build_demo_repository(config.demo_cache)
-    repository = ModelRepository(root, allow_pickle=config.allow_pickle)
+    imports = config.import_allow_list()
+    repository = ModelRepository(root, allow_pickle=config.allow_pickle,
+                                 settings=config.inference, imports=imports)
 
     gate = DrainGate()
     server = aio.server(
@@ -94,13 +96,14 @@ async def start_server(config: ServerConfig) -> RunningServer:
             ("grpc.so_reuseport", 0),
         ],
     )
-    inference = InferenceServicer(repository)
+    inference = InferenceServicer(repository, config.inference)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     augment_service = add_augment_service(server, config.augment)
-    stream = add_stream_service(server, config.stream, config.augment.pipelines)
-    jobs_service = add_jobs_service(server, repository, config.jobs)
+    stream = add_stream_service(server, config.stream, config.augment.pipelines,
+                                max_ops=config.augment.max_ops)
+    jobs_service = add_jobs_service(server, repository, config.jobs, imports)
     services = [
         INFERENCE_SERVICE, augment_service, STREAM_SERVICE, jobs_service, health.SERVICE_NAME
     ]

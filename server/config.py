@@ -1,8 +1,10 @@
 """The server's one typed configuration: defaults here, overridable by file and flags.
 
 Precedence: built-in defaults < `--config FILE` (TOML) < command-line flags.
-Every limit the server enforces is a field of `ServerConfig`, documented below,
-and validated once at start-up (`ServerConfig.validated`).
+Every limit the server enforces is a field of `ServerConfig` or of one of its service
+tables, declared with `options.option` (its help, default and flag in one place, which
+`augserve serve --help` and `docs/configuration.md` both show), and validated once at
+start-up (`ServerConfig.validated`).
 
 Example:
     >>> config = ServerConfig(port=0)
@@ -16,56 +18,92 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from augserve.kernels.resolve import AllowList
 from augserve.server.augment.settings import AugmentSettings
+from augserve.server.imports import allow_list
+from augserve.server.inference.settings import InferenceSettings
 from augserve.server.jobs.settings import JobSettings
+from augserve.server.options import add_flag, option
 from augserve.server.stream.settings import StreamSettings
+
+#: The service tables of the config file, each a settings dataclass of its own.
+TABLES: dict[str, type] = {
+    "inference": InferenceSettings,
+    "augment": AugmentSettings,
+    "stream": StreamSettings,
+    "jobs": JobSettings,
+}
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything `augserve serve` needs.
+    """Everything `augserve serve` needs; each field's `help` says what it means.
 
-    Attributes:
-        host: interface to listen on; "127.0.0.1" keeps the server on loopback.
-        port: gRPC port (0 picks a free one, reported in the log and on `ready_file`).
-        metrics_port: Prometheus text endpoint (0 disables it).
-        model_repository: repository folder; None serves the built-in demo repository.
-        ray_address: an existing Ray cluster ("auto" or "ray://..."); None starts an
-            embedded local Ray, which the server shuts down on exit.
-        ray_num_cpus: CPUs the embedded Ray may schedule (None: all of them).
-        allow_pickle: allow `platform = "pickle"` models (a pickle runs code on load).
-        max_message_bytes: largest request or response message; larger ones get
-            RESOURCE_EXHAUSTED from gRPC itself.
-        shutdown_grace_s: on SIGTERM, how long in-flight requests may take to drain.
-        load_models: models to load at start (empty: every model in the repository).
-        demo_cache: where the demo repository is built (once) when none is given.
-        ready_file: if set, the bound port is written there once the server is ready.
-        stream: the StreamBatches service: window, pool, datasets (`[stream]` table, with
-            `[stream.datasets.NAME]` sub-tables; see `StreamSettings`).
-        jobs: the Jobs service: task CPUs, threads, running limit (`[jobs]` table; see
-            `JobSettings`).
-
+    The service tables (`[inference]`, `[augment]`, `[stream]`, `[jobs]`) are settings
+    dataclasses of their own; `docs/configuration.md` lists every field of all of them.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8001
-    metrics_port: int = 8002
-    model_repository: Path | None = None
-    ray_address: str | None = None
-    ray_num_cpus: int | None = None
-    allow_pickle: bool = False
-    max_message_bytes: int = 64 * 1024 * 1024
-    shutdown_grace_s: float = 10.0
-    load_models: tuple[str, ...] = field(default_factory=tuple)
-    demo_cache: Path = field(default_factory=lambda: Path.home() / ".cache" / "augserve" / "demo")
-    ready_file: Path | None = None
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
-    stream: StreamSettings = field(default_factory=StreamSettings)
-    jobs: JobSettings = field(default_factory=JobSettings)
+    host: str = option(
+        "127.0.0.1", flag="--host",
+        help='interface to listen on; "127.0.0.1" keeps the server on loopback')
+    port: int = option(
+        8001, flag="--port",
+        help="gRPC port (0 picks a free one, reported in the log and in `ready_file`)")
+    metrics_port: int = option(
+        8002, flag="--metrics-port", help="Prometheus text endpoint (0 disables it)")
+    model_repository: Path | None = option(
+        None, flag="--model-repository", parse=Path,
+        help="model repository folder; unset serves the built-in demo repository")
+    ray_address: str | None = option(
+        None, flag="--ray-address", parse=str,
+        help='an existing Ray cluster to join ("auto" or "ray://..."); unset starts an '
+             "embedded local Ray, which the server shuts down on exit")
+    ray_num_cpus: int | None = option(
+        None, flag="--ray-num-cpus", parse=int,
+        help="logical CPUs the embedded Ray may schedule (unset: the machine's count, at "
+             "least 16, so that small actors fit beside the replicas)")
+    allow_pickle: bool = option(
+        False, flag="--allow-pickle",
+        help='allow `platform = "pickle"` models (loading a pickle can run arbitrary code '
+             "on the server)")
+    import_prefixes: tuple[str, ...] = option(
+        default_factory=tuple, flag="--allow-import-prefix", parse=str, append=True,
+        help="modules, besides augserve's own and torchvision.models, that a model config "
+             "or a job may name an architecture from (`package.module:factory`); each "
+             "prefix allows the module and everything below it (repeat the flag for more)")
+    max_message_bytes: int = option(
+        64 * 1024 * 1024, flag="--max-message-bytes", shown="67108864 (64 MiB)",
+        help="largest request or response message; a larger one gets RESOURCE_EXHAUSTED "
+             "from gRPC itself")
+    shutdown_grace_s: float = option(
+        10.0, flag="--shutdown-grace-s",
+        help="on SIGTERM, how long in-flight requests may take to drain, in seconds")
+    load_models: tuple[str, ...] = option(
+        default_factory=tuple, flag="--load-model", parse=str, append=True,
+        help="models to load at start (repeat the flag; none: every model in the repository)")
+    demo_cache: Path = option(
+        default_factory=lambda: Path.home() / ".cache" / "augserve" / "demo",
+        flag="--demo-cache", parse=Path, shown="~/.cache/augserve/demo",
+        help="where the demo repository is built (once) when no repository is given")
+    ready_file: Path | None = option(
+        None, flag="--ready-file", parse=Path,
+        help="if set, the bound port is written there once the server is ready")
+    inference: InferenceSettings = option(
+        default_factory=InferenceSettings,
+        help="the inference service: stream window, replica deaths (`[inference]` table)")
+    augment: AugmentSettings = option(
+        default_factory=AugmentSettings,
+        help="the Augment service: limits, pool, pipelines (`[augment]` table)")
+    stream: StreamSettings = option(
+        default_factory=StreamSettings,
+        help="the StreamBatches service: window, limits, pool, datasets (`[stream]` table)")
+    jobs: JobSettings = option(
+        default_factory=JobSettings,
+        help="the Jobs service: task CPUs, threads, running limit (`[jobs]` table)")
 
     def validated(self) -> ServerConfig:
         """Return self after checking every field; raise ValueError naming the bad one."""
@@ -81,38 +119,41 @@ class ServerConfig:
             raise ValueError(f"ray_num_cpus must be >= 1, got {self.ray_num_cpus}")
         if self.model_repository is not None and not self.model_repository.is_dir():
             raise ValueError(f"model_repository {self.model_repository} is not a folder")
+        self.import_allow_list()  # raises ValueError naming a prefix that is no module name
         return self
 
-
-_PATH_FIELDS = {"model_repository", "demo_cache", "ready_file"}
+    def import_allow_list(self) -> AllowList:
+        """The modules architectures may be imported from: augserve's plus `import_prefixes`."""
+        return allow_list(self.import_prefixes)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per `ServerConfig` field, plus `--config FILE`."""
-    parser.add_argument("--config", type=Path, help="TOML file with ServerConfig fields")
-    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="gRPC port (default 8001; 0 = any free)")
-    parser.add_argument("--metrics-port", type=int, help="Prometheus port (default 8002; 0 = off)")
-    parser.add_argument("--model-repository", type=Path, help="model repository folder")
-    parser.add_argument("--ray-address", help="existing Ray cluster to join (default: embedded)")
-    parser.add_argument("--ray-num-cpus", type=int, help="CPUs for the embedded Ray")
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        default=None,
-        help="allow pickled whole-module models (a pickle can run code on the server)",
-    )
-    parser.add_argument("--max-message-bytes", type=int, help="largest gRPC message")
-    parser.add_argument("--shutdown-grace-s", type=float, help="drain time on SIGTERM")
-    parser.add_argument(
-        "--load-model", dest="load_models", action="append", help="load only these models"
-    )
-    parser.add_argument("--demo-cache", type=Path, help="where the demo repository is built")
-    parser.add_argument("--ready-file", type=Path, help="write the bound port here when ready")
-    parser.add_argument("--augment-pool-size", type=int, help="Ray actors augmenting (default 2)")
-    parser.add_argument(
-        "--augment-backend", choices=("auto", "fast", "kornia"), help="augment backend"
-    )
+    """Add `--config FILE` and the flag of every `ServerConfig` field that has one.
+
+    A service table's fields land in `TABLE_FIELD` (e.g. `args.augment_pool_size`).
+    """
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML file with ServerConfig fields (flags override it)")
+    for f in dataclasses.fields(ServerConfig):
+        if f.name in TABLES:
+            for sub in dataclasses.fields(TABLES[f.name]):
+                add_flag(parser, sub, f"{f.name}_{sub.name}")
+        else:
+            add_flag(parser, f, f.name)
+
+
+def _table(name: str, raw: Any, args: argparse.Namespace) -> Any:
+    cls = TABLES[name]
+    values = dict(raw)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown [{name}] keys {sorted(unknown)}; known: {sorted(known)}")
+    for key in known:
+        flag = getattr(args, f"{name}_{key}", None)
+        if flag is not None:
+            values[key] = flag
+    return cls(**values)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -120,23 +161,21 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         values.update(tomllib.loads(Path(args.config).read_text()))
-    known = {f.name for f in dataclasses.fields(ServerConfig)}
-    unknown = set(values) - known
+    fields = {f.name: f for f in dataclasses.fields(ServerConfig)}
+    unknown = set(values) - set(fields)
     if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
-    for name in known:
+        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(fields)}")
+    for name, f in fields.items():
+        if name in TABLES:
+            values[name] = _table(name, values.get(name, {}), args)
+            continue
         flag = getattr(args, name, None)
         if flag is not None:
             values[name] = flag
-    for name in _PATH_FIELDS & set(values):
-        values[name] = Path(values[name]) if values[name] is not None else None
-    if "load_models" in values:
-        values["load_models"] = tuple(values["load_models"])
-    augment = dict(values.pop("augment", {}))
-    for flag, key in (("augment_pool_size", "pool_size"), ("augment_backend", "backend")):
-        if getattr(args, flag, None) is not None:
-            augment[key] = getattr(args, flag)
-    values["augment"] = AugmentSettings(**augment)
-    values["stream"] = StreamSettings(**values.pop("stream", {}))
-    values["jobs"] = JobSettings(**values.pop("jobs", {}))
+        if name not in values:
+            continue
+        if f.metadata.get("parse") is Path and values[name] is not None:
+            values[name] = Path(values[name])
+        if f.metadata.get("append"):
+            values[name] = tuple(values[name])
     return ServerConfig(**values).validated()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import grpc
 
+from augserve.kernels import resolve
+
 
 class AugserveError(Exception):
     """Base class: an error whose message is safe to show to the client."""
@@ -23,6 +25,14 @@ class InvalidArgument(AugserveError):
     """The request is malformed; the message names the offending field."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ImportRefused(InvalidArgument, resolve.ImportRefused):
+    """A `module:attribute` name (an architecture) outside the server's allowed modules.
+
+    Raised by the server's `augserve.kernels.resolve.AllowList` (see
+    `ServerConfig.import_allow_list`); the message names the field and the allowed prefixes.
+    """
 
 
 class NotFound(AugserveError):

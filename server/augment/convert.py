@@ -5,6 +5,7 @@ Every check on a request happens here, once; failures raise `InvalidArgument`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,7 +67,11 @@ def params_to_proto(params: Sequence[OpParams]) -> list[pb.SampleParams]:
 def params_from_proto(
     spec: PipelineSpec, samples: Sequence[pb.SampleParams]
 ) -> tuple[OpParams, ...]:
-    """One SampleParams per image back into batch params, or InvalidArgument."""
+    """One SampleParams per image back into checked batch params, or InvalidArgument.
+
+    Every op gets all of its fields, each finite and within the op's `param_bounds`, so
+    the pool replays them without further checks.
+    """
     for i, sample in enumerate(samples):
         if len(sample.ops) != len(spec.ops):
             raise InvalidArgument(
@@ -75,14 +80,21 @@ def params_from_proto(
     for k, op in enumerate(spec.ops):
         applied = [s.ops[k].applied for s in samples]
         names = {name for s in samples for name in s.ops[k].values}
+        wanted = [f.name for f in dataclasses.fields(op.params_type) if f.name != "applied"]
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise InvalidArgument(f"params (op {k}, {op.name}): params of "
+                                  f"{op.params_type.__name__}: missing field {missing[0]!r}")
         columns = {name: [s.ops[k].values.get(name, float("nan")) for s in samples]
-                   for name in names}
-        try:
-            out.append(op.params_type.from_columns(applied, columns))
-        except ValueError as error:
-            raise InvalidArgument(f"params (op {k}, {op.name}): {error}") from error
-        if any(torch.isnan(v).any() for v in out[-1].columns().values()):
+                   for name in wanted}
+        params = op.params_type.from_columns(applied, columns)
+        if any(torch.isnan(v).any() for v in params.columns().values()):
             raise InvalidArgument(f"params (op {k}, {op.name}): a value is missing")
+        try:
+            op.check_params(params)
+        except ValueError as error:  # Op.check_params's documented refusal: a client's value
+            raise InvalidArgument(str(error)) from None
+        out.append(params)
     return tuple(out)
 
 

@@ -15,7 +15,6 @@ from augserve.server.augment.convert import (
     targets_from_proto,
     targets_to_proto,
 )
-from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.pool import AugmentPool, images_list
 from augserve.server.augment.registry import PipelineRegistry
 from augserve.server.augment.settings import AugmentSettings
@@ -31,7 +30,7 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
         """Parse the registered pipelines up front: a bad one fails at start, not per call."""
         self.settings = settings
         self.pool = pool
-        self.pipelines = PipelineRegistry(settings.pipelines)
+        self.pipelines = PipelineRegistry(settings.pipelines, settings.max_ops)
 
     async def Augment(self, request: pb.AugmentRequest, context: aio.ServicerContext
                       ) -> pb.AugmentResponse:
@@ -61,21 +60,14 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
                 raise InvalidArgument(f"params: expected one per image ({n}), "
                                       f"got {len(request.params)}")
             params = params_from_proto(spec, request.params)
-            try:
-                Pipeline(spec).check_params(params, n)
-            except ValueError as error:
-                raise InvalidArgument(str(error)) from error
         targets = None
         if request.targets:
             if len(request.targets) != n:
                 raise InvalidArgument(f"targets: expected one per image ({n})")
             targets = targets_from_proto(request.targets, self.settings)
-        try:
-            result = await self.pool.augment(spec, images, seed=request.seed, epoch=request.epoch,
-                                             sample_indices=indices, params=params,
-                                             return_params=request.return_params, targets=targets)
-        except ValueError as error:  # replayed params that do not fit these images
-            raise InvalidArgument(str(error)) from error
+        result = await self.pool.augment(spec, images, seed=request.seed, epoch=request.epoch,
+                                         sample_indices=indices, params=params,
+                                         return_params=request.return_params, targets=targets)
         response = pb.AugmentResponse(images=[encode_image(t) for t in images_list(result.images)])
         if request.return_params and result.params is not None:
             response.params.extend(params_to_proto(result.params))

@@ -1,43 +1,55 @@
-"""Settings of the augment service (to be folded into the central config)."""
+"""Settings of the augment service (the `[augment]` table of the server config)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
 
+from augserve.server.options import option
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSettings:
-    """Limits and pool shape of the Augment RPC; every default is documented here.
+    """Limits and pool shape of the Augment RPC; each field's `help` says what it means."""
 
-    Attributes:
-        max_pixels: the most pixels (H * W) one image may have: 16.7M (4096 x 4096).
-        max_images: the most images one request may carry: 1024.
-        max_request_pixels: the most pixels over all images of a request: 64M.
-        pool_size: Ray actors in the augment pool: 2. 0 runs in-process (a thread),
-            which tests and tiny deployments may want.
-        actor_num_cpus: CPUs each actor reserves: 1 (each runs its kernels on one thread).
-        actor_num_gpus: GPUs (or a fraction) each actor reserves: 0. Ray hides GPUs from
-            actors that reserve none, so set it (e.g. 0.25) for kornia on CUDA.
-        chunk_size: images per actor task; a request is cut into chunks that run in
-            parallel: 64.
-        backend: "auto" (kornia on CUDA when present, else the CPU fast path), "fast" or
-            "kornia".
-        pipelines: registered pipelines, id -> JSON spec; "imagenet_train" is built in.
-    """
-
-    max_pixels: int = 4096 * 4096
-    max_images: int = 1024
-    max_request_pixels: int = 64 * 1024 * 1024
-    pool_size: int = 2
-    actor_num_cpus: float = 1.0
-    actor_num_gpus: float = 0.0
-    chunk_size: int = 64
-    backend: str = "auto"
-    pipelines: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    max_pixels: int = option(
+        4096 * 4096, flag="--augment-max-pixels", shown="16777216 (4096 x 4096)",
+        help="the most pixels (H * W) one image of an Augment request may have")
+    max_images: int = option(
+        1024, flag="--augment-max-images", help="the most images one Augment request may carry")
+    max_request_pixels: int = option(
+        64 * 1024 * 1024, flag="--augment-max-request-pixels", shown="67108864 (64 Mi)",
+        help="the most pixels over all images of one Augment request")
+    max_ops: int = option(
+        64, flag="--augment-max-ops",
+        help="the most ops a pipeline (inline in a request, or registered) may have; it "
+             "bounds the Augment and StreamBatches RPCs alike")
+    pool_size: int = option(
+        2, flag="--augment-pool-size",
+        help="Ray actors in the augment pool; 0 runs in-process (a thread), which tests "
+             "and tiny deployments may want")
+    actor_num_cpus: float = option(
+        1.0, flag="--augment-actor-num-cpus",
+        help="CPUs each augment actor reserves (each runs its kernels on one thread)")
+    actor_num_gpus: float = option(
+        0.0, flag="--augment-actor-num-gpus",
+        help="GPUs (or a fraction) each augment actor reserves; Ray hides GPUs from actors "
+             "that reserve none, so set it (e.g. 0.25) for kornia on CUDA")
+    chunk_size: int = option(
+        64, flag="--augment-chunk-size",
+        help="images per actor task; a request is cut into chunks that run in parallel")
+    backend: str = option(
+        "auto", flag="--augment-backend", choices=("auto", "fast", "kornia"),
+        help='"auto" (kornia on CUDA when present, else the CPU fast path), "fast" or '
+             '"kornia"')
+    pipelines: Mapping[str, str] = option(
+        default_factory=dict,
+        help='registered pipelines, id -> JSON spec (`[augment.pipelines]`); '
+             '"imagenet_train" is built in')
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "max_images", "max_request_pixels", "chunk_size"):
+        for name in ("max_pixels", "max_images", "max_request_pixels", "max_ops",
+                     "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"augment settings: {name} must be >= 1")
         if self.actor_num_gpus < 0 or self.actor_num_cpus < 0:

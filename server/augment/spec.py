@@ -6,8 +6,8 @@ for any registered op, by name (`{"named": {"name": "random_gamma", "params":
 dataclass fields; so a new op needs no proto change.
 
 `parse_pipeline` accepts a `PipelineSpec`, a `augserve.v1.Pipeline` message, a JSON
-string or a dict, checks every field once, and raises `InvalidArgument` naming the
-op and the field at fault.
+string or a dict, checks every field once, and raises `SpecError` (an
+`InvalidArgument`) naming the op and the field at fault.
 
 Example:
     >>> spec = parse_pipeline('{"ops": [{"horizontalFlip": {}, "p": 0.5}], "dtype": "uint8"}')
@@ -28,12 +28,11 @@ from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
 from augserve.server.augment.ops import OPS, Normalize, Op, SpecError
 from augserve.server.augment.ops.base import check_fill
-from augserve.server.errors import InvalidArgument
+from augserve.server.augment.settings import AugmentSettings
 
 DTYPES = ("uint8", "float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
 BOX_POLICIES = ("clip", "drop")
-MAX_OPS = 64
 _FILL_FIELDS = {"fill"}
 # ops with a message of their own in `OpSpec`; any other op is given as a `NamedOp`
 _TYPED = {f.name for f in pb.OpSpec.DESCRIPTOR.oneofs_by_name["op"].fields} - {"named"}
@@ -63,8 +62,6 @@ class PipelineSpec:
             raise SpecError("layout", f"expected one of {LAYOUTS}, got {self.layout!r}")
         if self.box_policy not in BOX_POLICIES:
             raise SpecError("box_policy", f"expected {BOX_POLICIES}, got {self.box_policy!r}")
-        if len(self.ops) > MAX_OPS:
-            raise SpecError("ops", f"at most {MAX_OPS} ops, got {len(self.ops)}")
         if self.dtype == "uint8" and any(isinstance(op, Normalize) for op in self.ops):
             raise SpecError("dtype", "normalize needs a float output dtype, not uint8")
 
@@ -138,19 +135,21 @@ def _op_from_message(which: str, message: Any, p: float) -> Op:
     return cls(**kwargs)
 
 
-def spec_from_proto(message: pb.Pipeline) -> PipelineSpec:
-    """Check a `Pipeline` message and build its typed spec.
+def spec_from_proto(message: pb.Pipeline,
+                    max_ops: int = AugmentSettings.max_ops) -> PipelineSpec:
+    """Check a `Pipeline` message (at most `max_ops` ops) and build its typed spec.
 
     Raises:
         InvalidArgument: naming the op (index and name) and the field at fault.
     """
-    if len(message.ops) > MAX_OPS:
-        raise InvalidArgument(f"pipeline.ops: at most {MAX_OPS} ops, got {len(message.ops)}")
+    if len(message.ops) > max_ops:
+        raise SpecError("pipeline.ops",
+                        f"at most {max_ops} ops (max_ops), got {len(message.ops)}")
     ops = []
     for i, op_spec in enumerate(message.ops):
         which = op_spec.WhichOneof("op")
         if which is None:
-            raise InvalidArgument(f"pipeline.ops[{i}]: no op set (known: {', '.join(OPS)})")
+            raise SpecError(f"pipeline.ops[{i}]", f"no op set (known: {', '.join(OPS)})")
         p = op_spec.p if op_spec.HasField("p") else 1.0
         label = op_spec.named.name if which == "named" else which
         try:
@@ -159,12 +158,13 @@ def spec_from_proto(message: pb.Pipeline) -> PipelineSpec:
             else:
                 ops.append(_op_from_message(which, getattr(op_spec, which), p))
         except SpecError as error:
-            raise InvalidArgument(f"pipeline.ops[{i}] ({label}).{error}") from error
+            # the op knows its field; the request's path is added
+            raise SpecError(f"pipeline.ops[{i}] ({label}).{error.field}", error.detail) from None
     try:
         return PipelineSpec(tuple(ops), message.dtype or "float32", message.layout or "NCHW",
                             message.box_policy or "clip")
     except SpecError as error:
-        raise InvalidArgument(f"pipeline.{error}") from error
+        raise SpecError(f"pipeline.{error.field}", error.detail) from None
 
 
 def spec_to_proto(spec: PipelineSpec) -> pb.Pipeline:
@@ -186,8 +186,11 @@ def spec_to_proto(spec: PipelineSpec) -> pb.Pipeline:
     return message
 
 
-def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any]) -> PipelineSpec:
+def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any],
+                   max_ops: int = AugmentSettings.max_ops) -> PipelineSpec:
     """A checked `PipelineSpec` from any of its forms (typed, proto, JSON text, dict).
+
+    A message, JSON text or dict may have at most `max_ops` ops (`AugmentSettings.max_ops`).
 
     Raises:
         InvalidArgument: unknown op, bad JSON, or a parameter out of range.
@@ -195,13 +198,13 @@ def parse_pipeline(spec: PipelineSpec | pb.Pipeline | str | Mapping[str, Any]) -
     if isinstance(spec, PipelineSpec):
         return spec
     if isinstance(spec, pb.Pipeline):
-        return spec_from_proto(spec)
+        return spec_from_proto(spec, max_ops)
     text = spec if isinstance(spec, str) else json.dumps(spec)
     try:
         message = json_format.Parse(text, pb.Pipeline(), descriptor_pool=POOL)
     except json_format.ParseError as error:
-        raise InvalidArgument(f"pipeline JSON: {error}") from error
-    return spec_from_proto(message)
+        raise SpecError("pipeline JSON", str(error)) from None
+    return spec_from_proto(message, max_ops)
 
 
 def spec_to_json(spec: PipelineSpec) -> str:

@@ -14,7 +14,7 @@ Failure policy. A batch that fails is split into single requests, so only the
 request that makes the model raise fails; the queue keeps going. A replica whose
 process died (`ReplicaDied`) leaves the rotation and is restarted, and its batch
 goes back to the head of the queue for another replica (inference is idempotent).
-A request whose batch loses `MAX_REPLICA_DEATHS` replicas fails with UNAVAILABLE,
+A request whose batch loses `max_replica_deaths` replicas fails with UNAVAILABLE,
 so an input that crashes the model process costs at most that many restarts.
 While no replica is left the queue holds its requests (bounded by their deadlines
 and `max_queue_size`), and if a restart fails they get UNAVAILABLE. Errors that
@@ -42,6 +42,7 @@ from augserve.server.errors import (
 )
 from augserve.server.inference.batch_formation import BatchFormer, QueuedRequest
 from augserve.server.inference.model_config import BatchingSettings
+from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.statistics import ModelStats
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,6 @@ BatchAnswer = Awaitable[tuple[list[np.ndarray], int]]
 RunBatch = Callable[[list[list[np.ndarray]]], BatchAnswer]
 # Replaces the dead replica at an index with a fresh one; returns its RunBatch.
 RestartReplica = Callable[[int], Awaitable[RunBatch]]
-
-#: Replica deaths a request may ride through before it fails with UNAVAILABLE.
-MAX_REPLICA_DEATHS = 2
-
 
 @dataclass
 class _Replica:
@@ -77,6 +74,8 @@ class BatchQueue:
         max_in_flight: batches sent to one replica before it is considered busy.
         restart: starts a replacement for a replica that died; without it a dead
             replica simply leaves the rotation.
+        max_replica_deaths: replica deaths a request may ride through before it fails
+            (`InferenceSettings.max_replica_deaths`).
 
     """
 
@@ -88,6 +87,7 @@ class BatchQueue:
         stats: ModelStats,
         max_in_flight: int = 1,
         restart: RestartReplica | None = None,
+        max_replica_deaths: int = InferenceSettings.max_replica_deaths,
     ) -> None:
         self._replicas = [_Replica(run) for run in replicas]
         self._restart = restart
@@ -97,6 +97,7 @@ class BatchQueue:
         self._stats = stats
         self._max_in_flight = max_in_flight
         self._former = BatchFormer(max_batch_size, batching)
+        self._max_replica_deaths = max_replica_deaths
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set, once closed, when nothing is queued or running
         self._tasks: set[asyncio.Task[None]] = set()
@@ -301,7 +302,7 @@ class BatchQueue:
             item.replica_deaths += 1
             if item.future.done():
                 continue
-            if item.replica_deaths >= MAX_REPLICA_DEATHS:
+            if item.replica_deaths >= self._max_replica_deaths:
                 self._fail([item], ReplicaDied(
                     f"{error}; this request's batch lost {item.replica_deaths} replicas"
                 ))

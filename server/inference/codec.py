@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from augserve.clients.datatypes import CONTENTS_FIELD, from_raw, numpy_dtype, to_raw
+from augserve.clients.datatypes import (
+    CONTENTS_FIELD,
+    WireFormatError,
+    from_raw,
+    numpy_dtype,
+    to_raw,
+)
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.server.errors import InvalidArgument, PermissionDenied
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
@@ -96,10 +102,8 @@ def _from_region(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec
         raise InvalidArgument(f"{what}: BYTES tensors cannot come through shared memory")
     shape = tuple(tensor.shape)
     needed = math.prod(shape) * np.dtype(numpy_dtype(spec.datatype)).itemsize
-    try:
-        return from_raw(memory.read(what, parameters, needed), spec.datatype, shape)
-    except ValueError as error:
-        raise InvalidArgument(f"{what}: {error}") from None
+    # `read` checks the byte size against `needed`, so the view always fits.
+    return from_raw(memory.read(what, parameters, needed), spec.datatype, shape)
 
 
 def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
@@ -153,7 +157,7 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
         elif raw:
             try:
                 by_name[tensor.name] = from_raw(next(raw_entries), spec.datatype, shape)
-            except ValueError as error:
+            except WireFormatError as error:  # the client's bytes: named by the input
                 raise InvalidArgument(f"input {tensor.name!r}: {error}") from None
         else:
             by_name[tensor.name] = _typed_array(tensor, spec)

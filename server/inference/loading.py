@@ -8,37 +8,33 @@ A pickled whole module (`platform = "pickle"`) needs the operator's opt-in.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import FailedPrecondition, InvalidArgument, NotFound
+from augserve.server.imports import allow_list
 from augserve.server.inference.model_config import ModelSettings
 
 
-def import_architecture(spec: str) -> Callable[..., nn.Module]:
-    """Resolve "package.module:function" to the callable that builds the architecture.
-
-    Raises:
-        InvalidArgument: the module or attribute does not exist.
-
-    """
-    module_name, _, attribute = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise InvalidArgument(f"architecture {spec!r} cannot be imported: {error}") from None
+def architecture_field(settings: ModelSettings) -> str:
+    """How errors name a model config's `architecture` field."""
+    return f"model {settings.name!r}: architecture"
 
 
-def load_module(settings: ModelSettings, version_dir: Path, allow_pickle: bool) -> nn.Module:
+def load_module(settings: ModelSettings, version_dir: Path, allow_pickle: bool,
+                imports: AllowList | None = None) -> nn.Module:
     """Load the model stored in `version_dir` as an eval-mode module on the CPU.
+
+    A state_dict's or a compressed model's architecture is imported only if `imports`
+    (default: `augserve.server.imports.allow_list()`) allows it.
 
     Raises:
         NotFound: the model file is missing.
         FailedPrecondition: a pickled module without `allow_pickle`.
+        ImportRefused: the architecture is outside `imports` or cannot be imported.
         InvalidArgument: the file does not hold what the platform promises.
 
     """
@@ -46,18 +42,20 @@ def load_module(settings: ModelSettings, version_dir: Path, allow_pickle: bool) 
     if not path.exists():
         raise NotFound(f"model {settings.name!r}: {path} does not exist")
     platform = settings.platform
+    imports = imports or allow_list()
     if platform == "torch_export":
         module = torch.export.load(str(path)).module()
     elif platform == "torchscript":
         module = torch.jit.load(str(path), map_location="cpu")
     elif platform == "state_dict":
-        module = import_architecture(settings.architecture)(**settings.architecture_kwargs)
+        factory = imports.resolve(settings.architecture, field=architecture_field(settings))
+        module = factory(**settings.architecture_kwargs)
         state = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(state)
     elif platform == "augserve_compressed":
         from augserve.kernels.serialize import load_compressed
 
-        module = load_compressed(path)
+        module = load_compressed(path, imports=imports)
     else:
         if not allow_pickle:
             raise FailedPrecondition(

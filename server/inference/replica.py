@@ -21,6 +21,7 @@ import ray
 import torch
 
 from augserve.clients.datatypes import numpy_dtype
+from augserve.kernels.resolve import AllowList
 from augserve.server.inference.channel import ReplicaChannelServer
 from augserve.server.inference.loading import load_module
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
@@ -84,17 +85,19 @@ class ModelReplica:
         settings: the model's parsed configuration.
         version_dir: the numbered version folder to load.
         allow_pickle: whether a pickled whole module may be loaded.
+        imports: the modules an architecture may come from (default: augserve's own).
 
     """
 
-    def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool) -> None:
+    def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool,
+                 imports: AllowList | None = None) -> None:
         group = settings.instance_group
         lower_priority(group.nice)
         self.threads = group.threads
         torch.set_num_threads(self.threads)
         self.settings = settings
         self.device = torch.device("cuda" if group.kind == "gpu" else "cpu")
-        module = load_module(settings, Path(version_dir), allow_pickle).to(self.device)
+        module = load_module(settings, Path(version_dir), allow_pickle, imports).to(self.device)
         self.channels_last = settings.precision == "bf16"
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)

@@ -18,6 +18,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import AugserveError, Internal, ReplicaDied
 from augserve.server.inference.channel import ReplicaChannel
 from augserve.server.inference.model_config import ModelSettings
@@ -88,8 +89,11 @@ async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel |
     return channel
 
 
-async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: bool) -> ReplicaHandle:
+async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: bool,
+                        imports: AllowList | None = None) -> ReplicaHandle:
     """Start, warm up and connect one replica of the version in `folder`.
+
+    `imports` bounds where the model's architecture may be imported from.
 
     Raises:
         AugserveError: the replica failed to load or warm up (it is killed).
@@ -102,7 +106,7 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
             num_gpus=1 if group.kind == "gpu" else 0,
             runtime_env={"env_vars": group.replica_env},
         )
-        .remote(settings, str(folder), allow_pickle)
+        .remote(settings, str(folder), allow_pickle, imports)
     )
     try:
         await actor.ready.remote()

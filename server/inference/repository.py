@@ -14,15 +14,19 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import (
     AugserveError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
+from augserve.server.imports import allow_list
 from augserve.server.inference.batcher import BatchQueue, RunBatch
+from augserve.server.inference.loading import architecture_field
 from augserve.server.inference.model_config import ModelSettings, read_model_config
 from augserve.server.inference.replicas import ReplicaHandle, start_replica
+from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.statistics import ModelStats
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,20 @@ class ModelRepository:
     Args:
         root: the repository folder.
         allow_pickle: whether pickled whole modules may be loaded.
-        max_in_flight: batches each replica may hold at once.
+        settings: the server-wide serving limits (batches in flight per replica, replica
+            deaths a request rides through).
+        imports: the modules a model's architecture may come from (default:
+            `augserve.server.imports.allow_list()`).
 
     """
 
-    def __init__(self, root: Path, allow_pickle: bool = False, max_in_flight: int = 1) -> None:
+    def __init__(self, root: Path, allow_pickle: bool = False,
+                 settings: InferenceSettings | None = None,
+                 imports: AllowList | None = None) -> None:
         self.root = root
         self.allow_pickle = allow_pickle
-        self.max_in_flight = max_in_flight
+        self.settings = settings or InferenceSettings()
+        self.imports = imports or allow_list()
         self._models: dict[str, _Model] = {}
 
     def names_on_disk(self) -> list[str]:
@@ -94,7 +104,8 @@ class ModelRepository:
 
         Raises:
             NotFound: no such model folder, or no version folder the policy selects.
-            InvalidArgument: the config is invalid.
+            InvalidArgument: the config is invalid (ImportRefused: its architecture is
+                outside the allowed modules).
             Internal: a replica failed to load or warm up (the old versions keep serving).
 
         """
@@ -108,6 +119,8 @@ class ModelRepository:
                         f"model {name!r} is a pickled module; loading it can run arbitrary "
                         "code, so the server refuses it unless started with --allow-pickle"
                     )
+                if settings.platform == "state_dict":  # refused here, before a replica starts
+                    self.imports.check(settings.architecture, architecture_field(settings))
                 on_disk = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
                 selected = settings.version_policy.select(on_disk)
                 if not selected:
@@ -135,7 +148,7 @@ class ModelRepository:
     ) -> LoadedVersion:
         started = await asyncio.gather(
             *(
-                start_replica(settings, folder, self.allow_pickle)
+                start_replica(settings, folder, self.allow_pickle, self.imports)
                 for _ in range(settings.instance_group.count)
             ),
             return_exceptions=True,
@@ -149,7 +162,8 @@ class ModelRepository:
         async def restart(index: int) -> RunBatch:
             await replicas[index].stop()
             log.warning("model %s version %d: restarting replica %d", settings.name, version, index)
-            replicas[index] = await start_replica(settings, folder, self.allow_pickle)
+            replicas[index] = await start_replica(settings, folder, self.allow_pickle,
+                                                  self.imports)
             return replicas[index].run
 
         stats = ModelStats(settings.name, str(version))
@@ -158,8 +172,9 @@ class ModelRepository:
             settings.max_batch_size,
             settings.batching,
             stats,
-            self.max_in_flight,
+            self.settings.replica_max_in_flight,
             restart,
+            self.settings.max_replica_deaths,
         )
         return LoadedVersion(settings, version, replicas, queue, stats)
 

@@ -18,20 +18,22 @@ from augserve.server.errors import AugserveError, PermissionDenied, Unavailable
 from augserve.server.inference import describe
 from augserve.server.inference.codec import decode_request, encode_response
 from augserve.server.inference.repository import ModelRepository
+from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.shared_memory import SystemSharedMemory
 from augserve.server.peers import is_local_peer
 
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data",
               "system_shared_memory"]
-STREAM_WINDOW = 256  # requests one stream may have in flight before reading pauses
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Serves the models of `repository`; `ready` is cleared while the server drains."""
 
-    def __init__(self, repository: ModelRepository) -> None:
-        """Serve `repository`'s models; no shared-memory region registered yet."""
+    def __init__(self, repository: ModelRepository,
+                 settings: InferenceSettings | None = None) -> None:
+        """Serve `repository`'s models within `settings`; no shared-memory region yet."""
         self.repository = repository
+        self.settings = settings or InferenceSettings()
         self.ready = asyncio.Event()
         self.shared_memory = SystemSharedMemory()
 
@@ -118,7 +120,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Inferences over a bidirectional stream; a failed request answers with error_message."""
         responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(STREAM_WINDOW)
+        window = asyncio.Semaphore(self.settings.stream_window)
         local = is_local_peer(context.peer())
 
         async def answer(request: pb.ModelInferRequest) -> None:

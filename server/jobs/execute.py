@@ -8,7 +8,6 @@ atomic (`output.write_version`), so a failed or cancelled job leaves the reposit
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import InvalidArgument, NotFound
+from augserve.server.imports import allow_list
 from augserve.server.jobs import output
 from augserve.server.jobs.data import DATASETS, Dataset, load_dataset
 from augserve.server.jobs.distill import make_student, run_distill
@@ -38,6 +39,8 @@ from augserve.server.jobs.specs import (
 from augserve.server.jobs.train import fit
 from augserve.server.jobs.transfer import architecture_kwargs, run_transfer
 
+ARCHITECTURE_FIELD = "source.architecture"
+
 
 @dataclass
 class JobResult:
@@ -51,16 +54,6 @@ class JobResult:
         return {"version": self.version, "card": self.card}
 
 
-def _factory(architecture: str) -> Any:
-    module_name, _, attr = architecture.partition(":")
-    if not module_name.startswith("augserve."):
-        raise InvalidArgument(f"architecture {architecture!r} must live in an augserve module")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise InvalidArgument(f"architecture {architecture!r}: {error}") from None
-
-
 def _version_dir(ref: ModelRef) -> Path:
     folder = Path(ref.repository) / ref.name
     if not folder.is_dir():
@@ -72,10 +65,14 @@ def _version_dir(ref: ModelRef) -> Path:
     return folder / str(wanted)
 
 
-def check_spec(spec: JobSpec) -> None:
+def check_spec(spec: JobSpec, imports: AllowList | None = None) -> None:
     """Fail fast, before a job starts: unknown dataset, missing source, bad output target.
 
+    `imports` bounds where a fresh source's architecture may come from (default:
+    `augserve.server.imports.allow_list()`).
+
     Raises:
+        ImportRefused: the source's architecture is outside `imports`.
         NotFound: the dataset, the source model (or version), the state_dict file or the
             output repository.
         InvalidArgument: the output model exists with another platform, input or output.
@@ -89,7 +86,7 @@ def check_spec(spec: JobSpec) -> None:
     elif ref.state_dict and not Path(ref.state_dict).is_file():
         raise NotFound(f"source state_dict {ref.state_dict!r} does not exist")
     else:
-        _factory(ref.architecture)
+        (imports or allow_list()).resolve(ref.architecture, ARCHITECTURE_FIELD)
     if spec.output_repository and not Path(spec.output_repository).is_dir():
         raise NotFound(f"output repository {spec.output_repository!r} is not a folder")
     if spec.output_repository:
@@ -98,7 +95,8 @@ def check_spec(spec: JobSpec) -> None:
         output.check_target(Path(spec.output_repository), spec.output_name, config)
 
 
-def load_source(ref: ModelRef, data: Dataset) -> tuple[nn.Module, str, dict[str, Any]]:
+def load_source(ref: ModelRef, data: Dataset, imports: AllowList
+                ) -> tuple[nn.Module, str, dict[str, Any]]:
     """(eval-mode float model, architecture, factory kwargs) for `ref`.
 
     Raises:
@@ -123,10 +121,10 @@ def load_source(ref: ModelRef, data: Dataset) -> tuple[nn.Module, str, dict[str,
                 f"source {ref.describe()} is {settings.platform}; jobs need state_dict or "
                 "augserve_compressed sources (an nn.Module they can train)"
             )
-        model = load_module(settings, version_dir, allow_pickle=False)
+        model = load_module(settings, version_dir, allow_pickle=False, imports=imports)
         return model.float().eval(), architecture, kwargs
     kwargs = {"num_classes": data.num_classes, **ref.architecture_kwargs}
-    model = _factory(ref.architecture)(**kwargs)
+    model = imports.resolve(ref.architecture, ARCHITECTURE_FIELD)(**kwargs)
     if ref.state_dict:
         if not Path(ref.state_dict).is_file():
             raise NotFound(f"source state_dict {ref.state_dict!r} does not exist")
@@ -143,8 +141,12 @@ def _classes(model: nn.Module, data: Dataset) -> int:
         return int(model(torch.from_numpy(data.test_x[:1])).shape[1])
 
 
-def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None) -> JobResult:
+def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None,
+            imports: AllowList | None = None) -> JobResult:
     """Run `spec`; returns the version written and the model card.
+
+    Architectures are imported only from `imports` (default:
+    `augserve.server.imports.allow_list()`).
 
     Raises:
         JobCancelled: `ctx` reported a cancel (nothing written).
@@ -154,7 +156,8 @@ def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None) -> JobRes
     ctx.emit(force=True, stage="load", message=f"source {spec.source.describe()}")
     data = load_dataset(spec.dataset)
     torch.manual_seed(spec.seed)  # a fresh source's weights depend on the seed only
-    source, architecture, kwargs = load_source(spec.source, data)
+    imports = imports or allow_list()
+    source, architecture, kwargs = load_source(spec.source, data, imports)
     transfers = any(isinstance(s, Transfer) for s in spec.steps)
     if not transfers and _classes(source, data) != data.num_classes:
         raise InvalidArgument(
@@ -182,7 +185,8 @@ def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None) -> JobRes
                 architecture = "augserve.server.jobs.models:digits_net"
             model = run_distill(source, student, step, data, ctx)
         elif isinstance(step, Transfer):
-            fresh = _factory(architecture)(**architecture_kwargs(kwargs, step, data.num_classes))
+            factory = imports.resolve(architecture, ARCHITECTURE_FIELD)
+            fresh = factory(**architecture_kwargs(kwargs, step, data.num_classes))
             kwargs = architecture_kwargs(kwargs, step, data.num_classes)
             model = run_transfer(model, step, data, ctx, fresh)
         elif isinstance(step, Quantize):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from augserve.server.errors import (
+    AlreadyExists,
     AugserveError,
     Cancelled,
     DeadlineExceeded,
@@ -29,6 +30,7 @@ from augserve.server.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
@@ -40,9 +42,11 @@ log = logging.getLogger(__name__)
 #: The error of a job whose server stopped while it ran.
 INTERRUPTED = "interrupted: the server stopped while the job was running; nothing was written"
 _EVENT_KEYS = set(ProgressEvent().as_dict())
+# A stored error is raised again as the base class of its code: a subclass (SpecError,
+# JobSpecError, ImportRefused ...) comes back as the InvalidArgument it is.
 _ERRORS = {cls.code.name: cls for cls in (
-    InvalidArgument, NotFound, ResourceExhausted, DeadlineExceeded, Unavailable,
-    FailedPrecondition, Unauthenticated, Internal, Cancelled,
+    InvalidArgument, NotFound, AlreadyExists, PermissionDenied, ResourceExhausted,
+    DeadlineExceeded, Unavailable, FailedPrecondition, Unauthenticated, Internal, Cancelled,
 )}
 
 

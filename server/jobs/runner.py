@@ -31,7 +31,9 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import AugserveError, Cancelled, Internal, NotFound, ResourceExhausted
+from augserve.server.imports import allow_list
 from augserve.server.jobs.journal import Journal, Record, state_dir
 from augserve.server.jobs.progress import CANCELLED, FAILED, FINAL, ProgressEvent
 from augserve.server.jobs.settings import JobSettings
@@ -69,7 +71,8 @@ class JobChannel:
         return self.events[seq + 1 :]
 
 
-def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str) -> dict[str, Any]:
+def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str,
+         imports: AllowList) -> dict[str, Any]:
     import torch
 
     from augserve.server.jobs.execute import execute
@@ -82,7 +85,7 @@ def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str) 
         return bool(ray.get(channel.report.remote(event.as_dict())))
 
     try:
-        return execute(spec, Context(spec.seed, report), cache_dir or None).as_dict()
+        return execute(spec, Context(spec.seed, report), cache_dir or None, imports).as_dict()
     except JobCancelled as error:
         report(ProgressEvent(state=CANCELLED, stage="cancelled", message=str(error)))
         raise
@@ -126,12 +129,15 @@ def _outcome(ref: Any) -> tuple[dict[str, Any] | None, AugserveError | None]:
 class JobManager:
     """Runs jobs as Ray tasks; answers for them and for an earlier server's journaled jobs."""
 
-    def __init__(self, settings: JobSettings | None = None) -> None:
+    def __init__(self, settings: JobSettings | None = None,
+                 imports: AllowList | None = None) -> None:
         """Keep up to `settings.keep_finished` finished jobs; run `max_running` at once.
 
-        Loads the journal in `settings.state_dir` (see `journal.state_dir`).
+        Loads the journal in `settings.state_dir` (see `journal.state_dir`). Jobs import
+        architectures only from `imports` (default: `augserve.server.imports.allow_list()`).
         """
         self.settings = settings or JobSettings()
+        self.imports = imports or allow_list()
         self.journal = Journal(state_dir(self.settings.state_dir))
         records = self.journal.load(self.settings.keep_finished)
         self._jobs: OrderedDict[str, Job | Record] = OrderedDict(
@@ -175,12 +181,13 @@ class JobManager:
         """
         from augserve.server.jobs.execute import check_spec
 
-        check_spec(spec)
+        check_spec(spec, self.imports)
         if self._running() >= self.settings.max_running:
             raise ResourceExhausted(f"{self.settings.max_running} jobs are running; retry later")
         channel = JobChannel.remote()
         ref = run_job.options(num_cpus=self.settings.task_num_cpus).remote(
-            spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir
+            spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir,
+            self.imports,
         )
         job = Job(uuid.uuid4().hex[:16], spec, channel, ref)
         job.recorder = threading.Thread(

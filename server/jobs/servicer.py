@@ -18,6 +18,7 @@ from grpc import aio
 
 from augserve.clients.proto.augserve.v1 import jobs_pb2 as pb
 from augserve.clients.proto.augserve.v1 import jobs_pb2_grpc as pb_grpc
+from augserve.kernels.resolve import AllowList
 from augserve.server.errors import InvalidArgument
 from augserve.server.jobs.runner import JobManager
 from augserve.server.jobs.settings import JobSettings
@@ -49,9 +50,10 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def Submit(self, request: pb.SubmitJobRequest, context: object) -> pb.SubmitJobResponse:
         """Parse and check the spec, start the job; returns its id."""
         try:
-            spec = JobSpec.from_dict(json.loads(request.spec_json or "{}"))
-        except (ValueError, TypeError) as error:
-            raise InvalidArgument(f"spec_json: {error}") from None
+            raw = json.loads(request.spec_json or "{}")
+        except json.JSONDecodeError as error:
+            raise InvalidArgument(f"spec_json: not valid JSON: {error}") from None
+        spec = JobSpec.from_dict(raw)
         job_id = self.manager.submit(spec)
         root = getattr(self.repository, "root", None)
         if root is not None and spec.output_repository and (
@@ -84,7 +86,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
         )
 
 
-def add_jobs_service(server: aio.Server, repository: object, settings: JobSettings) -> str:
+def add_jobs_service(server: aio.Server, repository: object, settings: JobSettings,
+                     imports: AllowList | None = None) -> str:
     """Register the Jobs service on `server`; return its full name.
 
     Args:
@@ -92,9 +95,12 @@ def add_jobs_service(server: aio.Server, repository: object, settings: JobSettin
         repository: the server's `ModelRepository`: a job that writes into its folder
             has the model reloaded when it finishes, so the new version is served.
         settings: task size, threads, limits.
+        imports: the modules a job's architecture may come from (default:
+            `augserve.server.imports.allow_list()`).
 
     Returns:
         "augserve.v1.JobService".
     """
-    pb_grpc.add_JobServiceServicer_to_server(JobServicer(JobManager(settings), repository), server)
+    servicer = JobServicer(JobManager(settings, imports), repository)
+    pb_grpc.add_JobServiceServicer_to_server(servicer, server)
     return SERVICE_NAME

@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 
+from augserve.server.options import option
+
 
 @dataclasses.dataclass(frozen=True)
 class JobSettings:
-    """How jobs run; every default is documented here.
+    """How jobs run; see each field's `help`."""
 
-    Attributes:
-        task_num_cpus: CPUs each job's Ray task reserves: 1.
-        torch_threads: torch intra-op threads inside a job: 1.
-        max_running: jobs running at once; a Submit beyond it is RESOURCE_EXHAUSTED: 2.
-        keep_finished: finished jobs remembered for Watch / Result (also in the journal): 64.
-        cache_dir: the int8 compile cache ("" = `kernels.quant.model.cache_dir()`, which
-            the inference replicas use too, so a served int8 version loads without a
-            compile).
-        state_dir: the job journal, one JSON record per job, so Watch / Result answer
-            after a restart ("" = `$AUGSERVE_STATE/jobs`, else
-            `~/.local/state/augserve/jobs`; created with the first job).
-    """
-
-    task_num_cpus: float = 1.0
-    torch_threads: int = 1
-    max_running: int = 2
-    keep_finished: int = 64
-    cache_dir: str = ""
-    state_dir: str = ""
+    task_num_cpus: float = option(
+        1.0, flag="--jobs-task-num-cpus", help="CPUs each job's Ray task reserves")
+    torch_threads: int = option(
+        1, flag="--jobs-torch-threads", help="torch intra-op threads inside a job")
+    max_running: int = option(
+        2, flag="--jobs-max-running",
+        help="jobs running at once; a Submit beyond it is RESOURCE_EXHAUSTED")
+    keep_finished: int = option(
+        64, flag="--jobs-keep-finished",
+        help="finished jobs remembered for Watch / Result (also in the journal)")
+    cache_dir: str = option(
+        "", flag="--jobs-cache-dir",
+        help='the int8 compile cache ("" = `kernels.quant.model.cache_dir()`, which the '
+             "inference replicas use too, so a served int8 version loads without a compile)")
+    state_dir: str = option(
+        "", flag="--jobs-state-dir",
+        help='the job journal, one JSON record per job, so Watch / Result answer after a '
+             'restart ("" = `$AUGSERVE_STATE/jobs`, else `~/.local/state/augserve/jobs`; '
+             "created with the first job)")
 
     def __post_init__(self) -> None:
         if self.task_num_cpus <= 0 or self.torch_threads < 1:

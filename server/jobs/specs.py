@@ -18,7 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from augserve.server.errors import InvalidArgument
 from augserve.server.jobs.models import ARCHITECTURE
+
+
+class JobSpecError(InvalidArgument):
+    """A job spec field is missing, unknown or out of range; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,11 @@ class ModelRef:
 
     def __post_init__(self) -> None:
         if self.name and self.state_dict:
-            raise ValueError("source: give a repository model or a state_dict file, not both")
+            raise JobSpecError("source: give a repository model or a state_dict file, not both")
         if self.name and not self.repository:
-            raise ValueError("source: a model name needs its repository")
+            raise JobSpecError("source: a model name needs its repository")
         if ":" not in self.architecture:
-            raise ValueError("source.architecture must be 'package.module:factory'")
+            raise JobSpecError("source.architecture must be 'package.module:factory'")
         object.__setattr__(self, "architecture_kwargs", dict(self.architecture_kwargs))
 
     def describe(self) -> str:
@@ -92,15 +97,16 @@ class Prune:
 
     def __post_init__(self) -> None:
         if self.method not in ("channel", "global", "layer"):
-            raise ValueError(f"prune.method must be channel, global or layer, got {self.method!r}")
+            raise JobSpecError(
+                f"prune.method must be channel, global or layer, got {self.method!r}")
         if not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"prune.sparsity must be in [0, 1), got {self.sparsity}")
+            raise JobSpecError(f"prune.sparsity must be in [0, 1), got {self.sparsity}")
         if not 0.0 <= self.target_flops < 1.0:
-            raise ValueError(f"prune.target_flops must be in [0, 1), got {self.target_flops}")
+            raise JobSpecError(f"prune.target_flops must be in [0, 1), got {self.target_flops}")
         if self.target_flops and self.method != "channel":
-            raise ValueError("prune.target_flops needs method 'channel'")
+            raise JobSpecError("prune.target_flops needs method 'channel'")
         if self.stages < 1 or self.finetune_epochs < 0 or self.lr <= 0:
-            raise ValueError("prune: stages >= 1, finetune_epochs >= 0 and lr > 0")
+            raise JobSpecError("prune: stages >= 1, finetune_epochs >= 0 and lr > 0")
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class Quantize:
 
     def __post_init__(self) -> None:
         if self.method not in ("static", "dynamic"):
-            raise ValueError(f"quantize.method must be static or dynamic, got {self.method!r}")
+            raise JobSpecError(f"quantize.method must be static or dynamic, got {self.method!r}")
         _positive(self, "calibration_batches", "batch_size")
 
 
@@ -146,7 +152,7 @@ class Distill:
     def __post_init__(self) -> None:
         _positive(self, "temperature", "epochs", "lr")
         if self.student_width < 0 or not 0.0 <= self.alpha <= 1.0:
-            raise ValueError("distill: student_width >= 0 and alpha in [0, 1]")
+            raise JobSpecError("distill: student_width >= 0 and alpha in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ class Transfer:
 
     def __post_init__(self) -> None:
         if self.method not in ("feature", "fc", "full", "scratch"):
-            raise ValueError(
+            raise JobSpecError(
                 f"transfer.method must be feature, fc, full or scratch, got {self.method!r}"
             )
         _positive(self, "epochs", "lr", "backbone_lr_scale")
@@ -210,16 +216,16 @@ class JobSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
         if not self.steps:
-            raise ValueError("a job needs at least one step")
+            raise JobSpecError("a job needs at least one step")
         for index, step in enumerate(self.steps):
             if not isinstance(step, tuple(STEPS.values())):
-                raise ValueError(f"steps[{index}]: unknown step {type(step).__name__}")
+                raise JobSpecError(f"steps[{index}]: unknown step {type(step).__name__}")
             if isinstance(step, Quantize) and index != len(self.steps) - 1:
-                raise ValueError("a quantize step must be the last step")
+                raise JobSpecError("a quantize step must be the last step")
         if bool(self.output_repository) != bool(self.output_name):
-            raise ValueError("give both output_repository and output_name, or neither")
+            raise JobSpecError("give both output_repository and output_name, or neither")
         if self.output_name and ("/" in self.output_name or self.output_name.startswith(".")):
-            raise ValueError(f"output_name {self.output_name!r} is not a valid folder name")
+            raise JobSpecError(f"output_name {self.output_name!r} is not a valid folder name")
 
     @property
     def method(self) -> str:
@@ -234,21 +240,24 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> JobSpec:
-        """Build a spec from its JSON form; raises ValueError naming a bad field."""
+        """Build a spec from its JSON form; raises JobSpecError naming a bad field."""
+        if not isinstance(raw, Mapping):
+            raise JobSpecError(f"job spec: expected an object, got {type(raw).__name__}")
         raw = dict(raw)
         try:
             steps = []
             for index, entry in enumerate(raw.pop("steps", [])):
                 if not isinstance(entry, Mapping) or len(entry) != 1:
-                    raise ValueError(f"steps[{index}] must be {{kind: settings}}")
+                    raise JobSpecError(f"steps[{index}] must be {{kind: settings}}")
                 (kind, settings), = entry.items()
                 if kind not in STEPS:
-                    raise ValueError(f"steps[{index}]: unknown step {kind!r}; known: {list(STEPS)}")
+                    raise JobSpecError(
+                        f"steps[{index}]: unknown step {kind!r}; known: {list(STEPS)}")
                 steps.append(STEPS[kind](**(settings or {})))
             source = ModelRef(**raw.pop("source", {}))
             return cls(source=source, steps=tuple(steps), **raw)
-        except TypeError as error:
-            raise ValueError(f"job spec: {error}") from None
+        except TypeError as error:  # an unknown field, or a value of the wrong type
+            raise JobSpecError(f"job spec: {error}") from None
 
 
 def _kind(step: object) -> str:
@@ -258,4 +267,4 @@ def _kind(step: object) -> str:
 def _positive(obj: object, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
-            raise ValueError(f"{_kind(obj)}.{name} must be > 0, got {getattr(obj, name)}")
+            raise JobSpecError(f"{_kind(obj)}.{name} must be > 0, got {getattr(obj, name)}")

@@ -17,6 +17,7 @@ from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.clients.stream_batch import reuse_large_buffers
 from augserve.server.augment.ops import Normalize
 from augserve.server.augment.registry import PipelineRegistry
+from augserve.server.augment.settings import AugmentSettings
 from augserve.server.augment.spec import (
     DTYPES,
     LAYOUTS,
@@ -62,12 +63,13 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
     """Translates `StreamRequest` into a stream job and its batches into `Batch` messages."""
 
     def __init__(self, settings: StreamSettings, pool: StreamPool,
-                 pipelines: Mapping[str, str] | None = None) -> None:
-        """Parse the registered pipelines up front: a bad one fails at start."""
+                 pipelines: Mapping[str, str] | None = None,
+                 max_ops: int = AugmentSettings.max_ops) -> None:
+        """Parse the registered pipelines (at most `max_ops` ops each) up front."""
         self.settings = settings
         self.pool = pool
         self.counters = StreamCounters()
-        self.pipelines = PipelineRegistry(pipelines)
+        self.pipelines = PipelineRegistry(pipelines, max_ops)
         self._datasets: dict[str, Dataset] = {}
         # A shared ring holds the window's batches, the one on its way and those the
         # client keeps in place; a private one the window's plus one.
@@ -272,7 +274,8 @@ def register_servicer(server: aio.Server, servicer: StreamServicer) -> None:
 
 def add_stream_service(server: aio.Server, settings: StreamSettings,
                        pipelines: Mapping[str, str] | None = None,
-                       pool: StreamPool | None = None) -> StreamServicer:
+                       pool: StreamPool | None = None,
+                       max_ops: int = AugmentSettings.max_ops) -> StreamServicer:
     """Register the Stream service (`SERVICE_NAME`) on `server`; return its servicer.
 
     Args:
@@ -281,13 +284,14 @@ def add_stream_service(server: aio.Server, settings: StreamSettings,
         pipelines: registered pipelines, id -> JSON spec (the augment service's);
             "imagenet_train" is built in.
         pool: the worker pool to use; by default one is built from `settings`.
+        max_ops: the most ops a pipeline may have (`AugmentSettings.max_ops`).
 
     Returns:
         The servicer; `await servicer.aclose()` once the server has stopped.
     """
     pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
                               settings.cache_bytes)
-    servicer = StreamServicer(settings, pool, pipelines)
+    servicer = StreamServicer(settings, pool, pipelines, max_ops)
     register_servicer(server, servicer)
     return servicer
 

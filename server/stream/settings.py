@@ -8,6 +8,7 @@ from typing import Any
 
 from augserve.clients.ring import MAX_SLOTS
 from augserve.server.data.datasets import DatasetSpec
+from augserve.server.options import option
 
 BUILTIN_DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec("builtin", name="digits"),
@@ -21,46 +22,54 @@ CORRUPT_POLICIES = ("skip", "fail")
 
 @dataclasses.dataclass(frozen=True)
 class StreamSettings:
-    """Limits, pool shape and datasets of the StreamBatches RPC; defaults documented here.
+    """Limits, pool shape and datasets of the StreamBatches RPC; see each field's `help`."""
 
-    Attributes:
-        window: batches in flight per stream (submitted to the pool, not yet sent): 8.
-            It bounds what one stream holds on the server to about `window` batches; a
-            reader that stops reading stops production once the window is full.
-        max_batch_size: the largest batch a request may ask for: 1024.
-        max_streams: streams served at once; one more gets RESOURCE_EXHAUSTED: 64
-            (with `window`, it bounds what all streams hold together).
-        cache_bytes: each worker's cache of decoded folder images, in bytes: 512 MiB.
-        pool_size: Ray actors making batches (shared by all streams): 2; 0 runs them on a
-            thread of the server process (tests, tiny deployments).
-        actor_num_cpus: CPUs each actor reserves: 1 (its kernels run on one thread).
-        backend: augmentation backend of the workers: "auto", "fast" or "kornia".
-        on_corrupt: a corrupt image file is logged with its path, then "skip"ped (the
-            batch is one sample shorter and lists it in `skipped`) or "fail"s the stream
-            with FAILED_PRECONDITION; requests may override it: "skip".
-        max_retries: times one batch is resubmitted after its actor died: 3.
-        shared_memory_dir: where same-host streams that ask for it get their
-            shared-memory rings (a tmpfs); "" turns the transport off: "/dev/shm".
-        shared_memory_slots: a ring's slots beyond the window: one for the batch on
-            its way, the others for batches the client keeps in place (zero-copy) until
-            it drops them: 6; a ring has `window + shared_memory_slots`.
-        datasets: extra datasets, name -> `DatasetSpec` or its table, e.g.
-            `{"train": {"kind": "folder", "path": "/data/train"}}`; "digits",
-            "lfw_subset" and "photos" are always registered.
-    """
-
-    window: int = 8
-    max_batch_size: int = 1024
-    max_streams: int = 64
-    cache_bytes: int = 512 << 20
-    pool_size: int = 2
-    actor_num_cpus: float = 1.0
-    backend: str = "auto"
-    on_corrupt: str = "skip"
-    max_retries: int = 3
-    shared_memory_dir: str = "/dev/shm"
-    shared_memory_slots: int = 6
-    datasets: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    window: int = option(
+        8, flag="--stream-window",
+        help="batches in flight per stream (submitted to the pool, not yet sent); it bounds "
+             "what one stream holds on the server, and a reader that stops reading stops "
+             "production once the window is full")
+    max_batch_size: int = option(
+        1024, flag="--stream-max-batch-size", help="the largest batch a request may ask for")
+    max_streams: int = option(
+        64, flag="--stream-max-streams",
+        help="streams served at once; one more gets RESOURCE_EXHAUSTED (with `window`, it "
+             "bounds what all streams hold together)")
+    cache_bytes: int = option(
+        512 << 20, flag="--stream-cache-bytes", shown="536870912 (512 MiB)",
+        help="each worker's cache of decoded folder images, in bytes")
+    pool_size: int = option(
+        2, flag="--stream-pool-size",
+        help="Ray actors making batches (shared by all streams); 0 runs them on a thread of "
+             "the server process (tests, tiny deployments)")
+    actor_num_cpus: float = option(
+        1.0, flag="--stream-actor-num-cpus",
+        help="CPUs each stream actor reserves (its kernels run on one thread)")
+    backend: str = option(
+        "auto", flag="--stream-backend", choices=("auto", "fast", "kornia"),
+        help='augmentation backend of the stream workers: "auto", "fast" or "kornia"')
+    on_corrupt: str = option(
+        "skip", flag="--stream-on-corrupt", choices=CORRUPT_POLICIES,
+        help='a corrupt image file is logged with its path, then "skip"ped (the batch is one '
+             'sample shorter and lists it in `skipped`) or "fail"s the stream with '
+             "FAILED_PRECONDITION; requests may override it")
+    max_retries: int = option(
+        3, flag="--stream-max-retries",
+        help="times one batch is resubmitted after its actor died")
+    shared_memory_dir: str = option(
+        "/dev/shm", flag="--stream-shared-memory-dir",
+        help='where same-host streams that ask for it get their shared-memory rings (a '
+             'tmpfs); "" turns the transport off')
+    shared_memory_slots: int = option(
+        6, flag="--stream-shared-memory-slots",
+        help=f"a ring's slots beyond the window: one for the batch on its way, the others "
+             f"for batches the client keeps in place (zero-copy) until it drops them; a ring "
+             f"has `window + shared_memory_slots` slots, at most {MAX_SLOTS}")
+    datasets: Mapping[str, Any] = option(
+        default_factory=dict,
+        help='extra datasets, name -> `DatasetSpec` table (`[stream.datasets.NAME]`), e.g. '
+             '`{kind = "folder", path = "/data/train"}`; "digits", "lfw_subset" and "photos" '
+             "are always registered")
 
     def __post_init__(self) -> None:
         for name in ("window", "max_batch_size", "max_streams"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from augserve.server.augment.ops import BoxOp, OpParams
+from augserve.server.augment.ops import BoxOp, OpParams, SpecError
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.rng import Keys
 from augserve.server.augment.spec import PipelineSpec
@@ -50,7 +50,7 @@ class TestOpContract:
     def test_p_zero_is_identity(self, name, mixed):
         op = OP_CASES[name]
         if op.requires_p_one:
-            with pytest.raises(ValueError, match="p"):
+            with pytest.raises(SpecError, match="p"):
                 dataclasses.replace(op, p=0.0)
             return
         off = dataclasses.replace(op, p=0.0)

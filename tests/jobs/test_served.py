@@ -122,6 +122,13 @@ async def test_bad_spec_and_unknown_job(stub):
     with pytest.raises(aio.AioRpcError) as error:
         await stub.Submit(pb.SubmitJobRequest(spec_json='{"steps": [{"prune": {"sparsity": 2}}]}'))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prune.sparsity must be in [0, 1), got 2" in error.value.details()
+    outside = '{"source": {"architecture": "os:system"}, "steps": [{"finetune": {}}]}'
+    with pytest.raises(aio.AioRpcError) as error:
+        await stub.Submit(pb.SubmitJobRequest(spec_json=outside))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == ("source.architecture: 'os:system' is outside the allowed "
+                                     "modules (augserve, torchvision.models)")
     with pytest.raises(aio.AioRpcError) as error:
         await stub.Result(pb.JobRef(job_id="nope"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND

@@ -5,6 +5,7 @@ from augserve.server.jobs.specs import (
     Distill,
     Finetune,
     JobSpec,
+    JobSpecError,
     ModelRef,
     Prune,
     Quantize,
@@ -31,15 +32,15 @@ def test_round_trip_through_json_form():
     (lambda: JobSpec(ModelRef(), (Finetune(),), output_repository="/r"), "output_name"),
     (lambda: ModelRef(name="m"), "repository"),
 ])
-def test_bad_specs_raise_value_error_naming_the_field(make, words):
-    with pytest.raises(ValueError, match=words):
+def test_bad_specs_raise_invalid_argument_naming_the_field(make, words):
+    with pytest.raises(JobSpecError, match=words):
         make()
 
 
 def test_from_dict_rejects_unknown_steps_and_fields():
-    with pytest.raises(ValueError, match="unknown step"):
+    with pytest.raises(JobSpecError, match="unknown step"):
         JobSpec.from_dict({"source": {}, "steps": [{"shrink": {}}]})
-    with pytest.raises(ValueError, match="job spec"):
+    with pytest.raises(JobSpecError, match="job spec"):
         JobSpec.from_dict({"source": {}, "steps": [{"prune": {"ratio": 2}}]})
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from augserve.kernels.compress import ChannelPruneConfig, Int8Config, compress_
+from augserve.kernels.resolve import AllowList, ImportRefused
 from augserve.kernels.serialize import load_compressed, save_compressed
 from augserve.kernels.zoo import resnet20
 
@@ -42,8 +43,17 @@ def test_refuses_architectures_outside_augserve(tmp_path):
     spec = json.loads((tmp_path / "spec.json").read_text())
     spec["architecture"] = "os:system"
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ImportRefused, match=r"architecture: 'os:system' is outside the allowed "
+                                            r"modules \(augserve, torchvision.models\)"):
         load_compressed(tmp_path)
+
+
+def test_an_extra_prefix_allows_an_operators_architecture(tmp_path):
+    save_compressed(torch.nn.Identity(), tmp_path, {"architecture": "torch.nn:Identity"})
+    with pytest.raises(ImportRefused, match="outside"):
+        load_compressed(tmp_path)
+    loaded = load_compressed(tmp_path, imports=AllowList().with_extra(["torch.nn"]))
+    assert type(loaded) is torch.nn.Identity
 
 
 def test_pt2e_spec_requires_calibration(tmp_path):

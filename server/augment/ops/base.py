@@ -30,14 +30,25 @@ import torch
 
 from augserve.server.augment.ops.stage import FastStep, OpStage, Stage
 from augserve.server.augment.rng import Keys
+from augserve.server.errors import InvalidArgument
 
 
-class SpecError(ValueError):
-    """A spec field is out of range; `field` names it."""
+class SpecError(InvalidArgument):
+    """A spec field is out of range; `field` names it, `detail` says what is wrong.
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    An `InvalidArgument`, so a spec error raised anywhere while a request is handled
+    reaches the client as INVALID_ARGUMENT with the field and the limit.
+    """
+
+    def __init__(self, field: str, detail: str) -> None:
+        """Name the bad `field` and say what is wrong with it."""
+        super().__init__(f"{field}: {detail}")
         self.field = field
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[SpecError], tuple[str, str]]:
+        # Rebuilt from both parts when it crosses a process (a Ray actor, a job task).
+        return type(self), (self.field, self.detail)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""Settings of the inference service (the `[inference]` table of the server config)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from augserve.server.options import option
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSettings:
+    """Server-wide limits of model serving (a model's own knobs live in its config.toml)."""
+
+    stream_window: int = option(
+        256, flag="--inference-stream-window",
+        help="requests one ModelStreamInfer stream may have in flight; beyond it the server "
+             "stops reading the stream until an answer goes out")
+    max_replica_deaths: int = option(
+        2, flag="--inference-max-replica-deaths",
+        help="replica deaths one request may ride through (its batch is requeued on a fresh "
+             "replica) before it fails with UNAVAILABLE, so an input that crashes replicas "
+             "cannot take the model down")
+    replica_max_in_flight: int = option(
+        1, flag="--inference-replica-max-in-flight",
+        help="batches sent to one replica before it counts as busy")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"inference settings: {f.name} must be >= 1")
