@@ -15,7 +15,7 @@ from augserve.clients.stream_batch import reuse_large_buffers
 from augserve.server.errors import Unavailable
 from augserve.server.stream.servicer import StreamServicer
 
-from ..stream.conftest import PIPELINES, settings, start
+from ..server.stream.conftest import PIPELINES, settings, start
 
 N = 1797
 KWARGS = {"dataset": "digits32", "pipeline_id": "small", "batch_size": 100, "seed": 5}

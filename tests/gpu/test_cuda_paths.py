@@ -3,7 +3,7 @@
 These need a CUDA device and are skipped without one; `.ci/gpu` runs them, together with
 the augmentation equivalence and determinism tests (whose kornia backend computes on CUDA
 when a device is present), on a GPU machine. On the CPU the same kernels are covered by
-`tests/kernels/triton` (Triton's interpreter) and `tests/augment` (kornia on the CPU).
+`tests/kernels/triton` (Triton's interpreter) and `tests/server/augment` (kornia on the CPU).
 """
 
 from __future__ import annotations
@@ -72,6 +72,6 @@ def test_auto_picks_triton_on_cuda_and_the_int_mm_path_agrees():
 
 
 def test_the_kornia_backend_computes_on_cuda():
-    # tests/augment/test_equivalence.py and test_determinism.py, which .ci/gpu runs beside
+    # tests/server/augment/test_equivalence.py and test_determinism.py, which .ci/gpu runs beside
     # this file, then hold kornia on CUDA to the CPU fast path and to byte-identical batches.
     assert default_device() == CUDA

@@ -26,7 +26,7 @@ from augserve.server.stream.pool import BatchResult
 from augserve.server.stream.ring import MappedRings, Ring, RingPool, RingWriter
 from augserve.server.stream.settings import StreamSettings
 
-from ..waiting import async_wait_until, let_ready_tasks_run
+from ...waiting import async_wait_until, let_ready_tasks_run
 from .conftest import OPTIONS, images_of, request, settings, start
 
 KWARGS = {"dataset": "digits32", "pipeline_id": "small", "batch_size": 100, "seed": 5}

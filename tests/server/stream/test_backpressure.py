@@ -15,7 +15,7 @@ from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.server.bench.lifecycle import ProcessGroup
 
-from ..waiting import wait_until
+from ...waiting import wait_until
 
 WINDOW = 4
 BATCH = 32

@@ -14,7 +14,7 @@ from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.data.datasets import DatasetSpec, open_dataset
 
-from ..waiting import async_wait_until
+from ...waiting import async_wait_until
 from .conftest import DIGITS, OPTIONS, SMALL, by_index, collect, images_of, request
 
 N_DIGITS = 1797

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_digits_remote.py"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "train_digits_remote.py"
 
 
 def test_remote_training_matches_local_training(tmp_path):
