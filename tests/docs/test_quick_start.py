@@ -15,11 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from augserve.clients import InferClient
+from augserve.server.bench.lifecycle import wait_for
 from augserve.server.inference.demo import load_digits_split
 
 from .markdown import REPO_ROOT, ci_commands, quick_start_block, without_quiet
@@ -61,11 +61,9 @@ def _free_port() -> int:
 
 
 def _wait_for(path: Path, process: subprocess.Popen, log: Path, deadline_s: float) -> str:
-    deadline = time.monotonic() + deadline_s
-    while not (path.exists() and path.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the main command did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)  # polling the ready file, with a deadline
+    wait_for(lambda: path.exists() and bool(path.read_text().strip()), deadline_s,
+             failed=lambda: process.poll() is not None, what="the main command's ready file",
+             log=log)
     return path.read_text().strip()
 
 
