@@ -90,10 +90,7 @@ def params_from_proto(
         params = op.params_type.from_columns(applied, columns)
         if any(torch.isnan(v).any() for v in params.columns().values()):
             raise InvalidArgument(f"params (op {k}, {op.name}): a value is missing")
-        try:
-            op.check_params(params)
-        except ValueError as error:  # Op.check_params's documented refusal: a client's value
-            raise InvalidArgument(str(error)) from None
+        op.check_params(params)  # a SpecError (InvalidArgument) names the field and bounds
         out.append(params)
     return tuple(out)
 

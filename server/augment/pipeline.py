@@ -23,7 +23,7 @@ import torch
 
 from augserve.server.augment.fast import run_fast
 from augserve.server.augment.kornia_backend import run_kornia
-from augserve.server.augment.ops import OpParams
+from augserve.server.augment.ops import OpParams, SpecError
 from augserve.server.augment.plan import build_plan
 from augserve.server.augment.rng import Keys, check_seed
 from augserve.server.augment.spec import IMAGENET_TRAIN, PipelineSpec, parse_pipeline
@@ -109,13 +109,13 @@ class Pipeline:
         return chain
 
     def check_params(self, params: Sequence[OpParams], n: int) -> tuple[OpParams, ...]:
-        """Replayed params: one per op, of the op's type, n samples each; else ValueError."""
+        """Replayed params: one per op, of the op's type, n samples each; else SpecError."""
         if len(params) != len(self.spec.ops):
-            raise ValueError(f"params: expected {len(self.spec.ops)} ops, got {len(params)}")
+            raise SpecError("params", f"expected {len(self.spec.ops)} ops, got {len(params)}")
         for k, (op, p) in enumerate(zip(self.spec.ops, params, strict=True)):
             if not isinstance(p, op.params_type) or len(p) != n:
-                raise ValueError(f"params[{k}] ({op.name}): expected {n} samples of "
-                                 f"{op.params_type.__name__}")
+                raise SpecError(f"params[{k}] ({op.name})",
+                                f"expected {n} samples of {op.params_type.__name__}")
             op.check_params(p)
         return tuple(params)
 

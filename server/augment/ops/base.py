@@ -129,13 +129,13 @@ class Op(Generic[P]):
     param_bounds: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def check_params(self, params: OpParams) -> None:
-        """Check replayed params (finite, in `param_bounds`); raise ValueError naming the field."""
+        """Check replayed params (finite, in `param_bounds`); raise SpecError naming the field."""
         for name, values in params.columns().items():
             low, high = self.param_bounds.get(name, (-1e6, 1e6))
             if not bool(torch.isfinite(values).all()) or bool(
                     ((values < low) | (values > high)).any()):
-                raise ValueError(f"params of {self.name}: {name} must be finite and within "
-                                 f"[{low}, {high}]")
+                raise SpecError(f"params of {self.name}",
+                                f"{name} must be finite and within [{low}, {high}]")
 
     def draw_applied(self, keys: Keys) -> torch.Tensor:
         """Whether the op acts on each sample: draw 0 against p."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from augserve.server.augment.ops import Normalize, RandomGamma
+from augserve.server.augment.ops import Normalize, RandomGamma, SpecError
 from augserve.server.augment.ops.gamma import GammaParams
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.spec import PipelineSpec, parse_pipeline
@@ -94,6 +94,6 @@ def test_named_spec_and_precise_errors():
 @pytest.mark.parametrize("gamma", [0.0, 11.0, float("nan")])
 def test_replayed_gamma_out_of_bounds_names_field_and_limit(gamma, photos):
     pipeline = Pipeline(PipelineSpec((RandomGamma(),), dtype="uint8"))
-    with pytest.raises(ValueError, match=r"random_gamma: gamma must be finite and within "
+    with pytest.raises(SpecError, match=r"random_gamma: gamma must be finite and within "
                                          r"\[0\.01, 10\.0\]"):
         pipeline(photos[:1], params=(with_gamma([gamma]),))
