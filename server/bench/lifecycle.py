@@ -124,7 +124,7 @@ class ProcessGroup:
         """Living processes of `tree` and of the child's group, the child itself included."""
         left = {process.pid: process for process in tree if is_alive(process)}
         for process in psutil.process_iter():
-            with suppress(psutil.Error):
+            with suppress(psutil.Error, ProcessLookupError):  # it may exit while we look
                 if os.getpgid(process.pid) == self.pid and is_alive(process):
                     left.setdefault(process.pid, process)
         return list(left.values())
