@@ -30,11 +30,15 @@ def output_sizes(spec: PipelineSpec, sizes: torch.Tensor,
     return sizes
 
 
-def fixed_output_size(spec: PipelineSpec) -> tuple[int, int] | None:
-    """The output (height, width) every input gets, or None where it follows the input's."""
-    probe = torch.tensor([[1, 1], [2, 3]], dtype=torch.int64)
+def output_size(spec: PipelineSpec, input_size: tuple[int, int] | None
+                ) -> tuple[int, int] | None:
+    """The output (height, width) of an input of `input_size`, or of any input (None given).
+
+    Returns None when no input size is given and the output follows the input's size.
+    """
+    probe = torch.tensor([input_size] if input_size else [[1, 1], [2, 3]], dtype=torch.int64)
     out = output_sizes(spec, probe, Pipeline(spec).sample(probe, seed=0))
-    if bool((out[0] == out[1]).all()):
+    if bool((out[0] == out[-1]).all()):
         return int(out[0, 0]), int(out[0, 1])
     return None
 
@@ -75,5 +79,11 @@ def check_output(spec: PipelineSpec, images: list[np.ndarray], settings: Augment
                          f"({spec.dtype})")
 
 
-__all__ = ["CHANNELS", "ITEMSIZE", "check_output", "fixed_output_size", "image_bytes",
-           "output_sizes"]
+__all__ = [
+    "CHANNELS",
+    "ITEMSIZE",
+    "check_output",
+    "image_bytes",
+    "output_size",
+    "output_sizes",
+]
