@@ -44,11 +44,16 @@ def prepare_worker(threads: int) -> None:
 
 
 def actor_died_errors() -> tuple[type[BaseException], ...]:
-    """Ray's exceptions that mean "the actor is gone" (the call may run elsewhere)."""
+    """Ray's exceptions that mean "the actor is gone" (the call may run elsewhere).
+
+    `OutOfMemoryError` is Ray's memory monitor killing the worker: the call is made again
+    on a fresh actor, so other clients' work is not failed by one client's huge request.
+    """
     from ray import exceptions
 
     return tuple(getattr(exceptions, name) for name in
-                 ("RayActorError", "ActorDiedError", "ActorUnavailableError")
+                 ("RayActorError", "ActorDiedError", "ActorUnavailableError",
+                  "OutOfMemoryError")
                  if hasattr(exceptions, name))
 
 

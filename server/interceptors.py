@@ -6,6 +6,10 @@ the error's message. Any other exception becomes INTERNAL for that call only:
 the server keeps running and other calls are untouched. The same wrapper admits
 each call through the server's `DrainGate`, so that a draining server answers
 UNAVAILABLE instead of dropping calls (one wrapper per call keeps the hot path short).
+
+It also parses the request bytes itself: grpc.aio would parse them before the handler
+and answer bytes that are not the RPC's message with UNKNOWN; here they get
+INVALID_ARGUMENT naming the method.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import grpc
 from grpc import aio
 
 from augserve.server.drain import DrainGate
-from augserve.server.errors import AugserveError
+from augserve.server.errors import AugserveError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +37,54 @@ async def _abort_for(error: BaseException, context: aio.ServicerContext, method:
 
 SHUTTING_DOWN = "server is shutting down; retry on another replica"
 
+#: Turns what grpc.aio hands a handler (the raw request bytes, or an iterator of them)
+#: into what the servicer expects (the message, or an iterator of messages).
+Decode = Callable[[Any, aio.ServicerContext], Any]
+
+
+def _keep(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
+    return request_or_iterator
+
+
+def request_decoder(handler: grpc.RpcMethodHandler, method: str) -> Decode | None:
+    """What parses `handler`'s requests, raising InvalidArgument; None: nothing to parse.
+
+    A unary request is parsed at once; a request stream message by message, a bad one
+    aborting the call with INVALID_ARGUMENT.
+    """
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as error:  # protobuf's DecodeError, or a custom parser's error
+            raise InvalidArgument(f"request: the bytes do not parse as the request message "
+                                  f"of {method} ({type(error).__name__}: {error})") from error
+
+    if not handler.request_streaming:
+        return lambda raw, context: parse(raw)
+
+    async def parse_stream(iterator: Any, context: aio.ServicerContext) -> Any:
+        async for raw in iterator:
+            try:
+                message = parse(raw)
+            except InvalidArgument as error:
+                await context.abort(error.code, str(error))
+            yield message
+
+    return parse_stream
+
 
 def _wrap_unary(
-    behavior: Callable[..., Awaitable[Any]], method: str, gate: DrainGate
+    behavior: Callable[..., Awaitable[Any]], method: str, gate: DrainGate, decode: Decode
 ) -> Callable[..., Any]:
     async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
         if not gate.admit():
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         try:
-            return await behavior(request_or_iterator, context)
+            return await behavior(decode(request_or_iterator, context), context)
         except aio.AbortError:
             raise
         except Exception as error:  # mapped to a status for this call only
@@ -52,12 +95,13 @@ def _wrap_unary(
     return wrapper
 
 
-def _wrap_stream(behavior: Callable[..., Any], method: str, gate: DrainGate) -> Callable[..., Any]:
+def _wrap_stream(behavior: Callable[..., Any], method: str, gate: DrainGate, decode: Decode
+                 ) -> Callable[..., Any]:
     async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
         if not gate.admit():
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         try:
-            async for response in behavior(request_or_iterator, context):
+            async for response in behavior(decode(request_or_iterator, context), context):
                 yield response
         except aio.AbortError:
             raise
@@ -65,6 +109,22 @@ def _wrap_stream(behavior: Callable[..., Any], method: str, gate: DrainGate) -> 
             await _abort_for(error, context, method)
         finally:
             gate.release()
+
+    return wrapper
+
+
+def _wrap_plain(behavior: Callable[..., Any], decode: Decode) -> Callable[..., Any]:
+    """A plain (not async) unary behavior: only its request is parsed here.
+
+    Such a behavior is a generated stub's UNIMPLEMENTED one; what it raises reaches grpc
+    as before.
+    """
+    async def wrapper(raw: Any, context: aio.ServicerContext) -> Any:
+        try:
+            request = decode(raw, context)
+        except AugserveError as error:
+            await context.abort(error.code, str(error))
+        return behavior(request, context)
 
     return wrapper
 
@@ -103,15 +163,19 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         gate = self._exempt_gate if DrainGate.is_exempt(method) else self.gate
+        decode = request_decoder(handler, method)
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is None:
                 continue
             if inspect.isasyncgenfunction(behavior):
-                wrapped = _wrap_stream(behavior, method, gate)
+                wrapped = _wrap_stream(behavior, method, gate, decode or _keep)
             elif inspect.iscoroutinefunction(behavior):
-                wrapped = _wrap_unary(behavior, method, gate)
+                wrapped = _wrap_unary(behavior, method, gate, decode or _keep)
+            elif kind == "unary_unary" and decode is not None:
+                wrapped = _wrap_plain(behavior, decode)
             else:
                 return handler
-            return handler._replace(**{kind: wrapped})
+            # the wrapper parses the request bytes (see `request_decoder`)
+            return handler._replace(**{kind: wrapped, "request_deserializer": None})
         return handler

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def is_local_peer(peer: str) -> bool:
     """Whether a gRPC peer string ("ipv4:127.0.0.1:5000", "unix:...") is on this host."""
@@ -9,4 +11,16 @@ def is_local_peer(peer: str) -> bool:
                             "ipv6:[::ffff:127."))
 
 
-__all__ = ["is_local_peer"]
+def client_identity(context: Any) -> str:
+    """Who a call is from, for per-client limits: the peer's address without its port.
+
+    A client's connections share it, so opening more channels does not raise its limits.
+    (With tokens, this becomes the token's name.)
+    """
+    peer = str(context.peer() or "")
+    if peer.startswith(("ipv4:", "ipv6:")) and ":" in peer[5:]:
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
+__all__ = ["client_identity", "is_local_peer"]

@@ -1,6 +1,7 @@
 """Typed converters between `augserve.v1` messages and the engine's types.
 
-Every check on a request happens here, once; failures raise `InvalidArgument`.
+Every check on a request happens here, once; failures raise `InvalidArgument` (malformed)
+or `ResourceExhausted` (over a limit).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from augserve.server.augment.settings import AugmentSettings
 from augserve.server.augment.spec import PipelineSpec
 from augserve.server.augment.targets import Targets
 from augserve.server.errors import InvalidArgument
+from augserve.server.limits import over_limit
 
 
 def decode_image(message: pb.Image, where: str, settings: AugmentSettings) -> np.ndarray:
@@ -29,8 +31,7 @@ def decode_image(message: pb.Image, where: str, settings: AugmentSettings) -> np
     if shape[0] <= 0 or shape[1] <= 0:
         raise InvalidArgument(f"{where}.shape: zero-size image {list(shape)}")
     if shape[0] * shape[1] > settings.max_pixels:
-        raise InvalidArgument(f"{where}: {shape[0]}x{shape[1]} is over max_pixels "
-                              f"({settings.max_pixels})")
+        raise over_limit(settings, "max_pixels", f"{where}: {shape[0]}x{shape[1]}")
     expected = shape[0] * shape[1] * 3
     if len(message.data) != expected:
         raise InvalidArgument(f"{where}.data: {len(message.data)} bytes do not match shape "

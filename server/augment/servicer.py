@@ -15,10 +15,12 @@ from augserve.server.augment.convert import (
     targets_from_proto,
     targets_to_proto,
 )
+from augserve.server.augment.limits import check_output
 from augserve.server.augment.pool import AugmentPool, images_list
 from augserve.server.augment.registry import PipelineRegistry
 from augserve.server.augment.settings import AugmentSettings
 from augserve.server.errors import InvalidArgument
+from augserve.server.limits import over_limit
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AugmentService"].full_name
 
@@ -40,12 +42,12 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
         if n == 0:
             raise InvalidArgument("images: at least one image is required")
         if n > self.settings.max_images:
-            raise InvalidArgument(f"images: {n} is over max_images ({self.settings.max_images})")
+            raise over_limit(self.settings, "max_images", f"images: {n}")
         images = [decode_image(m, f"images[{i}]", self.settings)
                   for i, m in enumerate(request.images)]
         total = sum(im.shape[0] * im.shape[1] for im in images)
         if total > self.settings.max_request_pixels:
-            raise InvalidArgument(f"images: {total} pixels in all is over max_request_pixels")
+            raise over_limit(self.settings, "max_request_pixels", f"images: {total} pixels in all")
         indices = None
         if request.sample_indices:
             if len(request.sample_indices) != n:
@@ -65,6 +67,7 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
             if len(request.targets) != n:
                 raise InvalidArgument(f"targets: expected one per image ({n})")
             targets = targets_from_proto(request.targets, self.settings)
+        check_output(spec, images, self.settings, request.seed, request.epoch, indices, params)
         result = await self.pool.augment(spec, images, seed=request.seed, epoch=request.epoch,
                                          sample_indices=indices, params=params,
                                          return_params=request.return_params, targets=targets)

@@ -24,6 +24,20 @@ class AugmentSettings:
         64, flag="--augment-max-ops",
         help="the most ops a pipeline (inline in a request, or registered) may have; it "
              "bounds the Augment and StreamBatches RPCs alike")
+    max_output_pixels: int = option(
+        4096 * 4096, flag="--augment-max-output-pixels", shown="16777216 (4096 x 4096)",
+        help="the most pixels (H * W) one output image may have, computed from the "
+             "pipeline before any work is sent to an actor")
+    max_output_bytes: int = option(
+        64 << 20, flag="--augment-max-output-bytes", shown="67108864 (64 MiB)",
+        help="the most bytes one output image may have (H * W * 3 * the output dtype's size)")
+    max_request_output_pixels: int = option(
+        64 * 1024 * 1024, flag="--augment-max-request-output-pixels", shown="67108864 (64 Mi)",
+        help="the most output pixels over all images of one Augment request")
+    max_request_output_bytes: int = option(
+        256 << 20, flag="--augment-max-request-output-bytes", shown="268435456 (256 MiB)",
+        help="the most output bytes over all images of one Augment request (the response is "
+             "also bounded by `max_message_bytes`)")
     pool_size: int = option(
         2, flag="--augment-pool-size",
         help="Ray actors in the augment pool; 0 runs in-process (a thread), which tests "
@@ -49,7 +63,8 @@ class AugmentSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_pixels", "max_images", "max_request_pixels", "max_ops",
-                     "chunk_size"):
+                     "max_output_pixels", "max_output_bytes", "max_request_output_pixels",
+                     "max_request_output_bytes", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"augment settings: {name} must be >= 1")
         if self.actor_num_gpus < 0 or self.actor_num_cpus < 0:

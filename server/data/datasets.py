@@ -100,10 +100,43 @@ def _rgb(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def decode_file(path: Path) -> np.ndarray:
-    """Decode a JPEG or PNG file to uint8 RGB [H, W, 3]; raise CorruptImage naming it."""
+#: The most pixels an image file may declare in its header before it is decoded (64 Mi).
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+class ImageTooLarge(CorruptImage):
+    """An image file whose header declares more pixels than the limit (a decompression bomb)."""
+
+
+def check_header(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Raise ImageTooLarge when the file's header declares more than `max_pixels` pixels.
+
+    PIL's `Image.open` reads only the header (PNG IHDR, JPEG SOF); nothing is decoded. A
+    header PIL cannot read is left to the decoder, which names the file if it fails.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as pil:
+            width, height = pil.size
+    except Image.DecompressionBombError as error:  # PIL's own, far larger, bound
+        raise ImageTooLarge(f"{path}: {error}; over max_image_pixels = {max_pixels}") from error
+    except Exception:  # not an image PIL knows: the decoder decides
+        return
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{path}: its header declares {width}x{height} = "
+                            f"{width * height} pixels, over max_image_pixels = {max_pixels}")
+
+
+def decode_file(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a JPEG or PNG file to uint8 RGB [H, W, 3]; raise CorruptImage naming it.
+
+    The header is checked first (`check_header`): a file that declares more than
+    `max_pixels` pixels raises ImageTooLarge before anything is decoded.
+    """
     import cv2
 
+    check_header(path, max_pixels)
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as error:

@@ -32,12 +32,13 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from augserve.kernels.resolve import AllowList
-from augserve.server.errors import AugserveError, Cancelled, Internal, NotFound, ResourceExhausted
+from augserve.server.errors import AugserveError, Cancelled, Internal, NotFound
 from augserve.server.imports import allow_list
 from augserve.server.jobs.journal import Journal, Record, state_dir
 from augserve.server.jobs.progress import CANCELLED, FAILED, FINAL, ProgressEvent
 from augserve.server.jobs.settings import JobSettings
 from augserve.server.jobs.specs import JobSpec
+from augserve.server.limits import over_limit
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,9 @@ class JobManager:
 
         check_spec(spec, self.imports)
         if self._running() >= self.settings.max_running:
-            raise ResourceExhausted(f"{self.settings.max_running} jobs are running; retry later")
+            raise over_limit(self.settings, "max_running",
+                             f"job {self._running() + 1} running at once (jobs are not queued; "
+                             f"retry later)")
         channel = JobChannel.remote()
         ref = run_job.options(num_cpus=self.settings.task_num_cpus).remote(
             spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir,

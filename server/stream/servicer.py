@@ -15,6 +15,7 @@ from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.proto.augserve.v1 import stream_pb2_grpc as pb_grpc
 from augserve.clients.stream_batch import reuse_large_buffers
+from augserve.server.augment.limits import image_bytes, output_size
 from augserve.server.augment.ops import Normalize
 from augserve.server.augment.registry import PipelineRegistry
 from augserve.server.augment.settings import AugmentSettings
@@ -29,9 +30,9 @@ from augserve.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
 )
-from augserve.server.peers import is_local_peer
+from augserve.server.limits import ClientSlots, over_limit
+from augserve.server.peers import client_identity, is_local_peer
 from augserve.server.stream import metrics
 from augserve.server.stream.pool import StreamPool
 from augserve.server.stream.ring import RingPool, RingWriter
@@ -71,6 +72,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         self.counters = StreamCounters()
         self.pipelines = PipelineRegistry(pipelines, max_ops)
         self._datasets: dict[str, Dataset] = {}
+        self.slots = ClientSlots(settings, "stream", "max_streams_per_client", "max_streams")
         # A shared ring holds the window's batches, the one on its way and those the
         # client keeps in place; a private one the window's plus one.
         self.rings = self.private_rings = None
@@ -105,6 +107,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         if not 1 <= request.batch_size <= self.settings.max_batch_size:
             raise InvalidArgument(f"batch_size: expected 1..{self.settings.max_batch_size}, "
                                   f"got {request.batch_size}")
+        self.check_memory(spec, request.dataset, dataset, request.batch_size)
         shards = request.num_shards or 1
         if request.shard_index >= shards:
             raise InvalidArgument(f"shard_index: {request.shard_index} is not below "
@@ -129,44 +132,71 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                         request.start_position, stride, on_corrupt)
         return job, mean, std
 
+    def check_memory(self, spec: PipelineSpec, name: str, dataset: Dataset,
+                     batch_size: int) -> None:
+        """Raise ResourceExhausted when a batch, or the window of them, passes its limit.
+
+        The output size comes from the pipeline when it resizes to a fixed size, else from
+        the dataset's size (sized datasets, arrays); a folder of unsized images of any size
+        is bounded per image when its files are decoded instead.
+        """
+        size = self.settings.datasets[name].size
+        stored = getattr(dataset, "images", None)
+        input_size = ((size, size) if size else
+                      tuple(stored.shape[1:3]) if isinstance(stored, np.ndarray) else None)
+        out = output_size(spec, input_size)
+        if out is None:
+            return
+        batch = batch_size * image_bytes(spec, out[0] * out[1])
+        if batch > self.settings.max_batch_bytes:
+            raise over_limit(self.settings, "max_batch_bytes",
+                             f"batch_size: {batch_size} outputs of {out[0]}x{out[1]} "
+                             f"({spec.dtype}), {batch} bytes per batch,")
+        held = self.settings.window * batch
+        if held > self.settings.max_stream_bytes:
+            raise over_limit(self.settings, "max_stream_bytes",
+                             f"batch_size: window ({self.settings.window}) x {batch} bytes "
+                             f"per batch = {held} bytes")
+
     async def StreamBatches(self, request: pb.StreamRequest, context: aio.ServicerContext
                             ) -> AsyncIterator[bytes]:
         """Check the request, then yield its batches in position order (as `Batch` bytes)."""
         job, mean, std = await self.job(request)
-        if self.counters.active_streams >= self.settings.max_streams:
-            raise ResourceExhausted(f"{self.counters.active_streams} streams are running "
-                                    f"(max_streams); retry later")
-        labels = (await self.dataset(request.dataset)).labels
-        count = job.plan.num_batches()
-        shared = (request.shared_memory and self.rings is not None
-                  and is_local_peer(context.peer()))
-        ring = None
-        if self.private_rings is not None:
-            kind = (request.dataset, request.pipeline_id, request.pipeline.SerializeToString(),
-                    request.batch_size, request.dtype, request.layout)
-            ring = RingWriter(self.rings if shared else self.private_rings, request.batch_size,
-                              kind)
-        completed = False
-        metrics.ACTIVE_STREAMS.inc()
-        try:
-            async for made in produce(self.pool, job, self.settings.window,
-                                      self.settings.max_retries, self.counters, ring):
-                result = made.result
-                if shared:
-                    where = await ring.put(result)
-                    message = encode_batch(made, labels, job.plan.epoch, count, mean, std, where)
-                else:
-                    message = _encode_inline(made, ring, labels, job.plan.epoch, count, mean, std)
-                    where = None
-                pixels = int(np.prod(result.shape)) if result.shape else 0
-                metrics.count_batch(where is not None, len(made.indices),
-                                    pixels * _ITEMSIZE[result.dtype], len(result.skipped))
-                yield message
-            completed = True
-        finally:
-            metrics.ACTIVE_STREAMS.dec()
-            if ring is not None:
-                ring.finish(completed)
+        with self.slots.hold(client_identity(context)):
+            labels = (await self.dataset(request.dataset)).labels
+            count = job.plan.num_batches()
+            shared = (request.shared_memory and self.rings is not None
+                      and is_local_peer(context.peer()))
+            ring = None
+            if self.private_rings is not None:
+                kind = (request.dataset, request.pipeline_id,
+                        request.pipeline.SerializeToString(), request.batch_size, request.dtype,
+                        request.layout)
+                ring = RingWriter(self.rings if shared else self.private_rings,
+                                  request.batch_size, kind)
+            completed = False
+            metrics.ACTIVE_STREAMS.inc()
+            try:
+                async for made in produce(self.pool, job, self.settings.window,
+                                          self.settings.max_retries, self.counters, ring):
+                    result = made.result
+                    if shared:
+                        where = await ring.put(result)
+                        message = encode_batch(made, labels, job.plan.epoch, count, mean, std,
+                                               where)
+                    else:
+                        message = _encode_inline(made, ring, labels, job.plan.epoch, count,
+                                                 mean, std)
+                        where = None
+                    pixels = int(np.prod(result.shape)) if result.shape else 0
+                    metrics.count_batch(where is not None, len(made.indices),
+                                        pixels * _ITEMSIZE[result.dtype], len(result.skipped))
+                    yield message
+                completed = True
+            finally:
+                metrics.ACTIVE_STREAMS.dec()
+                if ring is not None:
+                    ring.finish(completed)
 
     async def aclose(self) -> None:
         """Remove this servicer's shared-memory rings (after the server stopped its calls)."""

@@ -35,6 +35,19 @@ class StreamSettings:
         64, flag="--stream-max-streams",
         help="streams served at once; one more gets RESOURCE_EXHAUSTED (with `window`, it "
              "bounds what all streams hold together)")
+    max_streams_per_client: int = option(
+        8, flag="--stream-max-streams-per-client",
+        help="streams one client identity (its token's name, else its address) may have "
+             "open at once; one more gets RESOURCE_EXHAUSTED and the open ones go on")
+    max_batch_bytes: int = option(
+        512 << 20, flag="--stream-max-batch-bytes", shown="536870912 (512 MiB)",
+        help="the most output bytes one batch may have (batch_size * H * W * 3 * the "
+             "dtype's size), checked from the pipeline and the dataset before the stream "
+             "starts, where the output size is known (a sized dataset or a resizing op)")
+    max_stream_bytes: int = option(
+        2 << 30, flag="--stream-max-stream-bytes", shown="2147483648 (2 GiB)",
+        help="the most bytes one stream may hold on the server: `window` batches of the "
+             "request's output bytes")
     cache_bytes: int = option(
         512 << 20, flag="--stream-cache-bytes", shown="536870912 (512 MiB)",
         help="each worker's cache of decoded folder images, in bytes")
@@ -72,7 +85,8 @@ class StreamSettings:
              "are always registered")
 
     def __post_init__(self) -> None:
-        for name in ("window", "max_batch_size", "max_streams"):
+        for name in ("window", "max_batch_size", "max_streams", "max_streams_per_client",
+                     "max_batch_bytes", "max_stream_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream settings: {name} must be >= 1")
         if not 1 <= self.window + self.shared_memory_slots <= MAX_SLOTS or (

@@ -202,3 +202,48 @@ async def test_server_still_healthy_after_all_of_the_above(stub, server):
     assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
     response = await stub.ModelInfer(digits_request(3))
     assert list(response.outputs[0].shape) == [3, 10]
+
+
+GARBAGE = b"\xff\xff\xff\xff"  # field 31 with wire type 7: no protobuf message parses it
+
+
+def every_method() -> list[tuple[str, bool, bool]]:
+    """(path, client streaming, server streaming) of every RPC the server registers."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    from augserve.clients.proto.augserve.v1 import augment_pb2, jobs_pb2, stream_pb2
+
+    files = (pb, augment_pb2, stream_pb2, jobs_pb2, health_pb2, reflection_pb2)
+    return [(f"/{service.full_name}/{m.name}", m.client_streaming, m.server_streaming)
+            for file in files for service in file.DESCRIPTOR.services_by_name.values()
+            for m in service.methods]
+
+
+async def call_with_garbage(channel: grpc.aio.Channel, path: str, client_streaming: bool,
+                            server_streaming: bool) -> None:
+    if client_streaming:
+        call = (channel.stream_stream if server_streaming else channel.stream_unary)(path)
+        requests = call(iter([GARBAGE]), timeout=30)
+    else:
+        requests = (channel.unary_stream if server_streaming else channel.unary_unary)(path)(
+            GARBAGE, timeout=30)
+    if server_streaming:
+        async for _ in requests:
+            pass
+    else:
+        await requests
+
+
+@pytest.mark.parametrize(("path", "client_streaming", "server_streaming"), every_method(),
+                         ids=lambda value: value if isinstance(value, str) else "")
+async def test_undecodable_request_bytes_are_invalid_arguments(server, path, client_streaming,
+                                                               server_streaming):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        details = await expect_status(
+            call_with_garbage(channel, path, client_streaming, server_streaming),
+            grpc.StatusCode.INVALID_ARGUMENT, "request: the bytes do not parse")
+        assert path.split("/")[-1] in details
+        # the server keeps serving on the same connection
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert (await stub.ServerLive(pb.ServerLiveRequest())).live

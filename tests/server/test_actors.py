@@ -33,6 +33,15 @@ def flaky_worker_class() -> type:
                 os._exit(1)
             return value
 
+        def oom(self, value: int) -> int:
+            """Fail like a worker the memory monitor killed, the first time only."""
+            from ray.exceptions import OutOfMemoryError
+
+            if not any(self.folder.iterdir()):
+                (self.folder / "oom").touch()
+                raise OutOfMemoryError("1 worker(s) were killed due to memory pressure")
+            return value
+
         def fail(self) -> None:
             raise ValueError("the call itself is wrong")
 
@@ -61,6 +70,13 @@ async def test_a_call_that_loses_more_actors_than_its_retries_is_unavailable(fla
     assert flaky_pool.resubmitted == 2
     # The pool still serves: its dead actors were replaced.
     assert await flaky_pool.result(flaky_pool.call("echo", 5, 0), max_retries=0) == 5
+
+
+async def test_a_call_whose_worker_is_killed_for_memory_is_made_again(flaky_pool):
+    call = flaky_pool.call("oom", 9)
+    assert await flaky_pool.result(call, max_retries=3) == 9
+    assert flaky_pool.resubmitted == 1
+    assert flaky_pool.actors[call.slot] is not call.actor
 
 
 async def test_an_error_of_the_call_itself_is_not_retried(flaky_pool):

@@ -131,7 +131,8 @@ def bad_requests(photo: np.ndarray) -> dict[str, tuple[pb.AugmentRequest, grpc.S
                                               pipeline_id="small"), inv, "zero-size"),
         "over max_pixels": (pb.AugmentRequest(
             images=[pb.Image(data=bytes(301 * 300 * 3), shape=[301, 300, 3])],
-            pipeline_id="small"), inv, "max_pixels"),
+            pipeline_id="small"), grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "images[0]: 301x300 is over max_pixels (--augment-max-pixels) = 90000"),
         "wrong dtype": (pb.AugmentRequest(images=[pb.Image(data=ok.data, shape=ok.shape,
                                                            dtype="float32")],
                                           pipeline_id="small"), inv, "uint8"),
@@ -139,8 +140,9 @@ def bad_requests(photo: np.ndarray) -> dict[str, tuple[pb.AugmentRequest, grpc.S
                                                               shape=[256, 768, 1])],
                                              pipeline_id="small"), inv, "shape"),
         "no images": (pb.AugmentRequest(pipeline_id="small"), inv, "images"),
-        "too many images": (pb.AugmentRequest(images=[ok] * 17, pipeline_id="small"), inv,
-                            "max_images"),
+        "too many images": (pb.AugmentRequest(images=[ok] * 17, pipeline_id="small"),
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            "images: 17 is over max_images (--augment-max-images) = 16"),
         "no pipeline": (pb.AugmentRequest(images=[ok]), inv, "pipeline"),
         "unknown pipeline id": (pb.AugmentRequest(images=[ok], pipeline_id="nope"),
                                 grpc.StatusCode.NOT_FOUND, "nope"),
@@ -161,6 +163,78 @@ def bad_requests(photo: np.ndarray) -> dict[str, tuple[pb.AugmentRequest, grpc.S
         "normalize with uint8 out": (pb.AugmentRequest(images=[ok], pipeline=pb.Pipeline(
             ops=[pb.OpSpec(normalize=pb.Normalize())], dtype="uint8")), inv, "dtype"),
     }
+
+
+def resize_to(height: int, width: int, dtype: str = "uint8") -> pb.Pipeline:
+    return pb.Pipeline(ops=[pb.OpSpec(resize=pb.Resize(size=[height, width]))], dtype=dtype)
+
+
+class CountingPool(AugmentPool):
+    """The in-process pool, counting the calls that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__(size=0, backend="fast", num_cpus=0, chunk_size=64)
+        self.calls = 0
+
+    async def augment(self, *args, **kwargs):
+        self.calls += 1
+        return await super().augment(*args, **kwargs)
+
+
+OVER_OUTPUT_LIMITS = {
+    # the probe's case: 16 tiny images resized to 8000 x 8000 (3 GB of uint8)
+    "max_output_pixels": (16, resize_to(8000, 8000),
+                          "images[0]: an output of 64000000 pixels is over max_output_pixels "
+                          "(--augment-max-output-pixels) = 16777216"),
+    "max_output_bytes": (1, resize_to(4096, 2048, "float32"),
+                         "images[0]: an output of 100663296 bytes (float32) is over "
+                         "max_output_bytes (--augment-max-output-bytes) = 67108864"),
+    "max_request_output_pixels": (16, resize_to(4096, 1100),
+                                  "images: 72089600 output pixels in all is over "
+                                  "max_request_output_pixels"),
+    "max_request_output_bytes": (16, resize_to(2048, 2048, "float32"),
+                                 "images: 805306368 output bytes in all (float32) is over "
+                                 "max_request_output_bytes (--augment-max-request-output-bytes)"
+                                 " = 268435456"),
+}
+
+
+@pytest.mark.parametrize("limit", list(OVER_OUTPUT_LIMITS))
+async def test_outputs_over_a_limit_are_refused_before_any_work(limit):
+    count, pipeline, needle = OVER_OUTPUT_LIMITS[limit]
+    pool = CountingPool()
+    server, _, target = await start(SETTINGS, pool)
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.AugmentServiceStub(channel)
+            tiny = image_message(np.zeros((4, 4, 3), np.uint8))
+            huge = stub.Augment(pb.AugmentRequest(images=[tiny] * count, pipeline=pipeline))
+            normal = stub.Augment(request([np.zeros((8, 8, 3), np.uint8)], seed=1))
+            refused, reply = await asyncio.gather(huge, normal, return_exceptions=True)
+            assert isinstance(refused, grpc.aio.AioRpcError)
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert needle in refused.details()
+            assert len(reply.images) == 1  # the request beside it is served
+            assert pool.calls == 1  # the refused one never reached the pool
+    finally:
+        await server.stop(None)
+
+
+async def test_outputs_at_the_limit_are_served():
+    settings = AugmentSettings(pool_size=0, max_output_pixels=64 * 64)
+    server, _, target = await start(settings)
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.AugmentServiceStub(channel)
+            tiny = image_message(np.zeros((4, 4, 3), np.uint8))
+            reply = await stub.Augment(pb.AugmentRequest(images=[tiny],
+                                                         pipeline=resize_to(64, 64)))
+            assert list(reply.images[0].shape) == [3, 64, 64]
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Augment(pb.AugmentRequest(images=[tiny], pipeline=resize_to(64, 65)))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await server.stop(None)
 
 
 @pytest.mark.parametrize("case", list(bad_requests(np.zeros((4, 4, 3), np.uint8))))
