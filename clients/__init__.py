@@ -3,5 +3,6 @@
 from augserve.clients.augment import AugmentClient as AugmentClient
 from augserve.clients.infer import AsyncInferClient, InferClient, ModelInfo, TensorInfo
 from augserve.clients.loader import RemoteLoader as RemoteLoader
+from augserve.clients.tls import TlsSettings as TlsSettings
 
 __all__ = ["AsyncInferClient", "InferClient", "ModelInfo", "TensorInfo"]

@@ -20,9 +20,11 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
+from augserve.clients.channel import open_channel
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
 from augserve.clients.proto.augserve.v1 import augment_pb2_grpc as pb_grpc
+from augserve.clients.tls import TlsSettings
 
 _DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
 
@@ -68,12 +70,13 @@ class AugmentReply:
 class AugmentClient:
     """A blocking client of `augserve.v1.AugmentService`."""
 
-    def __init__(self, target: str | grpc.Channel, max_message_bytes: int = 256 << 20) -> None:
-        """Connect to `target` ("host:port") or reuse an open channel."""
+    def __init__(self, target: str | grpc.Channel, max_message_bytes: int = 256 << 20,
+                 tls: TlsSettings | None = None) -> None:
+        """Connect to `target` ("host:port"), over TLS with `tls`; or reuse an open channel."""
         if isinstance(target, str):
             options = [("grpc.max_send_message_length", max_message_bytes),
                        ("grpc.max_receive_message_length", max_message_bytes)]
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = open_channel(target, tls, options)
             self._owned = True
         else:
             self._channel, self._owned = target, False

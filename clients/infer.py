@@ -15,12 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-import grpc
 import numpy as np
 
+from augserve.clients.channel import open_aio_channel, open_channel
 from augserve.clients.datatypes import CONTENTS_FIELD, datatype_of, from_raw, numpy_dtype, to_raw
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from augserve.clients.tls import TlsSettings
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -104,6 +105,7 @@ class InferClient:
         url: "host:port" of the server.
         timeout: default seconds per call (None: no deadline).
         max_message_bytes: largest message sent or received.
+        tls: connect over TLS with these settings (None: plaintext).
     """
 
     def __init__(
@@ -111,8 +113,9 @@ class InferClient:
         url: str = "localhost:8001",
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TlsSettings | None = None,
     ) -> None:
-        self._channel = grpc.insecure_channel(url, options=_channel_options(max_message_bytes))
+        self._channel = open_channel(url, tls, _channel_options(max_message_bytes))
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self.timeout = timeout
 
@@ -182,12 +185,14 @@ class AsyncInferClient:
     Args:
         url: "host:port" of the server.
         max_message_bytes: largest message sent or received.
+        tls: connect over TLS with these settings (None: plaintext).
     """
 
     def __init__(
-        self, url: str = "localhost:8001", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self, url: str = "localhost:8001", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: TlsSettings | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(url, options=_channel_options(max_message_bytes))
+        self._channel = open_aio_channel(url, tls, _channel_options(max_message_bytes))
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncInferClient:

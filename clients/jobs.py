@@ -21,8 +21,10 @@ from typing import Any
 
 import grpc
 
+from augserve.clients.channel import open_channel
 from augserve.clients.proto.augserve.v1 import jobs_pb2 as pb
 from augserve.clients.proto.augserve.v1 import jobs_pb2_grpc as pb_grpc
+from augserve.clients.tls import TlsSettings
 
 STATES = {pb.JobEvent.RUNNING: "running", pb.JobEvent.DONE: "done",
           pb.JobEvent.FAILED: "failed", pb.JobEvent.CANCELLED: "cancelled"}
@@ -65,11 +67,13 @@ class JobClient:
     Args:
         target: "host:port".
         channel: an existing channel to use instead (not closed by `close`).
+        tls: connect to `target` over TLS with these settings (None: plaintext).
     """
 
-    def __init__(self, target: str = "localhost:8001", channel: grpc.Channel | None = None):
+    def __init__(self, target: str = "localhost:8001", channel: grpc.Channel | None = None,
+                 tls: TlsSettings | None = None):
         self._own = channel is None
-        self._channel = channel or grpc.insecure_channel(target)
+        self._channel = channel or open_channel(target, tls)
         self._stub = pb_grpc.JobServiceStub(self._channel)
 
     def submit(self, spec: Mapping[str, Any] | str) -> str:

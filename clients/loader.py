@@ -32,11 +32,13 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from augserve.clients.channel import open_channel
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
 from augserve.clients.ring import RingReader, SharedMemoryUnavailable, is_loopback_target
 from augserve.clients.stream_batch import StreamedBatch, parse_batch, reuse_large_buffers
+from augserve.clients.tls import TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,7 @@ class RemoteLoader:
         reuse_buffers: bool = True,
         shared_memory: bool | None = None,
         zero_copy: bool = True,
+        tls: TlsSettings | None = None,
     ) -> None:
         """Describe the stream; nothing connects until iteration starts.
 
@@ -208,6 +211,7 @@ class RemoteLoader:
                 garbage collected, while fewer than the server's `holdable` (5 by
                 default) are held; batches past that are copied out. False: always
                 copy (about 1 ms of CPU per 9.6 MB batch).
+            tls: connect over TLS with these settings (None: plaintext).
 
         Raises:
             ValueError: bad arguments (also raised for a pipeline that is not valid JSON).
@@ -241,7 +245,7 @@ class RemoteLoader:
         self.shared_memory = [is_loopback_target(t) if shared_memory is None else shared_memory
                               for t in self.targets]
         options = [("grpc.max_receive_message_length", max_message_bytes)]
-        self._channels = [grpc.insecure_channel(t, options=options) for t in self.targets]
+        self._channels = [open_channel(t, tls, options) for t in self.targets]
         # Raw bytes in: `parse_batch` leaves the pixels where gRPC put them.
         serialize = pb.StreamRequest.SerializeToString
         self._stubs = [c.unary_stream(_METHOD, request_serializer=serialize)

@@ -29,6 +29,7 @@ from augserve.server.inference.settings import InferenceSettings
 from augserve.server.jobs.settings import JobSettings
 from augserve.server.options import add_flag, option
 from augserve.server.stream.settings import StreamSettings
+from augserve.server.tls import CertificateFiles
 
 #: The service tables of the config file, each a settings dataclass of its own.
 TABLES: dict[str, type] = {
@@ -54,7 +55,24 @@ class ServerConfig:
         8001, flag="--port",
         help="gRPC port (0 picks a free one, reported in the log and in `ready_file`)")
     metrics_port: int = option(
-        8002, flag="--metrics-port", help="Prometheus text endpoint (0 disables it)")
+        8002, flag="--metrics-port",
+        help="Prometheus text endpoint (0 disables it); served over HTTPS with the gRPC "
+             "certificate (and client CA) when TLS is on")
+    tls_cert: Path | None = option(
+        None, flag="--tls-cert", parse=Path,
+        help="PEM certificate chain of the server; with `tls_key`, gRPC is served over TLS "
+             "(reread on SIGHUP)")
+    tls_key: Path | None = option(
+        None, flag="--tls-key", parse=Path,
+        help="PEM private key of `tls_cert` (reread on SIGHUP)")
+    tls_client_ca: Path | None = option(
+        None, flag="--tls-client-ca", parse=Path,
+        help="PEM CA certificates for mutual TLS: clients without a certificate signed by "
+             "one are refused at the handshake (reread on SIGHUP)")
+    insecure: bool = option(
+        False, flag="--insecure",
+        help="start on a non-loopback `host` without TLS or tokens (by default the server "
+             "refuses to)")
     model_repository: Path | None = option(
         None, flag="--model-repository", parse=Path,
         help="model repository folder; unset serves the built-in demo repository")
@@ -117,10 +135,25 @@ class ServerConfig:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
             raise ValueError(f"ray_num_cpus must be >= 1, got {self.ray_num_cpus}")
+        self.certificate_files()  # raises ValueError for a missing or unpaired file
         if self.model_repository is not None and not self.model_repository.is_dir():
             raise ValueError(f"model_repository {self.model_repository} is not a folder")
         self.import_allow_list()  # raises ValueError naming a prefix that is no module name
         return self
+
+    def certificate_files(self) -> CertificateFiles | None:
+        """The TLS files (None: plaintext); raise ValueError if one is missing or unpaired."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_cert is None or self.tls_key is None:
+            if self.tls_client_ca is not None:
+                raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
+            return None
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a file")
+        return CertificateFiles(self.tls_cert, self.tls_key, self.tls_client_ca)
 
     def import_allow_list(self) -> AllowList:
         """The modules architectures may be imported from: augserve's plus `import_prefixes`."""
