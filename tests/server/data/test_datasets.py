@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from augserve.server.data.cache import ByteLRU
-from augserve.server.data.datasets import CorruptImage, DatasetSpec, decode_file, open_dataset
+from augserve.server.data.datasets import (
+    CorruptImage,
+    DatasetSpec,
+    FolderDataset,
+    decode_file,
+    open_dataset,
+)
 
 
 def test_folder_decodes_jpeg_and_png_with_class_labels(tmp_path):
@@ -84,3 +90,19 @@ def test_cache_is_bounded_in_bytes():
     assert cache.get(8) is None and cache.get(7) is not None
     cache.put("big", np.zeros(2000, np.uint8))  # larger than the budget: not kept
     assert cache.get("big") is None and cache.nbytes == 900
+
+
+def test_folder_dataset_refuses_a_symlink_out_of_its_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "cat").mkdir(parents=True)
+    outside.mkdir()
+    cv2.imwrite(str(root / "cat" / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(outside / "secret.png"), np.zeros((4, 4, 3), np.uint8))
+    assert len(FolderDataset(root)) == 1
+    (root / "cat" / "b.png").symlink_to(outside / "secret.png")
+    with pytest.raises(ValueError, match="leads outside"):
+        FolderDataset(root)
+    (root / "cat" / "b.png").unlink()
+    (root / "dog").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="leads outside"):
+        FolderDataset(root)
