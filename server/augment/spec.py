@@ -103,7 +103,11 @@ def _op_from_named(message: pb.NamedOp, p: float) -> Op:
     cls = OPS[message.name]
     fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "p"}
     kwargs: dict[str, Any] = {"p": p}
-    for field, value in json_format.MessageToDict(message.params).items():
+    try:
+        params = json_format.MessageToDict(message.params)
+    except ValueError as error:  # NaN or infinity in a Struct number
+        raise SpecError("params", f"{cls.name}: {error}") from None
+    for field, value in params.items():
         if field not in fields:
             raise SpecError(field, f"{cls.name} has no such field "
                                    f"(known: {', '.join(fields) or 'none'})")
