@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,7 +70,10 @@ class PipelineSpec:
 def _named_value(field: str, value: Any, default: Any) -> Any:
     """A JSON value of a named op's field, as the type of the field's default."""
     if field in _FILL_FIELDS:
-        return check_fill(field, value if isinstance(value, list) else [value])
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            raise SpecError(field, f"expected a number or a list of numbers, got {value!r}")
+        return check_fill(field, values)
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in value):
@@ -91,7 +95,7 @@ def _named_value(field: str, value: Any, default: Any) -> Any:
 
 
 def _integer(field: str, value: float) -> int:
-    if value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise SpecError(field, f"expected an integer, got {value}")
     return int(value)
 
@@ -103,7 +107,11 @@ def _op_from_named(message: pb.NamedOp, p: float) -> Op:
     cls = OPS[message.name]
     fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name != "p"}
     kwargs: dict[str, Any] = {"p": p}
-    for field, value in json_format.MessageToDict(message.params).items():
+    try:
+        params = json_format.MessageToDict(message.params)
+    except ValueError as error:  # NaN or infinity in a Struct number
+        raise SpecError("params", f"{cls.name}: {error}") from None
+    for field, value in params.items():
         if field not in fields:
             raise SpecError(field, f"{cls.name} has no such field "
                                    f"(known: {', '.join(fields) or 'none'})")

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from augserve.server.data.cache import ByteLRU
+from augserve.server.errors import InvalidArgument
+from augserve.server.paths import inside
 
 log = logging.getLogger(__name__)
 
@@ -181,16 +183,24 @@ class FolderDataset(Dataset):
     kind = "folder"
 
     def __init__(self, root: Path, size: int = 0, cache: ByteLRU | None = None) -> None:
-        """Scan `root` once: classes are its sorted subfolders, files sorted by name."""
+        """Scan `root` once: classes are its sorted subfolders, files sorted by name.
+
+        Raises:
+            ValueError: `root` is not a folder, or a class folder or image file is a
+                symlink that leads outside it.
+        """
         if not root.is_dir():
             raise ValueError(f"folder dataset {root} is not a folder")
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         files, labels = [], []
-        for label, name in enumerate(classes):
-            for file in sorted((root / name).iterdir()):
-                if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
-                    files.append(file)
-                    labels.append(label)
+        try:
+            for label, name in enumerate(classes):
+                for file in sorted(inside(root, name).iterdir()):
+                    if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+                        files.append(inside(root, name, file.name, field="folder dataset file"))
+                        labels.append(label)
+        except InvalidArgument as error:
+            raise ValueError(f"folder dataset {root}: {error}") from None
         super().__init__(np.asarray(labels, np.int64), classes)
         self.files = files
         self.size = size

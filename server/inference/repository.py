@@ -28,6 +28,7 @@ from augserve.server.inference.model_config import ModelSettings, read_model_con
 from augserve.server.inference.replicas import ReplicaHandle, start_replica
 from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.statistics import ModelStats
+from augserve.server.paths import check_name, check_version, inside, is_name
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +85,33 @@ class ModelRepository:
         self._models: dict[str, _Model] = {}
 
     def names_on_disk(self) -> list[str]:
-        """Model folders under the root that have a config file."""
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and ((p / "config.toml").is_file() or (p / "config.json").is_file())
-        )
+        """Model folders under the root that have a config file (valid names, not escaping)."""
+        return sorted(p.name for p in self.root.iterdir() if is_name(p.name) and self._is_model(p))
+
+    def _is_model(self, folder: Path) -> bool:
+        try:
+            return inside(self.root, folder.name).is_dir() and any(
+                inside(self.root, folder.name, config).is_file()
+                for config in ("config.toml", "config.json"))
+        except InvalidArgument:  # a symlink out of the repository is no model of it
+            return False
 
     def _model_dir(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise InvalidArgument(f"model name {name!r} is not a valid folder name")
-        folder = self.root / name
-        if not folder.is_dir():
+        if not inside(self.root, check_name(name, "model_name"), field="model_name").is_dir():
             raise NotFound(f"model {name!r} is not in the repository")
-        return folder
+        return self.root / name
+
+    def _check_tree(self, path: Path, name: str) -> None:
+        """`path` (a file, or a folder and all it holds) must resolve inside the repository.
+
+        Raises:
+            InvalidArgument: a symlink (or the path itself) leads outside the repository.
+        """
+        if not path.exists():
+            return  # read_model_config and load_module report what is missing
+        entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+        for entry in entries:
+            inside(self.root, str(entry.relative_to(self.root)), field=f"model {name!r}: file")
 
     async def load(self, name: str) -> None:
         """Load (or reload) `name`: start and warm up new replicas, then swap them in.
@@ -113,6 +127,8 @@ class ModelRepository:
         model = self._models.setdefault(name, _Model())
         async with model.lock:
             try:
+                for config in ("config.toml", "config.json"):
+                    self._check_tree(folder / config, name)
                 settings = read_model_config(folder)
                 if settings.platform == "pickle" and not self.allow_pickle:
                     raise FailedPrecondition(
@@ -125,6 +141,8 @@ class ModelRepository:
                 selected = settings.version_policy.select(on_disk)
                 if not selected:
                     raise NotFound(f"model {name!r} has no version folder its policy selects")
+                for version in selected:
+                    self._check_tree(folder / str(version) / settings.model_filename, name)
                 for version in selected:
                     model.states[str(version)] = VersionState(name, str(version), "LOADING")
                 fresh = {
@@ -189,7 +207,7 @@ class ModelRepository:
             NotFound: the repository has no such model.
 
         """
-        model = self._models.get(name)
+        model = self._models.get(check_name(name, "model_name"))
         if model is None or not model.versions:
             self._model_dir(name)
             return
@@ -212,10 +230,12 @@ class ModelRepository:
         """The ready version `version` of `name` ("" = the newest ready one).
 
         Raises:
+            InvalidArgument: the name or version breaks the name rule (`server.paths`).
             NotFound: the model or version is not loaded.
 
         """
-        model = self._models.get(name)
+        model = self._models.get(check_name(name, "model_name"))
+        check_version(version, "model_version")
         if model is None or not model.versions:
             raise NotFound(f"model {name!r} is not loaded")
         if not version:

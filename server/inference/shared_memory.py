@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from augserve.server.errors import AlreadyExists, InvalidArgument, NotFound
+from augserve.server.paths import check_name, inside
 
 SHM_ROOT = "/dev/shm"
 REGION = "shared_memory_region"
@@ -45,7 +46,7 @@ def _object_path(key: str) -> str:
     name = key.removeprefix("/")
     if not name or "/" in name or name in (".", ".."):
         raise InvalidArgument(f"key: {key!r} is not a POSIX shared-memory name ('/name')")
-    return os.path.join(SHM_ROOT, name)
+    return str(inside(SHM_ROOT, check_name(name, "key"), field="key"))
 
 
 class SystemSharedMemory:
@@ -65,6 +66,7 @@ class SystemSharedMemory:
         """
         if not name:
             raise InvalidArgument("name: a region needs a name")
+        check_name(name, "name")
         if byte_size <= 0:
             raise InvalidArgument(f"byte_size: expected > 0, got {byte_size}")
         path = _object_path(key)

@@ -38,6 +38,7 @@ from augserve.server.jobs.specs import (
 )
 from augserve.server.jobs.train import fit
 from augserve.server.jobs.transfer import architecture_kwargs, run_transfer
+from augserve.server.paths import inside
 
 ARCHITECTURE_FIELD = "source.architecture"
 
@@ -55,7 +56,7 @@ class JobResult:
 
 
 def _version_dir(ref: ModelRef) -> Path:
-    folder = Path(ref.repository) / ref.name
+    folder = inside(ref.repository, ref.name, field="source.name")
     if not folder.is_dir():
         raise NotFound(f"source model {ref.name!r} is not in repository {ref.repository!r}")
     versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())

@@ -23,6 +23,7 @@ from torch import nn
 
 from augserve.kernels.serialize import save_compressed
 from augserve.server.errors import InvalidArgument
+from augserve.server.paths import inside
 
 PLATFORM = "augserve_compressed"
 
@@ -46,7 +47,7 @@ def check_target(repository: Path, name: str, config: Mapping[str, Any]) -> None
     """
     if not repository.is_dir():
         raise InvalidArgument(f"output repository {str(repository)!r} is not a folder")
-    folder = repository / name
+    folder = inside(repository, name, field="output_name")
     if (folder / "config.toml").exists():
         raise InvalidArgument(f"model {name!r} has a config.toml; jobs write config.json models")
     path = folder / "config.json"
@@ -82,7 +83,7 @@ def write_version(
         calibration: the static int8 calibration batch.
     """
     check_target(repository, name, config)
-    folder = repository / name
+    folder = inside(repository, name, field="output_name")
     created = not folder.exists()
     folder.mkdir(exist_ok=True)
     staging = folder / f".job-{uuid.uuid4().hex[:12]}"

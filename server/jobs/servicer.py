@@ -23,11 +23,32 @@ from augserve.server.errors import InvalidArgument
 from augserve.server.jobs.runner import JobManager
 from augserve.server.jobs.settings import JobSettings
 from augserve.server.jobs.specs import JobSpec
+from augserve.server.paths import inside
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 _STATES = {"running": pb.JobEvent.RUNNING, "done": pb.JobEvent.DONE,
            "failed": pb.JobEvent.FAILED, "cancelled": pb.JobEvent.CANCELLED}
+
+
+def confine(spec: JobSpec, root: Path | None) -> None:
+    """Refuse a spec whose paths leave the server's model repository `root`.
+
+    A client names a source model, a state_dict file and an output repository; over the
+    RPC each must lie inside the repository the server serves (symlinks resolved), so a
+    job can neither read nor write anywhere else.
+
+    Raises:
+        InvalidArgument: a path outside `root`, or any path when the server has no root.
+    """
+    fields = {"source.repository": spec.source.repository,
+              "source.state_dict": spec.source.state_dict,
+              "output_repository": spec.output_repository}
+    for field, value in fields.items():
+        if value and root is None:
+            raise InvalidArgument(f"{field}: this server has no model repository to use")
+        if value:
+            inside(root, value, field=field)
 
 
 class JobServicer(pb_grpc.JobServiceServicer):
@@ -54,8 +75,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         except json.JSONDecodeError as error:
             raise InvalidArgument(f"spec_json: not valid JSON: {error}") from None
         spec = JobSpec.from_dict(raw)
-        job_id = self.manager.submit(spec)
         root = getattr(self.repository, "root", None)
+        confine(spec, root)
+        job_id = self.manager.submit(spec)
         if root is not None and spec.output_repository and (
             Path(spec.output_repository).resolve() == Path(root).resolve()
         ):

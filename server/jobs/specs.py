@@ -20,6 +20,7 @@ from typing import Any
 
 from augserve.server.errors import InvalidArgument
 from augserve.server.jobs.models import ARCHITECTURE
+from augserve.server.paths import check_name
 
 
 class JobSpecError(InvalidArgument):
@@ -47,6 +48,8 @@ class ModelRef:
             raise JobSpecError("source: give a repository model or a state_dict file, not both")
         if self.name and not self.repository:
             raise JobSpecError("source: a model name needs its repository")
+        if self.name:
+            check_name(self.name, "source.name")
         if ":" not in self.architecture:
             raise JobSpecError("source.architecture must be 'package.module:factory'")
         object.__setattr__(self, "architecture_kwargs", dict(self.architecture_kwargs))
@@ -224,8 +227,8 @@ class JobSpec:
                 raise JobSpecError("a quantize step must be the last step")
         if bool(self.output_repository) != bool(self.output_name):
             raise JobSpecError("give both output_repository and output_name, or neither")
-        if self.output_name and ("/" in self.output_name or self.output_name.startswith(".")):
-            raise JobSpecError(f"output_name {self.output_name!r} is not a valid folder name")
+        if self.output_name:
+            check_name(self.output_name, "output_name")
 
     @property
     def method(self) -> str:

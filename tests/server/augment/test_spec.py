@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
@@ -72,3 +74,15 @@ def test_bad_specs_name_op_and_field(spec, needle):
 def test_bad_json_text():
     with pytest.raises(InvalidArgument, match="pipeline JSON"):
         parse_pipeline("{not json")
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"fill": None}, "fill: expected a number or a list of numbers"),
+    ({"fill": ["x"]}, "fill: expected a number or a list of numbers"),
+    ({"p": float("inf")}, "params: affine: Fail to serialize Infinity"),
+    ({"degrees": [float("nan"), 1]}, "params: affine: Fail to serialize NaN"),
+])
+def test_named_op_params_of_the_wrong_kind_are_spec_errors(params, words):
+    # Found by tests/fuzz: these raised TypeError / ValueError, which reached clients as INTERNAL.
+    with pytest.raises(InvalidArgument, match=re.escape(words)):
+        parse_pipeline({"ops": [{"named": {"name": "affine", "params": params}}]})

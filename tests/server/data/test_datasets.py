@@ -10,6 +10,7 @@ from augserve.server.data.cache import ByteLRU
 from augserve.server.data.datasets import (
     CorruptImage,
     DatasetSpec,
+    FolderDataset,
     ImageTooLarge,
     decode_file,
     open_dataset,
@@ -133,3 +134,19 @@ def test_a_file_declaring_a_size_within_the_limit_is_decoded(tmp_path):
     assert decode_file(path).shape == (30, 20, 3)
     with pytest.raises(ImageTooLarge, match="20x30 = 600 pixels, over max_image_pixels = 599"):
         decode_file(path, max_pixels=599)
+
+
+def test_folder_dataset_refuses_a_symlink_out_of_its_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "cat").mkdir(parents=True)
+    outside.mkdir()
+    cv2.imwrite(str(root / "cat" / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(outside / "secret.png"), np.zeros((4, 4, 3), np.uint8))
+    assert len(FolderDataset(root)) == 1
+    (root / "cat" / "b.png").symlink_to(outside / "secret.png")
+    with pytest.raises(ValueError, match="leads outside"):
+        FolderDataset(root)
+    (root / "cat" / "b.png").unlink()
+    (root / "dog").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="leads outside"):
+        FolderDataset(root)

@@ -88,11 +88,12 @@ async def test_cancel_mid_job_leaves_the_repository_unchanged(job_server, stub):
 
 @pytest.mark.parametrize("change, words", [
     ({"dataset": "imagenet"}, "dataset 'imagenet' does not exist"),
-    ({"source": {"repository": "/nowhere", "name": "base"}}, "source model 'base'"),
+    ({"source": {"name": "ghost"}}, "source model 'ghost'"),
 ])
 async def test_missing_dataset_or_model_is_not_found_at_submit(job_server, stub, change, words):
     spec = json.loads(_spec(job_server.repository.root, [{"finetune": {}}], "x"))
-    spec.update(change)
+    for key, value in change.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
     with pytest.raises(aio.AioRpcError) as error:
         await stub.Submit(pb.SubmitJobRequest(spec_json=json.dumps(spec)))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
