@@ -18,6 +18,7 @@ from types import TracebackType
 import grpc
 import numpy as np
 
+from augserve.clients.auth import aio_interceptors, with_token
 from augserve.clients.datatypes import CONTENTS_FIELD, datatype_of, from_raw, numpy_dtype, to_raw
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -104,6 +105,7 @@ class InferClient:
         url: "host:port" of the server.
         timeout: default seconds per call (None: no deadline).
         max_message_bytes: largest message sent or received.
+        token: a bearer token sent with every call (servers run with `--auth-tokens`).
     """
 
     def __init__(
@@ -111,8 +113,10 @@ class InferClient:
         url: str = "localhost:8001",
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        token: str | None = None,
     ) -> None:
-        self._channel = grpc.insecure_channel(url, options=_channel_options(max_message_bytes))
+        channel = grpc.insecure_channel(url, options=_channel_options(max_message_bytes))
+        self._channel = with_token(channel, token)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self.timeout = timeout
 
@@ -182,12 +186,18 @@ class AsyncInferClient:
     Args:
         url: "host:port" of the server.
         max_message_bytes: largest message sent or received.
+        token: a bearer token sent with every call (servers run with `--auth-tokens`).
     """
 
     def __init__(
-        self, url: str = "localhost:8001", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        url: str = "localhost:8001",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        token: str | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(url, options=_channel_options(max_message_bytes))
+        self._channel = grpc.aio.insecure_channel(
+            url, options=_channel_options(max_message_bytes), interceptors=aio_interceptors(token)
+        )
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncInferClient:

@@ -4,7 +4,8 @@ Start-up order: connect Ray, open the port (ServerLive answers at once), load
 the models, then report ready (ServerReady, grpc.health.v1 SERVING). On SIGTERM
 or SIGINT: report not ready, refuse new calls with UNAVAILABLE, drain in-flight
 requests for up to `shutdown_grace_s`, stop the server, unload the models, shut
-down an embedded Ray, exit 0.
+down an embedded Ray, exit 0. On SIGHUP: run the reload hooks (`server/reload.py`),
+which reread the token file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from augserve.clients.proto import POOL
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from augserve.server.augment.servicer import add_augment_service
+from augserve.server.auth.interceptor import AuthInterceptor
+from augserve.server.auth.tokens import TokenStore
 from augserve.server.config import ServerConfig, config_from_args
 from augserve.server.drain import DrainGate
 from augserve.server.inference.demo import build_demo_repository
@@ -33,6 +36,7 @@ from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.servicer import InferenceServicer
 from augserve.server.interceptors import ErrorMappingInterceptor
 from augserve.server.jobs.servicer import add_jobs_service
+from augserve.server.reload import ReloadHooks
 from augserve.server.runtime import RayRuntime
 from augserve.server.stream.servicer import SERVICE_NAME as STREAM_SERVICE
 from augserve.server.stream.servicer import StreamServicer, add_stream_service
@@ -55,6 +59,7 @@ class RunningServer:
     stream: StreamServicer
     health: health.aio.HealthServicer
     gate: DrainGate
+    reload: ReloadHooks
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls, unload models, release Ray."""
@@ -80,6 +85,11 @@ def _register_reflection(server: aio.Server, service_names: list[str]) -> None:
 
 async def start_server(config: ServerConfig) -> RunningServer:
     """Start Ray, the gRPC server and the metrics endpoint; load models; report ready."""
+    # Read first: an invalid token file stops the start before Ray does.
+    tokens = TokenStore.from_file(config.auth_tokens) if config.auth_tokens else None
+    reload = ReloadHooks()
+    if tokens is not None:
+        reload.on_sighup(tokens.reload)
     runtime = RayRuntime(config.ray_address, config.ray_num_cpus)
     runtime.start()
     root = config.model_repository or build_demo_repository(config.demo_cache)
@@ -89,7 +99,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
     gate = DrainGate()
     server = aio.server(
-        interceptors=[ErrorMappingInterceptor(gate)],
+        # Auth runs inside error mapping, which turns its refusals into statuses.
+        interceptors=[ErrorMappingInterceptor(gate), AuthInterceptor(tokens)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -128,7 +139,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         config.ready_file.write_text(f"{port}\n")
     log.info("augserve ready: %d model version(s) loaded", len(repository.loaded()))
     return RunningServer(
-        config, server, port, runtime, repository, inference, stream, health_servicer, gate
+        config, server, port, runtime, repository, inference, stream, health_servicer, gate,
+        reload,
     )
 
 
@@ -146,6 +158,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, running.reload.run)
     await stop.wait()
     log.info("augserve stopping: draining in-flight requests")
     await running.stop()
