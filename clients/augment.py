@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 from google.protobuf import json_format
 
+from augserve.clients.auth import with_token
 from augserve.clients.channel import open_channel
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
@@ -71,8 +72,11 @@ class AugmentClient:
     """A blocking client of `augserve.v1.AugmentService`."""
 
     def __init__(self, target: str | grpc.Channel, max_message_bytes: int = 256 << 20,
-                 tls: TlsSettings | None = None) -> None:
-        """Connect to `target` ("host:port"), over TLS with `tls`; or reuse an open channel."""
+                 tls: TlsSettings | None = None, token: str | None = None) -> None:
+        """Connect to `target` ("host:port"), over TLS with `tls`; or reuse an open channel.
+
+        `token`: a bearer token sent with every call (servers run with `--auth-tokens`).
+        """
         if isinstance(target, str):
             options = [("grpc.max_send_message_length", max_message_bytes),
                        ("grpc.max_receive_message_length", max_message_bytes)]
@@ -80,7 +84,8 @@ class AugmentClient:
             self._owned = True
         else:
             self._channel, self._owned = target, False
-        self._stub = pb_grpc.AugmentServiceStub(self._channel)
+        self._stub_channel = with_token(self._channel, token)
+        self._stub = pb_grpc.AugmentServiceStub(self._stub_channel)
 
     def augment(
         self,

@@ -29,8 +29,11 @@ def open_channel(target: str, tls: TlsSettings | None = None,
 
 
 def open_aio_channel(target: str, tls: TlsSettings | None = None,
-                     options: ChannelOptions = ()) -> grpc.aio.Channel:
-    """The grpc.aio twin of `open_channel`."""
+                     options: ChannelOptions = (),
+                     interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+                     ) -> grpc.aio.Channel:
+    """The grpc.aio twin of `open_channel`, with `interceptors` (e.g. a bearer token's)."""
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, tls.credentials(), options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, tls.credentials(), options=options,
+                                   interceptors=interceptors)

@@ -17,6 +17,7 @@ from types import TracebackType
 
 import numpy as np
 
+from augserve.clients.auth import aio_interceptors, with_token
 from augserve.clients.channel import open_aio_channel, open_channel
 from augserve.clients.datatypes import CONTENTS_FIELD, datatype_of, from_raw, numpy_dtype, to_raw
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
@@ -106,6 +107,7 @@ class InferClient:
         timeout: default seconds per call (None: no deadline).
         max_message_bytes: largest message sent or received.
         tls: connect over TLS with these settings (None: plaintext).
+        token: a bearer token sent with every call (servers run with `--auth-tokens`).
     """
 
     def __init__(
@@ -114,8 +116,10 @@ class InferClient:
         timeout: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         tls: TlsSettings | None = None,
+        token: str | None = None,
     ) -> None:
-        self._channel = open_channel(url, tls, _channel_options(max_message_bytes))
+        channel = open_channel(url, tls, _channel_options(max_message_bytes))
+        self._channel = with_token(channel, token)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self.timeout = timeout
 
@@ -186,13 +190,15 @@ class AsyncInferClient:
         url: "host:port" of the server.
         max_message_bytes: largest message sent or received.
         tls: connect over TLS with these settings (None: plaintext).
+        token: a bearer token sent with every call (servers run with `--auth-tokens`).
     """
 
     def __init__(
         self, url: str = "localhost:8001", max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        tls: TlsSettings | None = None,
+        tls: TlsSettings | None = None, token: str | None = None,
     ) -> None:
-        self._channel = open_aio_channel(url, tls, _channel_options(max_message_bytes))
+        self._channel = open_aio_channel(url, tls, _channel_options(max_message_bytes),
+                                         interceptors=aio_interceptors(token))
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncInferClient:

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from augserve.clients.auth import with_token
 from augserve.clients.channel import open_channel
 from augserve.clients.proto.augserve.v1 import jobs_pb2 as pb
 from augserve.clients.proto.augserve.v1 import jobs_pb2_grpc as pb_grpc
@@ -68,13 +69,14 @@ class JobClient:
         target: "host:port".
         channel: an existing channel to use instead (not closed by `close`).
         tls: connect to `target` over TLS with these settings (None: plaintext).
+        token: a bearer token sent with every call (servers run with `--auth-tokens`).
     """
 
     def __init__(self, target: str = "localhost:8001", channel: grpc.Channel | None = None,
-                 tls: TlsSettings | None = None):
+                 tls: TlsSettings | None = None, token: str | None = None):
         self._own = channel is None
         self._channel = channel or open_channel(target, tls)
-        self._stub = pb_grpc.JobServiceStub(self._channel)
+        self._stub = pb_grpc.JobServiceStub(with_token(self._channel, token))
 
     def submit(self, spec: Mapping[str, Any] | str) -> str:
         """Start a job from its spec (a dict or JSON text); returns the job id.

@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from augserve.clients.auth import with_token
 from augserve.clients.channel import open_channel
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2
@@ -168,6 +169,7 @@ class RemoteLoader:
         shared_memory: bool | None = None,
         zero_copy: bool = True,
         tls: TlsSettings | None = None,
+        token: str | None = None,
     ) -> None:
         """Describe the stream; nothing connects until iteration starts.
 
@@ -212,6 +214,7 @@ class RemoteLoader:
                 default) are held; batches past that are copied out. False: always
                 copy (about 1 ms of CPU per 9.6 MB batch).
             tls: connect over TLS with these settings (None: plaintext).
+            token: a bearer token sent with every call (servers run with `--auth-tokens`).
 
         Raises:
             ValueError: bad arguments (also raised for a pipeline that is not valid JSON).
@@ -248,7 +251,7 @@ class RemoteLoader:
         self._channels = [open_channel(t, tls, options) for t in self.targets]
         # Raw bytes in: `parse_batch` leaves the pixels where gRPC put them.
         serialize = pb.StreamRequest.SerializeToString
-        self._stubs = [c.unary_stream(_METHOD, request_serializer=serialize)
+        self._stubs = [with_token(c, token).unary_stream(_METHOD, request_serializer=serialize)
                        for c in self._channels]
         self.epoch, self.position = 0, lane[0]
         self.normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())

@@ -6,7 +6,8 @@ of it, a server configured to listen beyond loopback without TLS and tokens refu
 to start (`augserve.server.exposure`). On SIGHUP: reread the TLS certificates. On
 SIGTERM or SIGINT: report not ready, refuse new calls with UNAVAILABLE, drain in-flight
 requests for up to `shutdown_grace_s`, stop the server, unload the models, shut
-down an embedded Ray, exit 0.
+down an embedded Ray, exit 0. On SIGHUP: run the reload hooks (`server/reload.py`),
+which reread the token file.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from augserve.clients.proto import POOL
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from augserve.server.augment.servicer import add_augment_service
+from augserve.server.auth.interceptor import AuthInterceptor
+from augserve.server.auth.tokens import TokenStore
 from augserve.server.config import ServerConfig, config_from_args
 from augserve.server.drain import DrainGate
 from augserve.server.exposure import StartRefused, refusal
@@ -37,6 +40,7 @@ from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.servicer import InferenceServicer
 from augserve.server.interceptors import ErrorMappingInterceptor
 from augserve.server.jobs.servicer import add_jobs_service
+from augserve.server.reload import ReloadHooks
 from augserve.server.runtime import RayRuntime
 from augserve.server.stream.servicer import SERVICE_NAME as STREAM_SERVICE
 from augserve.server.stream.servicer import StreamServicer, add_stream_service
@@ -60,12 +64,8 @@ class RunningServer:
     stream: StreamServicer
     health: health.aio.HealthServicer
     gate: DrainGate
+    reload: ReloadHooks
     tls: ServerTls | None = None
-
-    def reload(self) -> None:
-        """SIGHUP: reread the TLS certificates (new connections get them)."""
-        if self.tls is not None:
-            self.tls.reload()
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls, unload models, release Ray."""
@@ -98,7 +98,7 @@ def _server_tls(config: ServerConfig) -> ServerTls | None:
     """
     files = config.certificate_files()
     # `auth_tokens` is the token file's field (ServerConfig gains it with the tokens).
-    has_tokens = bool(getattr(config, "auth_tokens", None))
+    has_tokens = config.auth_tokens is not None
     reason = refusal(config.host, has_tls=files is not None, has_tokens=has_tokens,
                      insecure=config.insecure)
     if reason:
@@ -115,7 +115,14 @@ async def start_server(config: ServerConfig) -> RunningServer:
     Raises:
         StartRefused: before anything starts, see `_server_tls`.
     """
+    # Read first: an invalid token file or certificate stops the start before Ray does.
+    tokens = TokenStore.from_file(config.auth_tokens) if config.auth_tokens else None
     tls = _server_tls(config)
+    reload = ReloadHooks()
+    if tokens is not None:
+        reload.on_sighup(tokens.reload)
+    if tls is not None:
+        reload.on_sighup(tls.reload)
     runtime = RayRuntime(config.ray_address, config.ray_num_cpus)
     runtime.start()
     root = config.model_repository or build_demo_repository(config.demo_cache)
@@ -125,7 +132,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
     gate = DrainGate()
     server = aio.server(
-        interceptors=[ErrorMappingInterceptor(gate)],
+        # Auth runs inside error mapping, which turns its refusals into statuses.
+        interceptors=[ErrorMappingInterceptor(gate), AuthInterceptor(tokens)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -172,7 +180,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
         config.ready_file.write_text(f"{port}\n")
     log.info("augserve ready: %d model version(s) loaded", len(repository.loaded()))
     return RunningServer(
-        config, server, port, runtime, repository, inference, stream, health_servicer, gate, tls
+        config, server, port, runtime, repository, inference, stream, health_servicer, gate,
+        reload, tls,
     )
 
 
@@ -190,7 +199,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, running.reload)
+    loop.add_signal_handler(signal.SIGHUP, running.reload.run)
     await stop.wait()
     log.info("augserve stopping: draining in-flight requests")
     await running.stop()

@@ -1,4 +1,4 @@
-"""The `augserve` command line: `serve`, `bench NAME`, `compress ...` and `transfer ...`."""
+"""The `augserve` command line: `serve`, `bench NAME`, `compress`, `transfer`, `token new`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from augserve.server.auth import cli as token_cli
 from augserve.server.bench import BENCHMARKS
 from augserve.server.config import add_serve_arguments
 from augserve.server.jobs import cli as jobs_cli
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench", choices=sorted(BENCHMARKS), help="which benchmark")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="the benchmark's flags")
     jobs_cli.add_commands(commands)
+    token_cli.add_commands(commands)
     return parser
 
 
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_forever(args)
     if args.command in jobs_cli.COMMANDS:
         return jobs_cli.main(args)
+    if args.command in token_cli.COMMANDS:
+        return token_cli.main(args)
     from augserve.server.bench.lifecycle import exit_on_sigterm
 
     parser, module = bench_parser(args.bench)

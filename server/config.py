@@ -110,6 +110,11 @@ class ServerConfig:
     ready_file: Path | None = option(
         None, flag="--ready-file", parse=Path,
         help="if set, the bound port is written there once the server is ready")
+    auth_tokens: Path | None = option(
+        None, flag="--auth-tokens", parse=Path,
+        help="TOML file of token hashes with scopes (`augserve token new` makes entries); "
+             "every RPC but health, ServerLive and ServerReady then needs a token with its "
+             "scope; reread on SIGHUP; unset: no authentication")
     inference: InferenceSettings = option(
         default_factory=InferenceSettings,
         help="the inference service: stream window, replica deaths (`[inference]` table)")
@@ -138,6 +143,8 @@ class ServerConfig:
         self.certificate_files()  # raises ValueError for a missing or unpaired file
         if self.model_repository is not None and not self.model_repository.is_dir():
             raise ValueError(f"model_repository {self.model_repository} is not a folder")
+        if self.auth_tokens is not None and not self.auth_tokens.is_file():
+            raise ValueError(f"auth_tokens {self.auth_tokens} is not a file")
         self.import_allow_list()  # raises ValueError naming a prefix that is no module name
         return self
 

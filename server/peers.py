@@ -15,7 +15,7 @@ def client_identity(context: Any) -> str:
     """Who a call is from, for per-client limits: the peer's address without its port.
 
     A client's connections share it, so opening more channels does not raise its limits.
-    (With tokens, this becomes the token's name.)
+    With tokens, `auth.identity.client_key` uses the token's name instead.
     """
     peer = str(context.peer() or "")
     if peer.startswith(("ipv4:", "ipv6:")) and ":" in peer[5:]:

@@ -24,6 +24,7 @@ from augserve.server.augment.spec import (
     LAYOUTS,
     PipelineSpec,
 )
+from augserve.server.auth.identity import client_key
 from augserve.server.data.datasets import Dataset, open_dataset
 from augserve.server.data.epoch import SHARDINGS, EpochPlan
 from augserve.server.errors import (
@@ -32,7 +33,7 @@ from augserve.server.errors import (
     NotFound,
 )
 from augserve.server.limits import ClientSlots, over_limit
-from augserve.server.peers import client_identity, is_local_peer
+from augserve.server.peers import is_local_peer
 from augserve.server.stream import metrics
 from augserve.server.stream.pool import StreamPool
 from augserve.server.stream.ring import RingPool, RingWriter
@@ -162,7 +163,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                             ) -> AsyncIterator[bytes]:
         """Check the request, then yield its batches in position order (as `Batch` bytes)."""
         job, mean, std = await self.job(request)
-        with self.slots.hold(client_identity(context)):
+        with self.slots.hold(client_key(context)):
             labels = (await self.dataset(request.dataset)).labels
             count = job.plan.num_batches()
             shared = (request.shared_memory and self.rings is not None
