@@ -82,8 +82,12 @@ def generate(
     duration_s: float,
     warmup_s: float,
     metadata: Sequence[tuple[str, str]] = (),
+    root_cert: Path | None = None,
 ) -> dict[str, Any]:
     """Drive `url` (host:port) with h2load: a warm-up, then about `duration_s` of requests.
+
+    With `root_cert` (the server's PEM CA) the calls go over TLS (`https://`, ALPN h2);
+    h2load does not verify the certificate, the first call (Python, through grpc) does.
 
     The warm-up runs for `warmup_s` and sets the measured phase's request count: its
     rate times `duration_s`. Throughput counts the measured requests over the span from
@@ -98,12 +102,12 @@ def generate(
             the expected length (a gRPC error).
 
     """
-    expected = len(grpc_frame(first_response(url, payload, metadata)))
+    expected = len(grpc_frame(first_response(url, payload, metadata, root_cert=root_cert)))
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory(prefix="augserve-h2load-") as tmp:
         body, log = Path(tmp) / "request.bin", Path(tmp) / "requests.log"
         body.write_bytes(grpc_frame(payload))
-        address = f"http://{url}"
+        address = f"{'http' if root_cert is None else 'https'}://{url}"
         warm_s = max(1, round(warmup_s))  # h2load takes whole seconds
         warm_done, _, _ = _run_h2load(
             address, body, concurrency, [f"--duration={warm_s}"], metadata

@@ -27,7 +27,13 @@ One run, phases in order (each server runs alone, so they never compete):
    the median on one thread and on the replicas' thread budget, the lower of the
    two); `c1_p50_added_ms` is the median over slices of the slice's p50 minus the
    reference measured right after it. Then SIGTERM to the server, which must exit 0.
-4. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
+4. With `--tls` and/or `--auth` (`bench.secured`): a second `augserve serve` with a
+   throwaway CA's server certificate for 127.0.0.1 and/or a token file holding one
+   `infer` token, beside the first; then `--rounds` pairs of rounds at `--concurrency`,
+   each a plaintext round on the first server and a secured one (TLS, `authorization:
+   Bearer`) on the second, same duration, back to back. `tls_auth_vs_plain_c32` is the
+   median over pairs of secured / plaintext requests/s. Both servers then get SIGTERM.
+5. With `--baseline ray-serve`: the same model behind Ray Serve's gRPC proxy with
    `@serve.batch(32, 0.002)` (`bench.rayserve_baseline`, its own process and Ray)
    in the same replicas and threads, driven by the same load generator at
    `--concurrency` clients.
@@ -62,6 +68,7 @@ from augserve.server.bench.load import resolve_loadgen, run_loadgen
 from augserve.server.bench.model import write_repository
 from augserve.server.bench.peers import PEERS, run_peer
 from augserve.server.bench.report import BenchReport
+from augserve.server.bench.secured import make_credentials
 from augserve.server.bench.server_stats import batch_statistics, cpu_seconds
 
 C1_SLICES_PER_ROUND = 2  # one-client slices per --rounds (each paired with a reference)
@@ -97,6 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the load generator: nghttp2's h2load in C (~0.02 ms of CPU per request; auto "
         "picks it when installed) or the Python grpc.aio one (~0.2 ms)",
     )  # fmt: skip
+    parser.add_argument(
+        "--tls", action="store_true",
+        help="also serve over TLS (a throwaway CA and certificate) and compare with plaintext",
+    )
+    parser.add_argument(
+        "--auth", action="store_true",
+        help="also serve with --auth-tokens (one bearer token) and compare with plaintext",
+    )
     parser.add_argument(
         "--server-env",
         action="append",
@@ -138,6 +153,35 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__,
         "grpcio": grpc.__version__,
     }
+
+
+def secured_name(args: argparse.Namespace) -> str:
+    """What the secured server adds: "tls_auth", "tls" or "auth" ("" for neither)."""
+    return "_".join(part for part, on in (("tls", args.tls), ("auth", args.auth)) if on)
+
+
+def _secured_rounds(
+    args: argparse.Namespace, loadgen: str, port: int, work: Path, env: dict[str, str],
+    rounds: int, duration: float, warmup: float,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:  # fmt: skip
+    """Start the secured server beside the plaintext one at `port`; (plain, secured) pairs."""
+    credentials = make_credentials(work / "secured", args.tls, args.auth)
+    ready = work / "secured.port"
+    c = args.concurrency
+    pairs = []
+    with lifecycle.serving(
+        [*serve_command(work / "repo", ready), *credentials.serve_flags()], ready,
+        work / "secured.log", env, name="augserve serve (secured)",
+    ) as (secured_port, _):  # fmt: skip
+        for index in range(rounds):
+            first = warmup if index == 0 else 1.0
+            plain = run_loadgen(loadgen, port, c, duration, first, work / f"plain-{index}.json")
+            secured = run_loadgen(
+                loadgen, secured_port, c, duration, first, work / f"secured-{index}.json",
+                credentials.metadata(), credentials.root_cert,
+            )
+            pairs.append((plain, secured))
+    return pairs
 
 
 def _difference(after: tuple[int, ...], before: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -199,6 +243,10 @@ def run(args: argparse.Namespace) -> BenchReport:
                     ))  # fmt: skip
                     b1.append(reference(duration / slices))
             c1_batches = _difference(batch_statistics(port), c1_before)
+            secured = _secured_rounds(
+                args, loadgen, port, work, lifecycle.child_env(**extra_env), rounds,
+                duration / rounds, warmup,
+            ) if secured_name(args) else []  # fmt: skip
         peers = {}
         if args.baseline in PEERS:
             peers[PEERS[args.baseline].key] = run_peer(
@@ -206,9 +254,11 @@ def run(args: argparse.Namespace) -> BenchReport:
                 warmup, work, extra_env,
             )  # fmt: skip
     infer_report.fill(report, infer_report.Measured(
-        c, served, ceilings, cpu, batches, c1, b1, c1_batches, peers
+        c, served, ceilings, cpu, batches, c1, b1, c1_batches, peers, secured,
+        secured_name(args) or "tls_auth",
     ))  # fmt: skip
     report.environment.update(
-        duration_s=duration, warmup_s=warmup, concurrency=c, server_env=extra_env
+        duration_s=duration, warmup_s=warmup, concurrency=c, server_env=extra_env,
+        secured_server=secured_name(args) or None,
     )
     return report

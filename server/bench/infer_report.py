@@ -1,10 +1,11 @@
 """`bench infer`'s figures, ratios and targets, from what its phases measured.
 
 Ratio keys carry the run's parameters: `served_vs_inprocess_c{C}`,
-`p99_over_batch_compute_c{C}` and `served_vs_{peer}_c{C}` at `--concurrency` C, and
-`c1_p50_added_ms` at one client. With the default C = 32 they are the names the
-targets and docs use: `served_vs_inprocess_c32`, `p99_over_batch_compute_c32`,
-`served_vs_rayserve_c32`, `c1_p50_added_ms`.
+`p99_over_batch_compute_c{C}`, `served_vs_{peer}_c{C}` and (with `--tls --auth`)
+`tls_auth_vs_plain_c{C}` at `--concurrency` C, and `c1_p50_added_ms` at one client.
+With the default C = 32 they are the names the targets and docs use:
+`served_vs_inprocess_c32`, `p99_over_batch_compute_c32`, `served_vs_rayserve_c32`,
+`tls_auth_vs_plain_c32`, `c1_p50_added_ms`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def served_vs_peer(peer: str, concurrency: int) -> str:
     return f"served_vs_{peer}_c{concurrency}"
 
 
+def secured_vs_plain(secured: str, concurrency: int) -> str:
+    """The key of secured over plaintext requests/s (`secured`: "tls_auth", "tls" or "auth")."""
+    return f"{secured}_vs_plain_c{concurrency}"
+
+
 C1_P50_ADDED_MS = "c1_p50_added_ms"
 
 
@@ -43,6 +49,7 @@ def targets(concurrency: int) -> dict[str, tuple[str, float]]:
         served_vs_peer("rayserve", concurrency): (">=", 3.0),
         p99_over_batch_compute(concurrency): ("<=", 4.0),
         C1_P50_ADDED_MS: ("<=", 1.5),
+        secured_vs_plain("tls_auth", concurrency): (">=", 0.9),
     }
 
 
@@ -60,6 +67,9 @@ class Measured:
         b1: the in-process batch-1 ms measured right after each slice.
         c1_batches: `batches` over the one-client slices.
         peers: each peer's key and its summary at `concurrency`.
+        secured: with `--tls`/`--auth`, (plaintext, secured) summaries of each pair of
+            rounds at `concurrency`, run back to back on two servers.
+        secured_name: what the secured server adds: "tls_auth", "tls" or "auth".
     """
 
     concurrency: int
@@ -71,6 +81,8 @@ class Measured:
     b1: list[float]
     c1_batches: tuple[int, int, int, int]
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secured: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    secured_name: str = "tls_auth"
 
 
 def _overall_rate(phases: list[dict[str, Any]]) -> float:
@@ -148,5 +160,24 @@ def fill(report: BenchReport, run: Measured) -> None:
             f"{key}_c{c}_p99_ms": summary["p99_ms"],
         })  # fmt: skip
         report.ratios[served_vs_peer(key, c)] = requests_per_s / summary["requests_per_s"]
+    if run.secured:
+        _fill_secured(report, run)
     goals = targets(c)
     report.targets = {name: goals[name] for name in report.ratios if name in goals}
+
+
+def _fill_secured(report: BenchReport, run: Measured) -> None:
+    """The secured rounds' figures and their ratio: the median of paired secured / plain."""
+    c, name = run.concurrency, run.secured_name
+    for label, phases in (
+        ("plain_paired", [plain for plain, _ in run.secured]),
+        (name, [secured for _, secured in run.secured]),
+    ):
+        report.figures.update({
+            f"augserve_{label}_c{c}_requests_per_s": _overall_rate(phases),
+            f"augserve_{label}_c{c}_p50_ms": statistics.median(p["p50_ms"] for p in phases),
+            f"augserve_{label}_c{c}_p99_ms": max(p["p99_ms"] for p in phases),
+        })  # fmt: skip
+    report.ratios[secured_vs_plain(name, c)] = statistics.median(
+        secured["requests_per_s"] / plain["requests_per_s"] for plain, secured in run.secured
+    )

@@ -32,11 +32,12 @@ def resolve_loadgen(choice: str) -> str:
 
 def run_loadgen(
     loadgen: str, port: int, concurrency: int, duration: float, warmup: float, out: Path,
-    metadata: Sequence[tuple[str, str]] = (),
+    metadata: Sequence[tuple[str, str]] = (), root_cert: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Drive the model at 127.0.0.1:`port` with one request of one image; the summary.
 
-    `loadgen` is "h2load" or "python"; the summary is also written to `out`.
+    `loadgen` is "h2load" or "python"; the summary is also written to `out`. `metadata`
+    goes with every call; with `root_cert` (a PEM CA) the calls go over TLS.
 
     Raises:
         RuntimeError: a call failed, or nothing was measured.
@@ -45,7 +46,9 @@ def run_loadgen(
     url = f"127.0.0.1:{port}"
     if loadgen == "h2load":
         payload = build_payload(MODEL, "input", (1, *INPUT_SHAPE))
-        summary = h2load.generate(url, payload, concurrency, duration, warmup, metadata)
+        summary = h2load.generate(
+            url, payload, concurrency, duration, warmup, metadata, root_cert
+        )
         out.write_text(json.dumps(summary, indent=2) + "\n")
     else:
         command = [
@@ -53,6 +56,7 @@ def run_loadgen(
             "--model", MODEL, "--concurrency", str(concurrency), "--duration", str(duration),
             "--warmup", str(warmup), "--json", str(out),
             *(f"--metadata={key}={value}" for key, value in metadata),
+            *([f"--root-cert={root_cert}"] if root_cert is not None else []),
         ]  # fmt: skip
         lifecycle.run(command, duration + warmup + 120)
         summary = json.loads(out.read_text())

@@ -32,6 +32,15 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def open_channel(url: str, root_cert: Path | None, aio: bool = False) -> Any:
+    """A channel to `url`: plaintext, or TLS trusting the PEM CA `root_cert`."""
+    module = grpc.aio if aio else grpc
+    if root_cert is None:
+        return module.insecure_channel(url, options=_CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_cert.read_bytes())
+    return module.secure_channel(url, credentials, options=_CHANNEL_OPTIONS)
+
+
 def build_payload(model: str, input_name: str, shape: Sequence[int], seed: int = 0) -> bytes:
     """One serialized ModelInferRequest carrying a random fp32 tensor of `shape`, raw."""
     from augserve.clients.infer import build_infer_request
@@ -41,9 +50,10 @@ def build_payload(model: str, input_name: str, shape: Sequence[int], seed: int =
 
 
 def first_response(
-    url: str, payload: bytes, metadata: Sequence[tuple[str, str]] = (), timeout_s: float = 30.0
+    url: str, payload: bytes, metadata: Sequence[tuple[str, str]] = (), timeout_s: float = 30.0,
+    root_cert: Path | None = None,
 ) -> bytes:
-    """Send `payload` once to `url` and return the serialized answer.
+    """Send `payload` once to `url` (over TLS trusting `root_cert`, if given); the answer.
 
     Raises:
         RuntimeError: the call failed, or its answer is not a ModelInferResponse with
@@ -52,7 +62,7 @@ def first_response(
     """
     from augserve.clients.proto.inference import grpc_service_pb2 as pb
 
-    with grpc.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
+    with open_channel(url, root_cert) as channel:
         call = channel.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
         try:
             raw = call(payload, timeout=timeout_s, metadata=metadata)
@@ -114,10 +124,13 @@ async def generate(
     warmup_s: float,
     timeout_s: float = 30.0,
     metadata: Sequence[tuple[str, str]] = (),
+    root_cert: Path | None = None,
 ) -> dict[str, Any]:
     """Drive `url` with `concurrency` closed-loop callers for warm-up plus `duration_s`.
 
-    `metadata` goes with every call (Ray Serve's proxy routes on "application").
+    `metadata` goes with every call (Ray Serve's proxy routes on "application"; a
+    secured server takes `authorization: Bearer ...`); with `root_cert` (a PEM CA)
+    the calls go over TLS.
 
     Returns:
         The `summarize` dict for the measured period.
@@ -126,8 +139,8 @@ async def generate(
         RuntimeError: the first call failed, or its response had no outputs.
 
     """
-    first_response(url, payload, metadata, timeout_s)
-    async with grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) as channel:
+    first_response(url, payload, metadata, timeout_s, root_cert)
+    async with open_channel(url, root_cert, aio=True) as channel:
         call = channel.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
         starts: list[float] = []
         ends: list[float] = []
@@ -170,13 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--metadata", action="append", default=[], help="KEY=VALUE sent with every call"
     )
+    parser.add_argument(
+        "--root-cert", type=Path, help="PEM CA to trust: call over TLS (default: plaintext)"
+    )
     parser.add_argument("--json", type=Path, help="write the summary here (default: stdout)")
     args = parser.parse_args(argv)
     shape = [int(d) for d in args.shape.split(",")]
     payload = build_payload(args.model, args.input_name, shape)
     metadata = [tuple(item.split("=", 1)) for item in args.metadata]
     summary = asyncio.run(generate(
-        args.url, payload, args.concurrency, args.duration, args.warmup, metadata=metadata
+        args.url, payload, args.concurrency, args.duration, args.warmup, metadata=metadata,
+        root_cert=args.root_cert,
     ))  # fmt: skip
     summary.update(concurrency=args.concurrency, request_bytes=len(payload))
     text = json.dumps(summary, indent=2)

@@ -75,13 +75,29 @@ def test_summary_of_an_empty_window_has_no_percentiles():
 def test_default_ratio_keys_keep_their_names():
     assert set(targets(32)) == {
         "served_vs_inprocess_c32", "served_vs_rayserve_c32", "p99_over_batch_compute_c32",
-        "c1_p50_added_ms",
+        "c1_p50_added_ms", "tls_auth_vs_plain_c32",
     }  # fmt: skip
 
 
 def _phase(rate: float, p50: float, p99: float) -> dict:
     return {"requests_per_s": rate, "calls": 100, "p50_ms": p50, "p99_ms": p99,
             "cpu_ms_per_request": 0.1}  # fmt: skip
+
+
+def test_quick_secured_run_reports_tls_auth_over_plain(tmp_path):
+    out = tmp_path / "infer.json"
+    command = [
+        sys.executable, "-m", "augserve.server.cli", "bench", "infer", "--quick", "--tls",
+        "--auth", "--baseline", "none", "--loadgen", "python", "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    ratio = report["ratios"]["tls_auth_vs_plain_c32"]
+    assert isinstance(ratio, float) and 0 < ratio < math.inf
+    assert report["targets"]["tls_auth_vs_plain_c32"] == [">=", 0.9]
+    assert report["environment"]["secured_server"] == "tls_auth"
+    assert report["figures"]["augserve_tls_auth_c32_requests_per_s"] > 0
 
 
 def test_ratio_keys_and_values_follow_the_run():
@@ -110,3 +126,52 @@ def test_ratio_keys_and_values_follow_the_run():
     assert report.targets["served_vs_inprocess_c8"] == (">=", 0.7)
     assert report.figures["augserve_c8_mean_batch_size"] == 8.0
     assert report.figures["rayserve_c8_requests_per_s"] == 50.0
+
+
+def test_secured_rounds_give_a_paired_ratio_and_figures():
+    ceiling = {"rps": 400.0, "batch_ms": 5.0, "cpu_ms_per_image": 1.0,
+               "replica_layout_call_ms": [1.0, 1.0, 2.0]}  # fmt: skip
+    measured = infer_report.Measured(
+        concurrency=32,
+        served=[_phase(200.0, 4.0, 12.0)],
+        ceilings=[ceiling],
+        cpu={"server": 1.0, "replicas": 2.0, "ray_other": 0.5},
+        batches=(800, 100, 100 * 5_000_000, 100 * 1_000_000),
+        c1=[_phase(100.0, 3.0, 4.0)],
+        b1=[2.0],
+        c1_batches=(200, 200, 200 * 2_000_000, 200 * 500_000),
+        secured=[
+            (_phase(200.0, 4.0, 10.0), _phase(160.0, 5.0, 14.0)),  # 0.8
+            (_phase(300.0, 4.0, 11.0), _phase(285.0, 4.5, 12.0)),  # 0.95
+            (_phase(250.0, 4.0, 12.0), _phase(225.0, 4.2, 13.0)),  # 0.9
+        ],
+    )
+    report = BenchReport("infer")
+    infer_report.fill(report, measured)
+    assert math.isclose(report.ratios["tls_auth_vs_plain_c32"], 0.9)  # the median pair
+    assert report.targets["tls_auth_vs_plain_c32"] == (">=", 0.9)
+    assert report.target_met("tls_auth_vs_plain_c32") is True
+    figures = report.figures
+    # 300 calls over 100/160 + 100/285 + 100/225 seconds
+    assert math.isclose(figures["augserve_tls_auth_c32_requests_per_s"],
+                        300 / (100 / 160 + 100 / 285 + 100 / 225))  # fmt: skip
+    assert figures["augserve_tls_auth_c32_p50_ms"] == 4.5
+    assert figures["augserve_tls_auth_c32_p99_ms"] == 14.0
+    assert figures["augserve_plain_paired_c32_p99_ms"] == 12.0
+    measured.secured = [(_phase(200.0, 4.0, 10.0), _phase(150.0, 5.0, 14.0))]
+    missed = BenchReport("infer")
+    infer_report.fill(missed, measured)
+    assert missed.target_met("tls_auth_vs_plain_c32") is False
+
+
+def test_no_secured_rounds_no_secured_key():
+    ceiling = {"rps": 400.0, "batch_ms": 5.0, "cpu_ms_per_image": 1.0,
+               "replica_layout_call_ms": [1.0]}  # fmt: skip
+    report = BenchReport("infer")
+    infer_report.fill(report, infer_report.Measured(
+        32, [_phase(200.0, 4.0, 12.0)], [ceiling], {"server": 1.0, "replicas": 1.0,
+        "ray_other": 0.0}, (800, 100, 5 * 10**8, 10**8), [_phase(100.0, 3.0, 4.0)], [2.0],
+        (200, 200, 4 * 10**8, 10**8),
+    ))  # fmt: skip
+    assert "tls_auth_vs_plain_c32" not in report.ratios
+    assert "tls_auth_vs_plain_c32" not in report.targets
