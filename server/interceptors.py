@@ -24,6 +24,7 @@ from grpc import aio
 
 from augserve.server.drain import DrainGate
 from augserve.server.errors import AugserveError, InvalidArgument
+from augserve.server.handlers import HandlerCache
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         """Bind the interceptor to `gate`."""
         self.gate = gate or DrainGate()
         self._exempt_gate = DrainGate()  # never closed: probes pass while draining
-        # The wrapped handler of each method, built on its first call: the per-call path
-        # is then one dict lookup instead of new closures and signature checks.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._handlers = HandlerCache(self._wrap)
 
     async def intercept_service(
         self,
@@ -153,13 +152,7 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._handlers.get(handler, handler_call_details.method)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         gate = self._exempt_gate if DrainGate.is_exempt(method) else self.gate

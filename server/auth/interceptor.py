@@ -25,6 +25,7 @@ from augserve.server.auth.identity import Identity, set_identity
 from augserve.server.auth.scopes import OPEN, Access, Scope, access_of
 from augserve.server.auth.tokens import TokenEntry, TokenStore
 from augserve.server.errors import AugserveError, PermissionDenied, Unauthenticated
+from augserve.server.handlers import HandlerCache
 
 #: RFC 6750's token68 characters; `secrets.token_urlsafe` tokens are a subset.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -93,7 +94,7 @@ class AuthInterceptor(aio.ServerInterceptor):
     def __init__(self, store: TokenStore | None) -> None:
         """Check calls against `store` (None: admit every call)."""
         self.store = store
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._handlers = HandlerCache(self._wrap)
 
     async def intercept_service(
         self,
@@ -108,12 +109,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         behavior = getattr(handler, _kind(handler))
         if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
             return self._check_sync(handler, handler_call_details)
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._handlers.get(handler, method)
 
     def authenticate(self, access: Access | None, metadata: Any,
                      peer: str) -> tuple[Identity, TokenEntry | None]:
