@@ -50,11 +50,14 @@ def image_bytes(spec: PipelineSpec, pixels: int) -> int:
 
 def check_output(spec: PipelineSpec, images: list[np.ndarray], settings: AugmentSettings,
                  seed: int, epoch: int, sample_indices: np.ndarray | None,
-                 params: tuple[OpParams, ...] | None) -> None:
-    """Raise ResourceExhausted when the request's outputs would pass an output limit.
+                 params: tuple[OpParams, ...] | None) -> tuple[OpParams, ...]:
+    """The request's params (drawn here when not replayed), once its outputs fit the limits.
 
     The sizes come from the params the pool would draw (the same keys) or replay, so the
-    check is exact; drawing params is cheap next to augmenting.
+    check is exact; the caller hands the params to the pool, so they are drawn only once.
+
+    Raises:
+        ResourceExhausted: an output would pass an output limit.
     """
     sizes = torch.tensor([im.shape[:2] for im in images], dtype=torch.int64).reshape(-1, 2)
     if params is None:
@@ -77,6 +80,7 @@ def check_output(spec: PipelineSpec, images: list[np.ndarray], settings: Augment
         raise over_limit(settings, "max_request_output_bytes",
                          f"images: {image_bytes(spec, total)} output bytes in all "
                          f"({spec.dtype})")
+    return params
 
 
 __all__ = [

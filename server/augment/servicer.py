@@ -67,7 +67,8 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
             if len(request.targets) != n:
                 raise InvalidArgument(f"targets: expected one per image ({n})")
             targets = targets_from_proto(request.targets, self.settings)
-        check_output(spec, images, self.settings, request.seed, request.epoch, indices, params)
+        params = check_output(spec, images, self.settings, request.seed, request.epoch, indices,
+                              params)
         result = await self.pool.augment(spec, images, seed=request.seed, epoch=request.epoch,
                                          sample_indices=indices, params=params,
                                          return_params=request.return_params, targets=targets)
