@@ -5,8 +5,8 @@ enough to reopen the dataset anywhere, so stream workers (Ray actors) receive th
 never the images, and open it lazily. Every dataset yields uint8 RGB [H, W, 3] images
 and int64 labels.
 
-- "folder": `root/<class>/<file>.jpg|.jpeg|.png`, one class per subfolder (sorted
-  names; labels are class positions). Decoded with OpenCV, falling back to PIL.
+- "folder": `root/<class>/<file>.jpg|.jpeg|.png|.webp`, one class per subfolder (sorted
+  names; labels are class positions). Decoded by `augserve.server.images`.
 - "arrays": a `.npz` with `images` and `labels`, or a `.npy` of images with its labels
   in `labels_path` (`.npy`, memory-mapped). Images: uint8 [N, H, W], [N, H, W, 1] or
   [N, H, W, 3].
@@ -34,17 +34,14 @@ import numpy as np
 
 from augserve.server.data.cache import ByteLRU
 from augserve.server.errors import InvalidArgument
+from augserve.server.images import MAX_IMAGE_PIXELS, CorruptImage, decode_image_bytes
 from augserve.server.paths import inside
 
 log = logging.getLogger(__name__)
 
 KINDS = ("folder", "arrays", "builtin")
 BUILTINS = ("digits", "lfw_subset", "photos")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class CorruptImage(Exception):
-    """An image file that cannot be decoded; `str()` names its path and the reason."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,57 +99,17 @@ def _rgb(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-#: The most pixels an image file may declare in its header before it is decoded (64 Mi).
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-
-
-class ImageTooLarge(CorruptImage):
-    """An image file whose header declares more pixels than the limit (a decompression bomb)."""
-
-
-def check_header(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """Raise ImageTooLarge when the file's header declares more than `max_pixels` pixels.
-
-    PIL's `Image.open` reads only the header (PNG IHDR, JPEG SOF); nothing is decoded. A
-    header PIL cannot read is left to the decoder, which names the file if it fails.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as pil:
-            width, height = pil.size
-    except Image.DecompressionBombError as error:  # PIL's own, far larger, bound
-        raise ImageTooLarge(f"{path}: {error}; over max_image_pixels = {max_pixels}") from error
-    except Exception:  # not an image PIL knows: the decoder decides
-        return
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"{path}: its header declares {width}x{height} = "
-                            f"{width * height} pixels, over max_image_pixels = {max_pixels}")
-
-
 def decode_file(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode a JPEG or PNG file to uint8 RGB [H, W, 3]; raise CorruptImage naming it.
+    """Decode a JPEG, PNG or WebP file to uint8 RGB [H, W, 3]; CorruptImage names the file.
 
-    The header is checked first (`check_header`): a file that declares more than
+    The header is checked first (`augserve.server.images`): a file that declares more than
     `max_pixels` pixels raises ImageTooLarge before anything is decoded.
     """
-    import cv2
-
-    check_header(path, max_pixels)
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as error:
         raise CorruptImage(f"{path}: {error}") from error
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-    if image is not None:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    try:  # formats or variants OpenCV rejects
-        from PIL import Image
-
-        with Image.open(path) as pil:
-            return np.asarray(pil.convert("RGB"))
-    except Exception as error:
-        raise CorruptImage(f"{path}: cannot decode ({type(error).__name__}: {error})") from error
+    return decode_image_bytes(data, max_pixels, str(path))
 
 
 class Dataset:

@@ -17,7 +17,8 @@ import numpy as np
 
 from augserve.server.actors import ActorCall, ActorPool, prepare_worker
 from augserve.server.augment.spec import PipelineSpec
-from augserve.server.data.datasets import CorruptImage, Dataset, DatasetSpec, open_dataset
+from augserve.server.data.datasets import Dataset, DatasetSpec, open_dataset
+from augserve.server.images import IMAGE_ERRORS
 from augserve.server.stream import metrics
 from augserve.server.stream.ring import Destination, MappedRings
 
@@ -118,7 +119,7 @@ class StreamWorker:
             try:
                 images.append(dataset.load(index))
                 kept[k] = True
-            except CorruptImage as error:
+            except IMAGE_ERRORS as error:
                 log.warning("corrupt image skipped: %s", error)
                 skipped.append(str(error))
                 if task.on_corrupt == "fail":

@@ -41,7 +41,8 @@ from augserve.clients.proto.augserve.v1 import augment_pb2, jobs_pb2, stream_pb2
 from augserve.clients.proto.inference import grpc_service_pb2 as infer_pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as infer_grpc
 from augserve.server.augment.ops import OPS
-from augserve.server.data.datasets import CorruptImage, decode_file
+from augserve.server.data.datasets import decode_file
+from augserve.server.images import IMAGE_ERRORS
 from augserve.server.inference.servicer import InferenceServicer
 
 from .conftest import IMAGE_FILES, RSS_SLACK_GIB, FuzzServer, run_for, seed_images, tree_rss
@@ -358,7 +359,7 @@ def corrupt_images(draw: st.DrawFn, suffix: str) -> bytes:
     return bytes(data) + draw(st.binary(max_size=32))
 
 
-def test_decoder_raises_only_corrupt_image(tmp_path):
+def test_decoder_raises_only_image_errors(tmp_path):
     target = tmp_path / "image"
 
     @FUZZ
@@ -369,7 +370,7 @@ def test_decoder_raises_only_corrupt_image(tmp_path):
         target.write_bytes(payload)
         try:
             image = decode_file(target)
-        except CorruptImage:
+        except IMAGE_ERRORS:
             return
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 

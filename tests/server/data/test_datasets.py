@@ -11,10 +11,12 @@ from augserve.server.data.datasets import (
     CorruptImage,
     DatasetSpec,
     FolderDataset,
-    ImageTooLarge,
     decode_file,
     open_dataset,
 )
+from augserve.server.images import ImageTooLarge
+
+from ...bombs import jpeg_declaring, png_declaring
 
 
 def test_folder_decodes_jpeg_and_png_with_class_labels(tmp_path):
@@ -91,27 +93,6 @@ def test_cache_is_bounded_in_bytes():
     assert cache.get(8) is None and cache.get(7) is not None
     cache.put("big", np.zeros(2000, np.uint8))  # larger than the budget: not kept
     assert cache.get("big") is None and cache.nbytes == 900
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose IHDR declares width x height (no pixel data follows)."""
-    import struct
-    import zlib
-
-    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
-            + struct.pack(">I", zlib.crc32(ihdr)) + struct.pack(">I", 0) + b"IEND"
-            + struct.pack(">I", zlib.crc32(b"IEND")))
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """A tiny JPEG whose SOF0 declares width x height (no scan follows)."""
-    import struct
-
-    sof = struct.pack(">BHHB", 8, height, width, 3) + b"".join(
-        bytes([i, 0x11, 0]) for i in (1, 2, 3))
-    return (b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof
-            + b"\xff\xda" + struct.pack(">H", 12) + bytes(10) + b"\xff\xd9")
 
 
 @pytest.mark.parametrize("make", [png_declaring, jpeg_declaring])
