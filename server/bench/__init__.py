@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, str] = {
     "augment": "augserve.server.bench.augment",
     "kernels": "augserve.server.bench.kernels",
     "stream": "augserve.server.bench.stream",
+    "preprocess": "augserve.server.bench.preprocess",
 }

@@ -18,7 +18,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from ray.serve.config import gRPCOptions
 from augserve.clients.proto import inference as stubs
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from augserve.server.bench import lifecycle
 from augserve.server.inference.model_config import InstanceGroup, default_replica_env
 from augserve.server.inference.replica import lower_priority
 
@@ -108,13 +108,6 @@ class ResNetModel:
         return response
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start(
     state_dict: Path, threads: int, model_name: str, grpc_port: int, replicas: int = 1
 ) -> Any:
@@ -127,7 +120,7 @@ def start(
         log_to_driver=False,
     )
     serve.start(
-        http_options={"host": "127.0.0.1", "port": free_port()},
+        http_options={"host": "127.0.0.1", "port": lifecycle.free_port()},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[SERVICER_FUNCTION]),
     )
     # Imported by name, not taken from `__main__`, so the replica imports this module
@@ -154,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    port = args.port or free_port()
+    port = args.port or lifecycle.free_port()
     start(args.state_dict, args.threads, args.model_name, port, args.replicas)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

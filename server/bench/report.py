@@ -64,3 +64,27 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}"
     return str(value)
+
+
+def host_environment() -> dict[str, Any]:
+    """The host a figure was measured on: CPU model, cores, the ISA that matters, versions."""
+    import os
+    import platform
+
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
+                      if line.startswith("flags")), []))
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8")
+                if f in flags],
+        "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
