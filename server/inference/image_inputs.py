@@ -33,6 +33,7 @@ from augserve.server.options import flag_of
 NBYTES, HEIGHT, WIDTH, CHANNELS, VIEWS = range(5)
 RECORD_WIDTH = 5
 ENCODED = 0  # the channels of a row that holds an encoded file
+_KINDS = {"bool_param": "a bool (bool_param)", "int64_param": "an int64 (int64_param)"}
 
 
 def _limit_name(limits: InferenceSettings) -> str:
@@ -46,8 +47,8 @@ def _parameter(parameters: Mapping[str, Any], name: str, kind: str) -> Any:
         return None
     value = parameters[name]
     if value.WhichOneof("parameter_choice") != kind:
-        raise InvalidArgument(f"parameter {name!r} must be a {kind.removesuffix('_param')}, "
-                              f"got {value.WhichOneof('parameter_choice')}")
+        raise InvalidArgument(f"parameter {name!r} must be {_KINDS[kind]}, got "
+                              f"{value.WhichOneof('parameter_choice')}")
     return getattr(value, kind)
 
 

@@ -12,7 +12,10 @@
     pipeline = { ops = [...], dtype = "float32", layout = "NCHW" }   # augment's spec
 
     [tta]                      # optional: test-time augmentation
-    views = ["identity", "hflip"]   # names, or tables {name = "...", pipeline = {...}}
+    views = ["identity", "hflip"]   # names, or tables {name = "...", pipeline = {...}}:
+                               # "identity" (first): the preprocess pipeline; "hflip": it and
+                               # a horizontal flip; "five_crop": its center crop moved to the
+                               # four corners (four views; with identity, FiveCrop's five)
     merge = "mean"             # mean | max
     scores = "softmax"         # softmax | logits: what is merged
     outputs = ["logits"]       # the outputs merged over views (default: all)
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from augserve.server.augment.ops import OPS, Normalize
+from augserve.server.augment.ops import OPS, CenterCrop, Normalize
 from augserve.server.augment.pipeline import Pipeline
 from augserve.server.augment.spec import PipelineSpec, parse_pipeline
 from augserve.server.errors import InvalidArgument
@@ -42,7 +45,8 @@ PIPELINE_DATATYPES = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16",
                       "uint8": "UINT8"}
 MERGES = ("mean", "max")
 SCORES = ("softmax", "logits")
-NAMED_VIEWS = ("identity", "hflip")
+NAMED_VIEWS = ("identity", "hflip", "five_crop")
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 _FLOAT_OUTPUTS = ("FP16", "FP32", "FP64", "BF16")
 # Two sizes, one landscape and one portrait, so that a pipeline whose output follows
 # its input's size (no resize or crop) cannot pass the check by chance.
@@ -109,6 +113,21 @@ def _flipped(spec: PipelineSpec) -> PipelineSpec:
     return dataclasses.replace(spec, ops=tuple(ops))
 
 
+def _corner_crops(spec: PipelineSpec, where: str) -> list[TtaView]:
+    """The four views of `spec` with its centre crop moved to each corner (`five_crop`)."""
+    at = [i for i, op in enumerate(spec.ops) if isinstance(op, CenterCrop)]
+    if len(at) != 1:
+        raise InvalidArgument(f"{where}: five_crop needs exactly one center_crop in the "
+                              f"preprocess pipeline (it moves that crop to the corners)")
+    size = spec.ops[at[0]].size
+    views = []
+    for corner in CORNERS:
+        ops = list(spec.ops)
+        ops[at[0]] = OPS["anchored_crop"](size=size, anchor=corner)
+        views.append(TtaView(corner, dataclasses.replace(spec, ops=tuple(ops))))
+    return views
+
+
 def _check_output(spec: PipelineSpec, target: TensorSpec, where: str) -> None:
     """Raise unless `spec` turns images of any size into `target`'s dims and datatype."""
     datatype = PIPELINE_DATATYPES[spec.dtype]
@@ -153,8 +172,11 @@ def _views(raw: Any, identity: PipelineSpec, target: TensorSpec, model: str
             if entry not in NAMED_VIEWS:
                 raise InvalidArgument(f"{where}: unknown view {entry!r} (named views: "
                                       f"{', '.join(NAMED_VIEWS)}; or a table with a pipeline)")
-            spec = identity if entry == "identity" else _flipped(identity)
-            views.append(TtaView(entry, spec))
+            if entry == "five_crop":
+                views.extend(_corner_crops(identity, where))
+            else:
+                views.append(TtaView(entry, identity if entry == "identity"
+                                     else _flipped(identity)))
             continue
         if not isinstance(entry, dict):
             raise InvalidArgument(f"{where}: expected a view name or a table")
@@ -168,6 +190,9 @@ def _views(raw: Any, identity: PipelineSpec, target: TensorSpec, model: str
         _check_output(spec, target, f"{where}.pipeline")
         views.append(TtaView(name, spec, seed))
     names = [v.name for v in views]
+    if views[0].pipeline != identity:
+        raise InvalidArgument(f"model {model!r}: tta.views must start with \"identity\" "
+                              f"(the view a request with tta = false runs), got {names[0]!r}")
     if len(set(names)) != len(names):
         raise InvalidArgument(f"model {model!r}: tta.views repeat a name: {names}")
     return tuple(views)
