@@ -123,7 +123,7 @@ def test_requested_views(values, views):
 
 @pytest.mark.parametrize(
     ("values", "fragment"),
-    [({"tta": 1}, "'tta' must be a bool, got int64_param"),
+    [({"tta": 1}, r"'tta' must be a bool \(bool_param\), got int64_param"),
      ({"tta_views": True}, "'tta_views' must be an int64"),
      ({"tta_views": 0}, r"must lie in 1\.\.2"), ({"tta_views": 3}, r"must lie in 1\.\.2"),
      ({"tta": False, "tta_views": 2}, "disagree")],
