@@ -44,11 +44,12 @@ from augserve.server.inference.batch_formation import BatchFormer, QueuedRequest
 from augserve.server.inference.model_config import BatchingSettings
 from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.statistics import ModelStats
+from augserve.server.inference.timing import BatchTiming
 
 log = logging.getLogger(__name__)
 
-# What a replica call gives once awaited: the outputs and the compute ns.
-BatchAnswer = Awaitable[tuple[list[np.ndarray], int]]
+# What a replica call gives once awaited: the outputs and the replica's timing.
+BatchAnswer = Awaitable[tuple[list[np.ndarray], BatchTiming]]
 # A replica call: for each model input, the requests' arrays to stack on dim 0 (one
 # array per input when unbatched) in. It should send the batch before it returns (an
 # async function also works, but its batch leaves only when the event loop runs it).
@@ -232,7 +233,7 @@ class BatchQueue:
             return started_ns, BatchQueue._failed(error)
 
     @staticmethod
-    async def _failed(error: Exception) -> tuple[list[np.ndarray], int]:
+    async def _failed(error: Exception) -> tuple[list[np.ndarray], BatchTiming]:
         raise error
 
     async def _run(
@@ -282,14 +283,18 @@ class BatchQueue:
     ) -> None:  # fmt: skip
         """Await the batch's answer, call `on_return`, then answer each request."""
         rows = sum(item.rows for item in batch)
-        outputs, infer_ns = await answer
+        outputs, timing = await answer
         returned_ns = time.perf_counter_ns()
         on_return()
         self._deliver(batch, outputs, rows)
         done_ns = time.perf_counter_ns()
+        # compute_input: the round trip and the preprocessing, all but the model's own time
+        infer_ns = timing.compute_ns
         self._stats.record_batch(
             rows, returned_ns - started_ns - infer_ns, infer_ns, done_ns - returned_ns
         )
+        if timing.images:
+            self._stats.record_preprocess(timing)
         for item in batch:
             self._stats.record_request(
                 True, done_ns - item.enqueued_ns, started_ns - item.enqueued_ns, item.rows

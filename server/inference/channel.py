@@ -15,7 +15,7 @@ another node are called through Ray.
 
 Frame: `<u4 header length> <u8 payload length> <header JSON> <payload>`. A request
 header lists each input's dtype and batch shape; a response header lists the
-outputs and the compute time, or an error (class name and message).
+outputs and the replica's `BatchTiming`, or an error (class name and message).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import numpy as np
 
 from augserve.server import errors
 from augserve.server.errors import AugserveError, Internal, ReplicaDied, Unavailable
+from augserve.server.inference.timing import BatchTiming
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _SOCKET_BUFFER_BYTES = 4 << 20
 
 # One batch as the server holds it: for each model input, the request arrays to stack.
 BatchParts = Sequence[Sequence[np.ndarray]]
-InferFn = Callable[[list[np.ndarray]], tuple[list[np.ndarray], int]]
+InferFn = Callable[[list[np.ndarray]], tuple[list[np.ndarray], BatchTiming]]
 
 
 def _spec(array: np.ndarray, shape: Sequence[int]) -> dict[str, Any]:
@@ -145,7 +146,7 @@ class ReplicaChannelServer:
     def _answer(self, header: dict[str, Any], payload: memoryview) -> list[bytes | memoryview]:
         try:
             with self._lock:
-                outputs, compute_ns = self._infer(_arrays_from(header["inputs"], payload))
+                outputs, timing = self._infer(_arrays_from(header["inputs"], payload))
         except Exception as error:  # reported to the server, which fails this batch only
             reply = {
                 "error": _error_class(error),
@@ -156,7 +157,7 @@ class ReplicaChannelServer:
         outputs = [np.ascontiguousarray(o) for o in outputs]
         buffers = [memoryview(o).cast("B") for o in outputs]
         head = _frame_head(
-            {"outputs": [_spec(o, o.shape) for o in outputs], "compute_ns": compute_ns},
+            {"outputs": [_spec(o, o.shape) for o in outputs], "timing": timing.to_json()},
             sum(len(b) for b in buffers),
         )
         return [head, *buffers]
@@ -212,7 +213,7 @@ class ReplicaChannel:
         self._writer.transport.set_write_buffer_limits(high=_SOCKET_BUFFER_BYTES)
         self._reader_task = asyncio.create_task(self._read_answers(reader))
 
-    def run(self, parts: BatchParts) -> Awaitable[tuple[list[np.ndarray], int]]:
+    def run(self, parts: BatchParts) -> Awaitable[tuple[list[np.ndarray], BatchTiming]]:
         """Send one batch now; the awaitable gives its outputs (config order) and compute ns.
 
         Raises (when awaited):
@@ -237,11 +238,12 @@ class ReplicaChannel:
 
     async def _outputs(
         self, answer: asyncio.Future[tuple[dict[str, Any], bytes]]
-    ) -> tuple[list[np.ndarray], int]:
+    ) -> tuple[list[np.ndarray], BatchTiming]:
         header, payload = await answer
         if "outputs" not in header:
             raise _error_from(header, self.model)
-        return _arrays_from(header["outputs"], memoryview(payload)), header["compute_ns"]
+        outputs = _arrays_from(header["outputs"], memoryview(payload))
+        return outputs, BatchTiming.from_json(header["timing"])
 
     async def _read_answers(self, reader: asyncio.StreamReader) -> None:
         """Hand each answer to the batch sent first; on a lost connection, fail them all."""

@@ -5,7 +5,7 @@ pool, autocast state) and is built lazily inside the worker. The batcher sends
 it a batch as a list of numpy arrays, over the replica's direct channel
 (`inference.channel`) when it runs on the server's node, else through Ray's
 object store (read without a copy), and gets the outputs back with the
-measured compute time.
+replica's `BatchTiming` (the model's time, and its preprocessing's).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from augserve.server.inference.model_config import ModelSettings, TensorSpec
 from augserve.server.inference.preprocess import ImagePreprocessor
 from augserve.server.inference.preprocess_config import PreprocessSettings
 from augserve.server.inference.settings import InferenceSettings
+from augserve.server.inference.timing import BatchTiming
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
@@ -148,28 +149,34 @@ class ModelReplica:
             self.infer(warmup_images(self.settings.preprocess))
         return True
 
-    def infer(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-        """Run one batch; return the outputs in config order and the compute time in ns.
+    def infer(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], BatchTiming]:
+        """Run one batch; return the outputs in config order and the replica's timing.
 
         With `[preprocess]` the inputs are the packed images (`image_inputs`): they are
-        decoded and run through every view here, and the views' outputs merged.
+        decoded and run through every view here, and the views' outputs merged. Their
+        wall and CPU time (`time.process_time_ns`: every thread of this process, so
+        OpenCV's own threads count too) are timed apart from the model's.
         """
         if self.preprocessor is None:
             return self._infer_model(inputs)
-        start = time.perf_counter_ns()
+        start, cpu_start = time.perf_counter_ns(), time.process_time_ns()
         tensor, views = self.preprocessor(*inputs)
+        preprocess_cpu_ns = time.process_time_ns() - cpu_start
+        model_start = time.perf_counter_ns()
         result = self.preprocessor.merge(self._run([tensor]), views)
         outputs = [to_array(t, s) for t, s in zip(result, self.settings.outputs, strict=True)]
-        return outputs, time.perf_counter_ns() - start
+        end = time.perf_counter_ns()
+        return outputs, BatchTiming(end - model_start, model_start - start, preprocess_cpu_ns,
+                                    len(views))
 
-    def _infer_model(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-        """Run the model on its own tensors; the outputs in config order and the ns."""
+    def _infer_model(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], BatchTiming]:
+        """Run the model on its own tensors; the outputs in config order and the timing."""
         start = time.perf_counter_ns()
         tensors = [to_tensor(array, spec.datatype)
                    for array, spec in zip(inputs, self.settings.inputs, strict=True)]
         result = self._run(tensors)
         outputs = [to_array(t, s) for t, s in zip(result, self.settings.outputs, strict=True)]
-        return outputs, time.perf_counter_ns() - start
+        return outputs, BatchTiming(time.perf_counter_ns() - start)
 
     def _run(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """The module on `tensors` (moved to the device): its outputs, in config order."""

@@ -23,6 +23,7 @@ from augserve.server.errors import AugserveError, Internal, ReplicaDied
 from augserve.server.inference.channel import ReplicaChannel
 from augserve.server.inference.model_config import ModelSettings
 from augserve.server.inference.replica import ModelReplica
+from augserve.server.inference.timing import BatchTiming
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,15 @@ class ReplicaHandle:
     model: str
     channel: ReplicaChannel | None = None
 
-    def run(self, parts: list[list[np.ndarray]]) -> Awaitable[tuple[list[np.ndarray], int]]:
+    def run(self, parts: list[list[np.ndarray]]
+            ) -> Awaitable[tuple[list[np.ndarray], BatchTiming]]:
         """Send one batch now (see `batcher.RunBatch`), over the channel or a Ray call."""
         if self.channel is not None:
             return self.channel.run(parts)
         inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for arrays in parts]
         return self._ray_outputs(self.actor.infer.remote(inputs))
 
-    async def _ray_outputs(self, reference: Any) -> tuple[list[np.ndarray], int]:
+    async def _ray_outputs(self, reference: Any) -> tuple[list[np.ndarray], BatchTiming]:
         try:
             return await reference
         except (RayTaskError, RayActorError) as error:

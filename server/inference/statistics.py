@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 
+from augserve.server.inference.timing import BatchTiming
+
 _LABELS = ("model", "version")
 REQUESTS = Counter("augserve_inference_requests", "Inference requests", (*_LABELS, "status"))
 QUEUE_SECONDS = Histogram(
@@ -27,6 +29,14 @@ COMPUTE_SECONDS = Histogram(
     _LABELS,
     buckets=(1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.25, 0.5, 1.0),
 )
+PREPROCESS_SECONDS = Counter(
+    "augserve_preprocess_seconds", "Wall time replicas spent decoding and preprocessing images",
+    _LABELS)
+PREPROCESS_CPU_SECONDS = Counter(
+    "augserve_preprocess_cpu_seconds",
+    "CPU time (all threads of the replica) spent decoding and preprocessing images", _LABELS)
+PREPROCESS_IMAGES = Counter(
+    "augserve_preprocess_images", "Images replicas decoded and preprocessed", _LABELS)
 BATCH_SIZE = Histogram(
     "augserve_inference_batch_size",
     "Rows per executed batch",
@@ -83,6 +93,9 @@ class ModelStats:
         self._queue_seconds = QUEUE_SECONDS.labels(*labels)
         self._compute_seconds = COMPUTE_SECONDS.labels(*labels)
         self._batch_size = BATCH_SIZE.labels(*labels)
+        self._preprocess = (PREPROCESS_SECONDS.labels(*labels),
+                            PREPROCESS_CPU_SECONDS.labels(*labels),
+                            PREPROCESS_IMAGES.labels(*labels))
 
     def record_request(self, ok: bool, total_ns: int, queue_ns: int, rows: int) -> None:
         """One request finished (ok or failed) after `total_ns`, `queue_ns` of it queued."""
@@ -107,3 +120,10 @@ class ModelStats:
             per_size.add(ns)
         self._compute_seconds.observe(infer_ns / 1e9)
         self._batch_size.observe(rows)
+
+    def record_preprocess(self, timing: BatchTiming) -> None:
+        """A batch's images were decoded and preprocessed in its replica (`[preprocess]`)."""
+        wall, cpu, images = self._preprocess
+        wall.inc(timing.preprocess_ns / 1e9)
+        cpu.inc(timing.preprocess_cpu_ns / 1e9)
+        images.inc(timing.images)

@@ -18,6 +18,7 @@ from augserve.server.errors import (
 from augserve.server.inference.batcher import BatchQueue
 from augserve.server.inference.model_config import BatchingSettings
 from augserve.server.inference.statistics import ModelStats
+from augserve.server.inference.timing import BatchTiming
 
 from ...waiting import async_wait_until, let_ready_tasks_run
 
@@ -38,7 +39,7 @@ class GatedReplica:
         await self.gate.wait()
         if self.fail_on is not None and (inputs[0] == self.fail_on).any():
             raise ValueError("poisoned row")
-        return [inputs[0] * 2], 1000
+        return [inputs[0] * 2], BatchTiming(1000)
 
 
 def make_queue(replica, max_batch_size=8, **batching):
@@ -150,7 +151,7 @@ async def test_a_request_that_makes_the_model_raise_fails_alone():
 
 async def test_wrong_row_count_from_the_model_is_an_error_not_a_mixup():
     async def broken(parts):
-        return [parts[0][0][:1]], 10
+        return [parts[0][0][:1]], BatchTiming(10)
 
     queue, _ = make_queue(broken)
     with pytest.raises(Internal, match="returned 1 rows for a batch of 2"):
@@ -261,7 +262,7 @@ class DyingReplica:
         if self.dead or (self.poison is not None and (batch == self.poison).any()):
             self.dead = True
             raise ReplicaDied("a replica of model 'm' died: gone")
-        return [batch * 2], 1000
+        return [batch * 2], BatchTiming(1000)
 
 
 async def test_a_dead_replicas_batch_reruns_on_its_restarted_replica():

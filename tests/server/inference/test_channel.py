@@ -10,6 +10,7 @@ import pytest
 
 from augserve.server.errors import Internal, InvalidArgument, Unavailable
 from augserve.server.inference.channel import ReplicaChannel, ReplicaChannelServer
+from augserve.server.inference.timing import BatchTiming
 
 from ...waiting import let_ready_tasks_run
 
@@ -19,7 +20,7 @@ def _double_and_count(inputs):
         raise InvalidArgument("input 'x': FP64 is not accepted here")
     if (inputs[0] < 0).any():
         raise ZeroDivisionError("negative row")
-    return [inputs[0] * 2, np.array([inputs[1].sum()], np.int64)], 1234
+    return [inputs[0] * 2, np.array([inputs[1].sum()], np.int64)], BatchTiming(1234, 5, 6, 7)
 
 
 @pytest.fixture
@@ -37,11 +38,11 @@ async def test_parts_arrive_stacked_and_outputs_come_back_typed(channel):
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.arange(3, dtype=np.float32).reshape(1, 3) + 100
     counts = [np.ones((2, 4), np.uint8), np.ones((1, 4), np.uint8)]
-    outputs, compute_ns = await channel.run([[a, b], counts])
+    outputs, timing = await channel.run([[a, b], counts])
     np.testing.assert_array_equal(outputs[0], np.concatenate([a, b]) * 2)
     assert outputs[0].dtype == np.float32 and outputs[0].shape == (3, 3)
     np.testing.assert_array_equal(outputs[1], [12])
-    assert outputs[1].dtype == np.int64 and compute_ns == 1234
+    assert outputs[1].dtype == np.int64 and timing == BatchTiming(1234, 5, 6, 7)
 
 
 async def test_non_contiguous_and_large_batches_round_trip(channel):
@@ -73,7 +74,7 @@ async def test_a_batch_is_sent_before_run_returns():
 
     def record(inputs):
         received.set()
-        return [inputs[0]], 1
+        return [inputs[0]], BatchTiming(1)
 
     server = ReplicaChannelServer(record)
     channel = ReplicaChannel(server.path, "m")
