@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -38,8 +38,8 @@ def take(loader: RemoteLoader, limit: int | None, seen: Seen) -> list[int]:
 
 
 def layout(target: str, shards: int, batch_size: int, drop_last: bool,
-           state: dict[str, Any] | None, limit: int | None, seen: Seen
-           ) -> tuple[list[dict[str, Any]], list[list[int]]]:
+           state: dict[str, Any] | None, limit: int | None, seen: Seen,
+           stream: Mapping[str, Any] = KWARGS) -> tuple[list[dict[str, Any]], list[list[int]]]:
     """`shards` trainers resume from `state` (a cursor) and read `limit` batches each.
 
     Returns:
@@ -48,7 +48,7 @@ def layout(target: str, shards: int, batch_size: int, drop_last: bool,
     states, sizes = [], []
     for rank in range(shards):
         with RemoteLoader(target, batch_size=batch_size, num_shards=shards, shard_index=rank,
-                          drop_last=drop_last, prefetch=3, **KWARGS) as loader:
+                          drop_last=drop_last, prefetch=3, **stream) as loader:
             if state is not None:
                 loader.load_state_dict(state)
             sizes.append(take(loader, limit, seen))
@@ -56,9 +56,10 @@ def layout(target: str, shards: int, batch_size: int, drop_last: bool,
     return states, sizes
 
 
-def hand_over(target: str, steps: Sequence[tuple[int, int, bool, int | None]]
+def hand_over(target: str, steps: Sequence[tuple[int, int, bool, int | None]],
+              stream: Mapping[str, Any] = KWARGS
               ) -> tuple[list[Seen], list[list[list[int]]], list[dict[str, Any]]]:
-    """Layouts (shards, batch_size, drop_last, batches each) take the epoch in turn.
+    """Layouts (shards, batch_size, drop_last, batches each) of `stream` take the epoch.
 
     Returns:
         What each layout saw, each layout's per-rank batch sizes, and the cursors between.
@@ -67,17 +68,17 @@ def hand_over(target: str, steps: Sequence[tuple[int, int, bool, int | None]]
     for shards, batch_size, drop_last, limit in steps:
         seen.append({})
         states, layout_sizes = layout(target, shards, batch_size, drop_last, cursor, limit,
-                                      seen[-1])
+                                      seen[-1], stream)
         sizes.append(layout_sizes)
         cursor = RemoteLoader.global_cursor(states[::-1])  # any order of ranks
         cursors.append(cursor)
     return seen, sizes, cursors
 
 
-def single_epoch(target: str) -> Seen:
+def single_epoch(target: str, stream: Mapping[str, Any] = KWARGS) -> Seen:
     """One trainer's uninterrupted epoch: the reference bytes of every sample."""
     seen: Seen = {}
-    with RemoteLoader(target, batch_size=128, **KWARGS) as loader:
+    with RemoteLoader(target, batch_size=128, **stream) as loader:
         take(loader, None, seen)
     return seen
 
