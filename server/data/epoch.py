@@ -103,9 +103,9 @@ class Consumed:
         k, b = self.num_shards, self.batch_size
         kept = _kept(length, k, b, self.drop_last)
         taken = np.array([min(c, length) for c in self.batches], np.int64) * b
-        if self.sharding == "strided":
-            where = np.arange(kept)
-            consumed = where // k < taken[where % k]
+        if self.sharding == "strided":  # sample q * k + r is shard r's q-th: one row per q
+            rows = np.arange(-(-kept // k))[:, None]
+            consumed = (rows < taken[None, :]).reshape(-1)[:kept]
         else:  # array_split: the first kept % k shards hold one sample more
             sizes = np.full(k, kept // k, np.int64)
             sizes[: kept % k] += 1
