@@ -56,10 +56,13 @@ def global_cursor(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError("global_cursor: give the state_dict() of every rank")
     first = states[0]
     for state in states:
-        for key in (*_SHARED, "consumed"):
+        for key in _SHARED:
             if state[key] != first[key]:
                 raise ValueError(f"global_cursor: {key} differs between ranks "
                                  f"({state[key]!r} and {first[key]!r})")
+        if state.get("consumed", []) != first.get("consumed", []):
+            raise ValueError("global_cursor: consumed (the earlier layouts) differs between "
+                             "ranks")
         if list(state["lane"]) != [0, 1]:
             raise ValueError(f"global_cursor: a state of lane {list(state['lane'])}; "
                              f"give each rank's loader state (lane [0, 1])")
@@ -71,7 +74,7 @@ def global_cursor(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     counts = [0] * shards
     for state in states:
         counts[state["shard_index"]] = int(state["position"])
-    consumed = [dict(layout) for layout in first["consumed"]]
+    consumed = [dict(layout) for layout in first.get("consumed", [])]  # older states: none
     if any(counts):
         consumed.append({"num_shards": shards, "batch_size": first["batch_size"],
                          "drop_last": first["drop_last"],
