@@ -10,6 +10,11 @@ reopened at its next position, with exponential back-off. Several servers: each 
 serves one lane of positions (p, p + S, ...), and the loader interleaves them back
 into position order, so the batches are the same as from one server.
 
+Changing the number of trainers mid-epoch: `RemoteLoader.global_cursor(states)` (the
+`state_dict()` of every rank) or `loader.cursor()` (one rank, all in lockstep) gives a
+small dict; `load_state_dict(cursor)` on each of the S' new loaders goes on with the
+samples the old ones had not seen (see `augserve.clients.cursor`).
+
 Example:
     >>> loader = RemoteLoader("localhost:8001", "digits", batch_size=64,  # doctest: +SKIP
     ...                       pipeline={"ops": [{"resize": {"size": [32, 32]}}]}, seed=1)
@@ -34,6 +39,13 @@ from google.protobuf import json_format
 
 from augserve.clients.auth import with_token
 from augserve.clients.channel import open_channel
+from augserve.clients.cursor import (
+    check_cursor,
+    consumed_messages,
+    global_cursor,
+    is_cursor,
+    lockstep_cursor,
+)
 from augserve.clients.proto import POOL
 from augserve.clients.proto.augserve.v1 import augment_pb2
 from augserve.clients.proto.augserve.v1 import stream_pb2 as pb
@@ -63,13 +75,15 @@ class _Lane(threading.Thread):
 
     def __init__(self, stream: Any, request: pb.StreamRequest,
                  offset: int, stride: int, epoch: int, position: int, end_epoch: int | None,
-                 depth: int, retries: int, backoff_s: float, max_backoff_s: float,
-                 shared_memory: bool, zero_copy: bool) -> None:
+                 consumed: Sequence[pb.ConsumedBatches], depth: int, retries: int,
+                 backoff_s: float, max_backoff_s: float, shared_memory: bool,
+                 zero_copy: bool) -> None:
         super().__init__(daemon=True)
         self.stream, self.request = stream, request
         self.shared_memory, self.ring = shared_memory, RingReader(zero_copy)
         self.offset, self.stride = offset, stride
         self.epoch, self.end_epoch = epoch, end_epoch
+        self.consumed = list(consumed)  # for the first epoch only
         self.position = position + (offset - position) % stride
         self.items: queue.Queue[Any] = queue.Queue(max(depth, 1))
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
@@ -93,6 +107,7 @@ class _Lane(threading.Thread):
             request.CopyFrom(self.request)
             request.epoch, request.start_position = self.epoch, self.position
             request.position_stride, request.shared_memory = self.stride, self.shared_memory
+            request.consumed.extend(self.consumed)
             try:
                 self.call = self.stream(request)
                 for message in self.call:
@@ -121,7 +136,7 @@ class _Lane(threading.Thread):
                 return
             if not self._put(_EndOfEpoch(self.epoch)):
                 return
-            self.epoch, self.position = self.epoch + 1, self.offset
+            self.epoch, self.position, self.consumed = self.epoch + 1, self.offset, []
 
     def get(self) -> Any:
         item = self.items.get()
@@ -254,21 +269,50 @@ class RemoteLoader:
         self._stubs = [with_token(c, token).unary_stream(_METHOD, request_serializer=serialize)
                        for c in self._channels]
         self.epoch, self.position = 0, lane[0]
+        # What earlier trainer layouts consumed of `self.epoch` (after an elastic resume).
+        self.consumed: list[dict[str, Any]] = []
         self.normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
         self.reconnects = 0
 
     def state_dict(self) -> dict[str, Any]:
         """Where the next batch comes from, plus the stream's identity (checked on load)."""
-        state = {"epoch": self.epoch, "position": self.position, "lane": list(self.lane)}
+        state = {"epoch": self.epoch, "position": self.position, "lane": list(self.lane),
+                 "consumed": [dict(layout) for layout in self.consumed]}
         state.update({key: getattr(self.request, key) for key in _STATE_KEYS})
         return state
 
+    @staticmethod
+    def global_cursor(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Where S trainers are in the epoch, from every rank's `state_dict()`.
+
+        Any number of trainers can resume from it (`load_state_dict`); see
+        `augserve.clients.cursor.global_cursor`.
+        """
+        return global_cursor(states)
+
+    def cursor(self) -> dict[str, Any]:
+        """The global cursor from this rank alone, every rank at the same batch count.
+
+        That holds for data-parallel trainers, which step together: any rank can save it.
+        """
+        return lockstep_cursor(self.state_dict())
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from `state` (from `state_dict()`, e.g. before a trainer restart).
+        """Continue from a `state_dict()` (same shards) or a global cursor (any number).
+
+        `state` from `state_dict()`: e.g. after a trainer restart. After a global cursor
+        (`global_cursor`, `cursor()`), this shard's batches split what the old trainers
+        had not consumed of the cursor's epoch (drop_last: every shard the same number of
+        full batches); the epochs after it are as usual.
 
         Raises:
             ValueError: the state belongs to a different stream (dataset, seed, shard ...).
         """
+        if is_cursor(state):
+            check_cursor(state, self.request)
+            self.epoch, self.position = int(state["epoch"]), self.lane[0]
+            self.consumed = [dict(layout) for layout in state["consumed"]]
+            return
         for key in _STATE_KEYS:
             if key in state and state[key] != getattr(self.request, key):
                 raise ValueError(f"state_dict: {key} is {state[key]!r}, this loader has "
@@ -276,10 +320,11 @@ class RemoteLoader:
         if "lane" in state and tuple(state["lane"]) != tuple(self.lane):
             raise ValueError(f"state_dict: lane {state['lane']} is not {list(self.lane)}")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.consumed = [dict(layout) for layout in state.get("consumed", ())]
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at the beginning of `epoch`."""
-        self.epoch, self.position = epoch, self.lane[0]
+        self.epoch, self.position, self.consumed = epoch, self.lane[0], []
 
     def batches(self) -> Iterator[StreamedBatch]:
         """The batches with their metadata (numpy), from the current state on."""
@@ -289,7 +334,8 @@ class RemoteLoader:
         offset, step = self.lane
         end = None if self.epochs is None else self.epoch + self.epochs
         lanes = [_Lane(stub, self.request, offset + s * step, step * count, self.epoch,
-                       self.position, end, -(-self.prefetch // count), self.retries,
+                       self.position, end, consumed_messages(self.consumed),
+                       -(-self.prefetch // count), self.retries,
                        self.backoff_s, self.max_backoff_s, self.shared_memory[s],
                        self.zero_copy)
                  for s, stub in enumerate(self._stubs)]
@@ -303,7 +349,7 @@ class RemoteLoader:
                     for other in lanes:
                         if other is not lanes[which]:
                             other.get()
-                    self.epoch, self.position = self.epoch + 1, offset
+                    self.epoch, self.position, self.consumed = self.epoch + 1, offset, []
                     continue
                 if (item.epoch, item.position) != (self.epoch, self.position):
                     raise RuntimeError(f"expected batch {(self.epoch, self.position)}, got "

@@ -26,7 +26,7 @@ from augserve.server.augment.spec import (
 )
 from augserve.server.auth.identity import client_key
 from augserve.server.data.datasets import Dataset, open_dataset
-from augserve.server.data.epoch import SHARDINGS, EpochPlan
+from augserve.server.data.epoch import SHARDINGS, Consumed, EpochPlan
 from augserve.server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -123,7 +123,7 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
             raise InvalidArgument("seed and epoch must be below 2**63")
         plan = EpochPlan(len(dataset), request.batch_size, request.seed, request.epoch,
                          request.shuffle, shards, request.shard_index, request.drop_last,
-                         sharding)
+                         sharding, self.consumed(request))
         count = plan.num_batches()
         stride = request.position_stride or 1
         if request.start_position >= count + stride:
@@ -132,6 +132,27 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         job = StreamJob(self.settings.datasets[request.dataset], spec, plan,
                         request.start_position, stride, on_corrupt)
         return job, mean, std
+
+    def consumed(self, request: pb.StreamRequest) -> tuple[Consumed, ...]:
+        """The request's earlier trainer layouts (elastic resumption), checked."""
+        if len(request.consumed) > self.settings.max_resume_layouts:
+            raise over_limit(self.settings, "max_resume_layouts",
+                             f"consumed: {len(request.consumed)} layouts")
+        layouts = []
+        for i, layout in enumerate(request.consumed):
+            shards = layout.num_shards or 1
+            if len(layout.batches) != shards:
+                raise InvalidArgument(f"consumed[{i}].batches: expected {shards} counts (one "
+                                      f"per shard), got {len(layout.batches)}")
+            if layout.batch_size < 1:
+                raise InvalidArgument(f"consumed[{i}].batch_size: expected >= 1")
+            sharding = layout.sharding or "contiguous"
+            if sharding not in SHARDINGS:
+                raise InvalidArgument(f"consumed[{i}].sharding: expected one of {SHARDINGS}, "
+                                      f"got {sharding!r}")
+            layouts.append(Consumed(shards, layout.batch_size, tuple(layout.batches),
+                                    layout.drop_last, sharding))
+        return tuple(layouts)
 
     def check_memory(self, spec: PipelineSpec, name: str, dataset: Dataset,
                      batch_size: int) -> None:

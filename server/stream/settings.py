@@ -78,6 +78,11 @@ class StreamSettings:
         help=f"a ring's slots beyond the window: one for the batch on its way, the others "
              f"for batches the client keeps in place (zero-copy) until it drops them; a ring "
              f"has `window + shared_memory_slots` slots, at most {MAX_SLOTS}")
+    max_resume_layouts: int = option(
+        16, flag="--stream-max-resume-layouts",
+        help="earlier trainer layouts one request may list in `consumed` (elastic "
+             "resumption: the trainer count changed that many times within the epoch); "
+             "each costs one pass over the epoch's order when the stream starts")
     datasets: Mapping[str, Any] = option(
         default_factory=dict,
         help='extra datasets, name -> `DatasetSpec` table (`[stream.datasets.NAME]`), e.g. '
@@ -86,7 +91,7 @@ class StreamSettings:
 
     def __post_init__(self) -> None:
         for name in ("window", "max_batch_size", "max_streams", "max_streams_per_client",
-                     "max_batch_bytes", "max_stream_bytes"):
+                     "max_batch_bytes", "max_stream_bytes", "max_resume_layouts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream settings: {name} must be >= 1")
         if not 1 <= self.window + self.shared_memory_slots <= MAX_SLOTS or (

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from augserve.clients.proto.augserve.v1 import augment_pb2 as augserve_dot_v1_dot_augment__pb2
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x18\x61ugserve/v1/stream.proto\x12\x0b\x61ugserve.v1\x1a\x19\x61ugserve/v1/augment.proto\"\x80\x03\n\rStreamRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12)\n\x08pipeline\x18\x02 \x01(\x0b\x32\x15.augserve.v1.PipelineH\x00\x12\x15\n\x0bpipeline_id\x18\x03 \x01(\tH\x00\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x0f\n\x07shuffle\x18\x07 \x01(\x08\x12\x13\n\x0bshard_index\x18\x08 \x01(\r\x12\x12\n\nnum_shards\x18\t \x01(\r\x12\x11\n\tdrop_last\x18\n \x01(\x08\x12\x16\n\x0estart_position\x18\x0b \x01(\x04\x12\x17\n\x0fposition_stride\x18\x0c \x01(\r\x12\r\n\x05\x64type\x18\r \x01(\t\x12\x0e\n\x06layout\x18\x0e \x01(\t\x12\x10\n\x08sharding\x18\x0f \x01(\t\x12\x12\n\non_corrupt\x18\x10 \x01(\t\x12\x15\n\rshared_memory\x18\x11 \x01(\x08\x42\x11\n\x0fpipeline_choice\"c\n\x10SharedMemorySlot\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\r\x12\x12\n\nslot_bytes\x18\x03 \x01(\x04\x12\x0c\n\x04slot\x18\x04 \x01(\r\x12\x10\n\x08holdable\x18\x05 \x01(\r\"\x84\x02\n\x05\x42\x61tch\x12\"\n\x06images\x18\x01 \x01(\x0b\x32\x12.augserve.v1.Image\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12\x16\n\x0esample_indices\x18\x03 \x03(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\x18\n\x10\x62\x61tches_in_epoch\x18\x06 \x01(\x04\x12\x0f\n\x07skipped\x18\x07 \x03(\t\x12\x16\n\x0enormalize_mean\x18\x08 \x03(\x02\x12\x15\n\rnormalize_std\x18\t \x03(\x02\x12\x34\n\rshared_memory\x18\n \x01(\x0b\x32\x1d.augserve.v1.SharedMemorySlot\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"\x15\n\x13ListDatasetsRequest\"B\n\x14ListDatasetsResponse\x12*\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x18.augserve.v1.DatasetInfo2\xf5\x01\n\rStreamService\x12\x43\n\rStreamBatches\x12\x1a.augserve.v1.StreamRequest\x1a\x12.augserve.v1.Batch\"\x00\x30\x01\x12H\n\nGetDataset\x12\x1e.augserve.v1.GetDatasetRequest\x1a\x18.augserve.v1.DatasetInfo\"\x00\x12U\n\x0cListDatasets\x12 .augserve.v1.ListDatasetsRequest\x1a!.augserve.v1.ListDatasetsResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x18\x61ugserve/v1/stream.proto\x12\x0b\x61ugserve.v1\x1a\x19\x61ugserve/v1/augment.proto\"\xb0\x03\n\rStreamRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12)\n\x08pipeline\x18\x02 \x01(\x0b\x32\x15.augserve.v1.PipelineH\x00\x12\x15\n\x0bpipeline_id\x18\x03 \x01(\tH\x00\x12\x12\n\nbatch_size\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x0f\n\x07shuffle\x18\x07 \x01(\x08\x12\x13\n\x0bshard_index\x18\x08 \x01(\r\x12\x12\n\nnum_shards\x18\t \x01(\r\x12\x11\n\tdrop_last\x18\n \x01(\x08\x12\x16\n\x0estart_position\x18\x0b \x01(\x04\x12\x17\n\x0fposition_stride\x18\x0c \x01(\r\x12\r\n\x05\x64type\x18\r \x01(\t\x12\x0e\n\x06layout\x18\x0e \x01(\t\x12\x10\n\x08sharding\x18\x0f \x01(\t\x12\x12\n\non_corrupt\x18\x10 \x01(\t\x12\x15\n\rshared_memory\x18\x11 \x01(\x08\x12.\n\x08\x63onsumed\x18\x12 \x03(\x0b\x32\x1c.augserve.v1.ConsumedBatchesB\x11\n\x0fpipeline_choice\"o\n\x0f\x43onsumedBatches\x12\x12\n\nnum_shards\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x11\n\tdrop_last\x18\x03 \x01(\x08\x12\x10\n\x08sharding\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x03(\x04\"c\n\x10SharedMemorySlot\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\r\x12\x12\n\nslot_bytes\x18\x03 \x01(\x04\x12\x0c\n\x04slot\x18\x04 \x01(\r\x12\x10\n\x08holdable\x18\x05 \x01(\r\"\x84\x02\n\x05\x42\x61tch\x12\"\n\x06images\x18\x01 \x01(\x0b\x32\x12.augserve.v1.Image\x12\x0e\n\x06labels\x18\x02 \x03(\x03\x12\x16\n\x0esample_indices\x18\x03 \x03(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x10\n\x08position\x18\x05 \x01(\x04\x12\x18\n\x10\x62\x61tches_in_epoch\x18\x06 \x01(\x04\x12\x0f\n\x07skipped\x18\x07 \x03(\t\x12\x16\n\x0enormalize_mean\x18\x08 \x03(\x02\x12\x15\n\rnormalize_std\x18\t \x03(\x02\x12\x34\n\rshared_memory\x18\n \x01(\x0b\x32\x1d.augserve.v1.SharedMemorySlot\"!\n\x11GetDatasetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\"\x15\n\x13ListDatasetsRequest\"B\n\x14ListDatasetsResponse\x12*\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x18.augserve.v1.DatasetInfo2\xf5\x01\n\rStreamService\x12\x43\n\rStreamBatches\x12\x1a.augserve.v1.StreamRequest\x1a\x12.augserve.v1.Batch\"\x00\x30\x01\x12H\n\nGetDataset\x12\x1e.augserve.v1.GetDatasetRequest\x1a\x18.augserve.v1.DatasetInfo\"\x00\x12U\n\x0cListDatasets\x12 .augserve.v1.ListDatasetsRequest\x1a!.augserve.v1.ListDatasetsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,19 +23,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'augserve.v1.stream_pb2', _g
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_STREAMREQUEST']._serialized_start=69
-  _globals['_STREAMREQUEST']._serialized_end=453
-  _globals['_SHAREDMEMORYSLOT']._serialized_start=455
-  _globals['_SHAREDMEMORYSLOT']._serialized_end=554
-  _globals['_BATCH']._serialized_start=557
-  _globals['_BATCH']._serialized_end=817
-  _globals['_GETDATASETREQUEST']._serialized_start=819
-  _globals['_GETDATASETREQUEST']._serialized_end=852
-  _globals['_DATASETINFO']._serialized_start=854
-  _globals['_DATASETINFO']._serialized_end=926
-  _globals['_LISTDATASETSREQUEST']._serialized_start=928
-  _globals['_LISTDATASETSREQUEST']._serialized_end=949
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=951
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=1017
-  _globals['_STREAMSERVICE']._serialized_start=1020
-  _globals['_STREAMSERVICE']._serialized_end=1265
+  _globals['_STREAMREQUEST']._serialized_end=501
+  _globals['_CONSUMEDBATCHES']._serialized_start=503
+  _globals['_CONSUMEDBATCHES']._serialized_end=614
+  _globals['_SHAREDMEMORYSLOT']._serialized_start=616
+  _globals['_SHAREDMEMORYSLOT']._serialized_end=715
+  _globals['_BATCH']._serialized_start=718
+  _globals['_BATCH']._serialized_end=978
+  _globals['_GETDATASETREQUEST']._serialized_start=980
+  _globals['_GETDATASETREQUEST']._serialized_end=1013
+  _globals['_DATASETINFO']._serialized_start=1015
+  _globals['_DATASETINFO']._serialized_end=1087
+  _globals['_LISTDATASETSREQUEST']._serialized_start=1089
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1110
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1112
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1178
+  _globals['_STREAMSERVICE']._serialized_start=1181
+  _globals['_STREAMSERVICE']._serialized_end=1426
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StreamRequest(_message.Message):
-    __slots__ = ("dataset", "pipeline", "pipeline_id", "batch_size", "seed", "epoch", "shuffle", "shard_index", "num_shards", "drop_last", "start_position", "position_stride", "dtype", "layout", "sharding", "on_corrupt", "shared_memory")
+    __slots__ = ("dataset", "pipeline", "pipeline_id", "batch_size", "seed", "epoch", "shuffle", "shard_index", "num_shards", "drop_last", "start_position", "position_stride", "dtype", "layout", "sharding", "on_corrupt", "shared_memory", "consumed")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class StreamRequest(_message.Message):
     SHARDING_FIELD_NUMBER: _ClassVar[int]
     ON_CORRUPT_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CONSUMED_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     pipeline: _augment_pb2.Pipeline
     pipeline_id: str
@@ -42,7 +43,22 @@ class StreamRequest(_message.Message):
     sharding: str
     on_corrupt: str
     shared_memory: bool
-    def __init__(self, dataset: _Optional[str] = ..., pipeline: _Optional[_Union[_augment_pb2.Pipeline, _Mapping]] = ..., pipeline_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle: bool = ..., shard_index: _Optional[int] = ..., num_shards: _Optional[int] = ..., drop_last: bool = ..., start_position: _Optional[int] = ..., position_stride: _Optional[int] = ..., dtype: _Optional[str] = ..., layout: _Optional[str] = ..., sharding: _Optional[str] = ..., on_corrupt: _Optional[str] = ..., shared_memory: bool = ...) -> None: ...
+    consumed: _containers.RepeatedCompositeFieldContainer[ConsumedBatches]
+    def __init__(self, dataset: _Optional[str] = ..., pipeline: _Optional[_Union[_augment_pb2.Pipeline, _Mapping]] = ..., pipeline_id: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., epoch: _Optional[int] = ..., shuffle: bool = ..., shard_index: _Optional[int] = ..., num_shards: _Optional[int] = ..., drop_last: bool = ..., start_position: _Optional[int] = ..., position_stride: _Optional[int] = ..., dtype: _Optional[str] = ..., layout: _Optional[str] = ..., sharding: _Optional[str] = ..., on_corrupt: _Optional[str] = ..., shared_memory: bool = ..., consumed: _Optional[_Iterable[_Union[ConsumedBatches, _Mapping]]] = ...) -> None: ...
+
+class ConsumedBatches(_message.Message):
+    __slots__ = ("num_shards", "batch_size", "drop_last", "sharding", "batches")
+    NUM_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DROP_LAST_FIELD_NUMBER: _ClassVar[int]
+    SHARDING_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    num_shards: int
+    batch_size: int
+    drop_last: bool
+    sharding: str
+    batches: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, num_shards: _Optional[int] = ..., batch_size: _Optional[int] = ..., drop_last: bool = ..., sharding: _Optional[str] = ..., batches: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SharedMemorySlot(_message.Message):
     __slots__ = ("path", "slots", "slot_bytes", "slot", "holdable")
