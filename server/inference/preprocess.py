@@ -86,11 +86,17 @@ class ImagePreprocessor:
         settings: the model's `[preprocess]`.
         outputs: the model's outputs (in config order), to know which ones are merged.
         device: the replica's device: "cuda" uses kornia (and nvJPEG where available).
+        threads: OpenCV threads (decode and the fast path), the replica's share of the CPU;
+            0 leaves OpenCV's default (every core).
     """
 
     def __init__(self, settings: PreprocessSettings, outputs: tuple[TensorSpec, ...],
-                 device: torch.device) -> None:
+                 device: torch.device, threads: int = 0) -> None:
         """Compile every view's pipeline for the replica's device."""
+        if threads:
+            import cv2
+
+            cv2.setNumThreads(threads)
         backend = "kornia" if device.type == "cuda" else "fast"
         self.settings = settings
         self.pipelines = [Pipeline(view.pipeline, backend) for view in settings.views]

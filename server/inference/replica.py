@@ -120,7 +120,7 @@ class ModelReplica:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self.preprocessor = (
-            ImagePreprocessor(settings.preprocess, settings.outputs, self.device)
+            ImagePreprocessor(settings.preprocess, settings.outputs, self.device, self.threads)
             if settings.preprocess is not None else None
         )
         self.load_finished = time.monotonic()

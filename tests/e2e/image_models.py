@@ -52,8 +52,8 @@ def add_image_models(root: Path) -> None:
         "max_batch_size": 16,
         "input": [{"name": "input", "datatype": "FP32", "dims": [3, 64, 64]}],
         "output": [{"name": "logits", "datatype": "FP32", "dims": [CLASSES]}],
-        # batches fill for 20 ms, so that concurrent requests share one
-        "dynamic_batching": {"max_queue_delay_microseconds": 20000},
+        # batches fill for 100 ms, so that concurrent requests share one
+        "dynamic_batching": {"max_queue_delay_microseconds": 100_000},
         "warmup": {"batch_sizes": [1]},
     }
     models = {

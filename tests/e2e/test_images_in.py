@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 
 import grpc
 import numpy as np
@@ -188,10 +189,12 @@ async def test_bad_tta_parameters(stub, files, parameters, fragment):
                         grpc.StatusCode.INVALID_ARGUMENT, fragment)
 
 
-async def test_an_image_that_fails_in_the_replica_fails_only_its_request(stub, files, network):
+async def test_an_image_that_fails_in_the_replica_fails_only_its_request(
+        stub, files, network, caplog):
     # A PNG with a sound header and no pixel data passes the edge and fails to decode in
-    # the replica, inside the batch it shares with the good request (20 ms fill delay).
+    # the replica, inside the batch it shares with the good request (100 ms fill delay).
     identity, flipped = softmax_views(network, client_side(files[:1]))
+    caplog.set_level(logging.WARNING, logger="augserve.server.inference.batcher")
     good, bad = await asyncio.gather(
         infer(stub, encoded_request(files[:1])),
         stub.ModelInfer(encoded_request([png_declaring(8, 8)])),
@@ -201,3 +204,22 @@ async def test_an_image_that_fails_in_the_replica_fails_only_its_request(stub, f
     assert isinstance(bad, grpc.aio.AioRpcError)
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT, bad.details()
     assert "input 'image' row 0" in bad.details()
+    assert "batch of 2 requests failed" in caplog.text  # they did share a batch
+
+
+async def test_tritonclient_sends_encoded_images_and_tta_parameters(server, files, network):
+    import tritonclient.grpc as triton
+
+    identity, flipped = softmax_views(network, client_side(files))
+
+    def call(parameters):
+        with triton.InferenceServerClient(f"127.0.0.1:{server.port}") as client:
+            tensor = triton.InferInput("image", [len(files), 1], "BYTES")
+            tensor.set_data_from_numpy(np.array(files, dtype=np.object_).reshape(-1, 1))
+            result = client.infer("images", [tensor], parameters=parameters)
+            return result.as_numpy("logits")
+
+    merged = await asyncio.to_thread(call, None)
+    one = await asyncio.to_thread(call, {"tta_views": 1})
+    np.testing.assert_allclose(merged, (identity + flipped) / 2, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(one, identity, atol=SCORE_TOLERANCE)
