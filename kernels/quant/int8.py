@@ -6,10 +6,17 @@ inside it and one `addcmul` pass for the per-token scale and the bias; on CUDA i
 Triton kernel (or `torch._int_mm`). `REFERENCE` computes the exact int32 accumulator in
 float64 and applies the same epilogue in float32.
 
-Activations are quantized symmetrically per row to [-127, 127]; weights symmetrically per
-output channel to [-127, 127]. For rows with |x| <= A and K inputs, the relative error of the
-result against the fp32 matmul is bounded by about sqrt(K) * (A/254) * |w| / |y| per element;
-on random and real layer data it stays under `INT8_REL_ERROR_BOUND` (tested).
+Activations are quantized symmetrically per row to [-L, L], weights symmetrically per output
+channel to [-127, 127]. L (`ACTIVATION_LEVELS`) is 127 on CPUs with VNNI (AVX-512 VNNI,
+AVX-VNNI, AMX), whose u8 x s8 dot products accumulate in int32. Without VNNI, oneDNN's AVX2
+kernels sum pairs of u8 x s8 products in saturating int16 (`vpmaddubsw`): 2 x 255 x 127
+overflows, and results go wrong (3.7% relative error on random data, 12 points of accuracy
+on a CNN, measured on an AVX2-only AMD EPYC). There L is 63, so a pair stays below 2^15
+(the reduced range fbgemm and torch.ao use on x86 for the same reason), and `int8_matmul`
+on activations given in the full range splits them into two exact GEMMs. For rows with
+|x| <= A and K inputs, the relative error of the result against the fp32 matmul is bounded
+by about sqrt(K) * (A/2L) * |w| / |y| per element; on random and real layer data it stays
+under `INT8_REL_ERROR_BOUND` (tested) with either L.
 """
 
 from __future__ import annotations
@@ -24,7 +31,12 @@ from augserve.kernels.backend import Backend, resolve
 INT8_REL_ERROR_BOUND = 0.02
 
 _EPS = 1e-8
-_U8_ZERO_POINT = 128
+#: Whether this CPU's int8 dot products accumulate without saturating (VNNI or AMX).
+VNNI = bool(torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported())
+#: Activation levels each side of zero: the full int8 range with VNNI, 7 bits without.
+ACTIVATION_LEVELS = 127 if VNNI else 63
+#: The zero point of activations shifted into uint8 for oneDNN: [1, 255] or [1, 127].
+U8_ZERO_POINT = ACTIVATION_LEVELS + 1
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,22 +56,23 @@ def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, tor
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic symmetric per-row int8 quantization of a (M, K) activation.
 
-    Rounding is half-up: xq = floor(x * 127 / amax + 0.5), in [-127, 127].
+    Rounding is half-up: xq = floor(x * L / amax + 0.5), in [-L, L] (L = `ACTIVATION_LEVELS`).
 
     Returns:
         (xq int8 (M, K), scale float32 (M, 1)) with x ~= xq * scale.
     """
     shifted, scale = quantize_per_token_u8(x)
-    return (shifted.to(torch.int16) - _U8_ZERO_POINT).to(torch.int8), scale
+    return (shifted.to(torch.int16) - U8_ZERO_POINT).to(torch.int8), scale
 
 
 def quantize_per_token_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`quantize_per_token`'s integers shifted by 128 into uint8, as `onednn_int8_gemm` takes them.
+    """`quantize_per_token`'s integers shifted into uint8, as `onednn_int8_gemm` takes them.
 
-    oneDNN's u8 x s8 VNNI kernels take them with one scalar zero point for every row.
+    oneDNN's u8 x s8 kernels take them with one scalar zero point for every row
+    (`U8_ZERO_POINT`).
 
     Returns:
-        (xu8 uint8 (M, K), scale float32 (M, 1)) with x ~= (xu8 - 128) * scale.
+        (xu8 uint8 (M, K), scale float32 (M, 1)) with x ~= (xu8 - U8_ZERO_POINT) * scale.
     """
     # x/s + 128.5 truncated is round-half-up, which differs from torch.round only on
     # exact .5 ties. Measured here: abs + amax is vectorized (linalg.vector_norm(inf) and
@@ -67,8 +80,8 @@ def quantize_per_token_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # broadcasting addcmul by 20-35% over the whole quantization.
     x = x.float()
     amax = x.abs().amax(dim=-1, keepdim=True).clamp_min_(_EPS)
-    shifted = torch.mul(x, 127.0 / amax).add_(_U8_ZERO_POINT + 0.5)
-    return shifted.to(torch.uint8), amax / 127.0
+    shifted = torch.mul(x, ACTIVATION_LEVELS / amax).add_(U8_ZERO_POINT + 0.5)
+    return shifted.to(torch.uint8), amax / ACTIVATION_LEVELS
 
 
 @dataclass(eq=False)
@@ -144,25 +157,40 @@ def int8_matmul(
         from augserve.kernels.triton.int8_matmul import int8_matmul_triton
 
         return int8_matmul_triton(xq, x_scale, weight.qweight, weight.scale, bias, relu)
+    if xq.device.type == "cpu" and VNNI:
+        xu8 = xq.view(torch.uint8).add(128)  # bitwise shift into u8 (two's complement)
+        return _epilogue(onednn_int8_gemm(xu8, weight, 128), x_scale, None, bias, relu)
     if xq.device.type == "cpu":
-        xu8 = xq.view(torch.uint8).add(_U8_ZERO_POINT)  # bitwise shift into u8 (two's complement)
-        return _onednn_u8(xu8, x_scale, weight, bias, relu)
+        return _epilogue(_split_gemm(xq, weight), x_scale, None, bias, relu)
     return _int_mm_cuda(xq, x_scale, weight, bias, relu)
 
 
-def onednn_int8_gemm(xu8: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
-    """The bare CPU int8 GEMM under `int8_linear`: float32 (xu8 - 128) @ qweight.T * w_scale.
+def _split_gemm(xq: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
+    """The GEMM of int8 `xq` by the weight (scaled), exact without VNNI over [-128, 127].
 
-    oneDNN's VNNI (or AMX) `qlinear` on activations already quantized and shifted into
-    uint8 (zero point 128), with the per-channel weight scales applied inside it; no
-    per-token scale, bias or ReLU. `augserve bench kernels` times it alone as the roof
-    of our int8 linear.
+    xq + 128 = 2 * high + low with high in [0, 127] and low in {0, 1}: two GEMMs whose
+    pairs of u8 x s8 products stay below 2^15, so neither saturates.
+    """
+    xu8 = xq.view(torch.uint8).add(128)
+    high = onednn_int8_gemm(xu8 >> 1, weight, 64)  # (high - 64) @ w: 2x of it is (2 high - 128)
+    return high.mul_(2).add_(onednn_int8_gemm(xu8 & 1, weight, 0))
+
+
+def onednn_int8_gemm(xu8: torch.Tensor, weight: Int8Weight,
+                     zero_point: int = U8_ZERO_POINT) -> torch.Tensor:
+    """The bare CPU int8 GEMM under `int8_linear`: float32 (xu8 - zero_point) @ qweight.T * w_scale.
+
+    oneDNN's VNNI (or AMX; AVX2 without VNNI) `qlinear` on activations already quantized
+    and shifted into uint8, with the per-channel weight scales applied inside it; no
+    per-token scale, bias or ReLU. Without VNNI, xu8 must stay in [0, 127] to be exact
+    (see the module docstring). `augserve bench kernels` times it alone as the roof of
+    our int8 linear.
     """
     zeros = weight._packed.get("zeros")
     if zeros is None or zeros.numel() != weight.scale.numel():
         zeros = weight._packed["zeros"] = torch.zeros(weight.scale.numel(), dtype=torch.int64)
     return torch.ops.onednn.qlinear_pointwise(
-        xu8, 1.0, _U8_ZERO_POINT, weight.onednn_packed(), weight.scale, zeros,
+        xu8, 1.0, zero_point, weight.onednn_packed(), weight.scale, zeros,
         None, 1.0, 0, torch.float32, "none", [], "",
     )
 

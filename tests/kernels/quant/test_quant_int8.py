@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from augserve.kernels.backend import Backend
 from augserve.kernels.quant.int8 import (
+    ACTIVATION_LEVELS,
     INT8_REL_ERROR_BOUND,
+    U8_ZERO_POINT,
     Int8Weight,
     int8_linear,
     int8_matmul,
@@ -36,8 +38,9 @@ def test_per_token_scales_are_per_row_and_round_to_nearest():
     x = torch.randn(5, 33) * torch.arange(1, 6)[:, None]
     q, s = quantize_per_token(x)
     assert s.shape == (5, 1)
-    assert torch.equal(q.abs().amax(dim=1), torch.full((5,), 127, dtype=torch.int8))
-    plain = torch.round(x / (x.abs().amax(1, keepdim=True) / 127))
+    levels = torch.full((5,), ACTIVATION_LEVELS, dtype=torch.int8)
+    assert torch.equal(q.abs().amax(dim=1), levels)
+    plain = torch.round(x / (x.abs().amax(1, keepdim=True) / ACTIVATION_LEVELS))
     assert (q.float() - plain).abs().max() <= 1  # differs only within float rounding of ties
     assert torch.all((q.float() * s - x).abs() <= s * 0.5 + 1e-5)
 
@@ -48,9 +51,11 @@ def test_per_token_scales_are_per_row_and_round_to_nearest():
     bias=st.booleans(), relu=st.booleans(),
 )
 def test_torch_backend_matches_reference(m, k, n, bias, relu):
+    """Activations over the whole int8 range, the worst case of AVX2's saturating sums."""
     torch.manual_seed(m * 1000 + k * 10 + n)
     weight = Int8Weight.from_float(torch.randn(n, k))
-    xq, scale = quantize_per_token(torch.randn(m, k))
+    xq = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    scale = torch.rand(m, 1) + 0.01
     b = torch.randn(n) if bias else None
     ours = int8_matmul(xq, scale, weight, b, relu, Backend.TORCH)
     ref = int8_matmul_reference(xq, scale, weight.qweight, weight.scale, b, relu)
@@ -65,10 +70,11 @@ def test_bare_int8_gemm_matches_its_reference(m, k, n):
     x = torch.randn(m, k)
     xu8, scale_u8 = quantize_per_token_u8(x)
     xq, scale = quantize_per_token(x)
-    assert xu8.dtype == torch.uint8 and torch.equal(xu8.to(torch.int16) - 128, xq.to(torch.int16))
+    shifted = xu8.to(torch.int16) - U8_ZERO_POINT
+    assert xu8.dtype == torch.uint8 and torch.equal(shifted, xq.to(torch.int16))
     assert torch.equal(scale_u8, scale)
     ours = onednn_int8_gemm(xu8, weight)
-    acc = (xu8.double() - 128) @ weight.qweight.double().t()  # exact int32 accumulators
+    acc = (xu8.double() - U8_ZERO_POINT) @ weight.qweight.double().t()  # exact int32 sums
     torch.testing.assert_close(ours, (acc * weight.scale.double()).float(), rtol=1e-5, atol=1e-4)
 
 
