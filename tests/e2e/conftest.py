@@ -73,6 +73,12 @@ def build_test_repository(root: Path) -> Path:
             }
         )
     )
+    _copy_model(  # an output of two dims besides the batch: not a classification output
+        raiser,
+        root / "raiser_2d",
+        input=[{"name": "x", "datatype": "FP32", "dims": [2, 2]}],
+        output=[{"name": "y", "datatype": "FP32", "dims": [2, 2]}],
+    )
     pickled = root / "pickled"
     (pickled / "1").mkdir(parents=True)
     torch.save(Raiser(), pickled / "1" / "model.pkl")
