@@ -88,6 +88,27 @@ def check_pixels(width: int, height: int, max_pixels: int, what: str,
                             f"{width * height} pixels, over {limit} = {max_pixels}")
 
 
+def check_encoded(data: bytes | memoryview, max_pixels: int, what: str,
+                  limit: str = "max_image_pixels") -> tuple[int, int]:
+    """Every check of `decode_image_bytes` that needs no decoding; returns (width, height).
+
+    A servicer runs it at the edge, so a bad image fails its request before it is queued.
+
+    Raises:
+        CorruptImage: empty, an unsupported format, an unreadable header, a zero size or a
+            truncated JPEG.
+        ImageTooLarge: the header declares more than `max_pixels` pixels.
+    """
+    if not len(data):
+        raise CorruptImage(f"{what}: empty (0 bytes)")
+    width, height = declared_size(data, what)
+    check_pixels(width, height, max_pixels, what, limit)
+    if image_format(data) == "jpeg" and _JPEG_END not in bytes(data[-_JPEG_TAIL:]):
+        # libjpeg decodes a cut-off file and fills the rest grey; refuse it instead
+        raise CorruptImage(f"{what}: truncated JPEG (no end-of-image marker)")
+    return width, height
+
+
 def decode_image_bytes(data: bytes | memoryview, max_pixels: int, what: str,
                        limit: str = "max_image_pixels") -> np.ndarray:
     """Decode an encoded image to a C-contiguous uint8 RGB [H, W, 3] array.
@@ -104,13 +125,7 @@ def decode_image_bytes(data: bytes | memoryview, max_pixels: int, what: str,
     """
     import cv2
 
-    if not len(data):
-        raise CorruptImage(f"{what}: empty (0 bytes)")
-    width, height = declared_size(data, what)
-    check_pixels(width, height, max_pixels, what, limit)
-    if image_format(data) == "jpeg" and _JPEG_END not in bytes(data[-_JPEG_TAIL:]):
-        # libjpeg decodes a cut-off file and fills the rest grey; refuse it instead
-        raise CorruptImage(f"{what}: truncated JPEG (no end-of-image marker)")
+    width, height = check_encoded(data, max_pixels, what, limit)
     encoded = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     if image is not None and image.shape[:2] == (height, width):
@@ -132,6 +147,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "CorruptImage",
     "ImageTooLarge",
+    "check_encoded",
     "check_pixels",
     "declared_size",
     "decode_image_bytes",

@@ -85,6 +85,18 @@ def encode_request(parts: BatchParts) -> list[bytes | memoryview]:
     return [_frame_head({"inputs": inputs}, size), *buffers]
 
 
+def _error_class(error: Exception) -> str:
+    """The name of `error`'s nearest class in `server.errors` ("" if not an AugserveError).
+
+    The server rebuilds the error by that name, so a subclass defined elsewhere (the
+    images' `CorruptImage`, an `InvalidArgument`) keeps its status code.
+    """
+    for cls in type(error).__mro__:
+        if issubclass(cls, AugserveError) and getattr(errors, cls.__name__, None) is cls:
+            return cls.__name__
+    return ""
+
+
 def _error_from(header: dict[str, Any], model: str) -> AugserveError:
     kind = getattr(errors, header.get("error", ""), None)
     if isinstance(kind, type) and issubclass(kind, AugserveError):
@@ -136,7 +148,7 @@ class ReplicaChannelServer:
                 outputs, compute_ns = self._infer(_arrays_from(header["inputs"], payload))
         except Exception as error:  # reported to the server, which fails this batch only
             reply = {
-                "error": type(error).__name__ if isinstance(error, AugserveError) else "",
+                "error": _error_class(error),
                 "type": type(error).__name__,
                 "message": str(error),
             }

@@ -24,7 +24,9 @@ from augserve.clients.datatypes import (
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.server.errors import InvalidArgument, PermissionDenied
 from augserve.server.inference.classification import class_count, classify_output
+from augserve.server.inference.image_inputs import pack_images
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
+from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.shared_memory import (
     BYTE_SIZE,
     REGION,
@@ -111,15 +113,19 @@ def _from_region(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec
 
 
 def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
-                   memory: SystemSharedMemory | None = None, local: bool = False
-                   ) -> DecodedRequest:
+                   memory: SystemSharedMemory | None = None, local: bool = False,
+                   limits: InferenceSettings | None = None) -> DecodedRequest:
     """Check `request` against `settings` and turn its tensors into numpy arrays.
+
+    A model with `[preprocess]` takes images: they are checked here (format, header,
+    pixel bound) and packed for the replica by `image_inputs.pack_images`.
 
     Args:
         request: the request.
         settings: the model's configuration.
         memory: the registered shared-memory regions, for tensors that live there.
         local: whether the client is on this host (only such clients may use them).
+        limits: the server's inference limits (`max_image_pixels`); default ones if None.
 
     Raises:
         InvalidArgument: an unknown, missing or duplicate input; a wrong datatype,
@@ -127,6 +133,7 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
             shared-memory region; a class_count the output cannot answer. The message
             names the input or output.
         PermissionDenied: shared memory named by a client on another host.
+        ResourceExhausted: an image over `max_image_pixels`.
 
     """
     raw = list(request.raw_input_contents)
@@ -141,7 +148,7 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
     for tensor, parameters in zip(request.inputs, in_regions, strict=True):
         spec = settings.input_named(tensor.name)
         if spec is None:
-            known = [s.name for s in settings.inputs]
+            known = [s.name for s in settings.public_inputs]
             raise InvalidArgument(f"input {tensor.name!r} is not an input of the model; {known}")
         if tensor.name in by_name:
             raise InvalidArgument(f"input {tensor.name!r} appears twice")
@@ -166,12 +173,15 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
                 raise InvalidArgument(f"input {tensor.name!r}: {error}") from None
         else:
             by_name[tensor.name] = _typed_array(tensor, spec)
-    missing = [s.name for s in settings.inputs if s.name not in by_name]
+    missing = [s.name for s in settings.public_inputs if s.name not in by_name]
     if missing:
         raise InvalidArgument(f"input {missing[0]!r} is missing from the request")
-    arrays = [by_name[s.name] for s in settings.inputs]
+    arrays = [by_name[s.name] for s in settings.public_inputs]
     if settings.max_batch_size and len({a.shape[0] for a in arrays}) > 1:
         raise InvalidArgument("inputs disagree on the batch size (dimension 0)")
+    if settings.preprocess is not None:  # images: checked here, decoded in the replica
+        arrays = pack_images(arrays[0], settings.preprocess, request.parameters,
+                             limits or InferenceSettings())
 
     known_outputs = [s.name for s in settings.outputs]
     output_names = [o.name for o in request.outputs] or known_outputs

@@ -21,13 +21,17 @@ def _batched(dims: tuple[int, ...], settings: ModelSettings) -> list[int]:
 
 
 def model_metadata(settings: ModelSettings, versions: list[int]) -> pb.ModelMetadataResponse:
-    """ModelMetadata: versions, platform, and tensor shapes with -1 for the batch dimension."""
+    """ModelMetadata: versions, platform, and tensor shapes with -1 for the batch dimension.
+
+    The inputs are the public ones (`ModelSettings.public_inputs`).
+    """
     response = pb.ModelMetadataResponse(
         name=settings.name,
         versions=[str(v) for v in sorted(versions)],
         platform=PLATFORM_NAMES[settings.platform],
     )
-    for specs, target in ((settings.inputs, response.inputs), (settings.outputs, response.outputs)):
+    tensors = ((settings.public_inputs, response.inputs), (settings.outputs, response.outputs))
+    for specs, target in tensors:
         for spec in specs:
             target.add(name=spec.name, datatype=spec.datatype, shape=_batched(spec.dims, settings))
     return response
@@ -53,7 +57,7 @@ def model_config(settings: ModelSettings) -> mc.ModelConfig:
         config.version_policy.specific.versions.extend(policy.specific)
     else:
         config.version_policy.latest.num_versions = policy.latest or 1
-    for spec in settings.inputs:
+    for spec in settings.public_inputs:  # a [preprocess] model's own tensor stays internal
         config.input.add(name=spec.name, data_type=_data_type(spec.datatype), dims=spec.dims)
     for spec in settings.outputs:
         config.output.add(name=spec.name, data_type=_data_type(spec.datatype), dims=spec.dims,

@@ -41,6 +41,9 @@ Example `config.toml`:
 
     [warmup]
     batch_sizes = [1]
+
+    [preprocess]                       # optional: images in (see preprocess_config)
+    [tta]                              # optional: test-time augmentation
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from augserve.clients.datatypes import DATATYPES
 from augserve.server.errors import InvalidArgument
 from augserve.server.paths import inside
+
+if TYPE_CHECKING:  # preprocess_config builds on TensorSpec, defined here
+    from augserve.server.inference.preprocess_config import PreprocessSettings
 
 PLATFORMS: dict[str, str] = {
     "torch_export": "model.pt2",
@@ -206,6 +212,12 @@ class ModelSettings:
     instance_group: InstanceGroup = field(default_factory=InstanceGroup)
     warmup_batch_sizes: tuple[int, ...] = (1,)
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    preprocess: PreprocessSettings | None = None
+
+    @property
+    def public_inputs(self) -> tuple[TensorSpec, ...]:
+        """The inputs clients send: the `[preprocess]` input if any, else the model's own."""
+        return (self.preprocess.input,) if self.preprocess else self.inputs
 
     @property
     def model_filename(self) -> str:
@@ -214,10 +226,10 @@ class ModelSettings:
 
     @cached_property
     def _inputs_by_name(self) -> dict[str, TensorSpec]:
-        return {spec.name: spec for spec in self.inputs}
+        return {spec.name: spec for spec in self.public_inputs}
 
     def input_named(self, name: str) -> TensorSpec | None:
-        """The input spec called `name`, or None."""
+        """The public input spec called `name` (see `public_inputs`), or None."""
         return self._inputs_by_name.get(name)
 
 
@@ -314,11 +326,16 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
             f"got {group.transport!r}"
         )
 
+    # imported here: preprocess_config builds on this module's TensorSpec
+    from augserve.server.inference.preprocess_config import parse_preprocess
+
+    inputs = _tensor_specs(raw.get("input"), "input", name)
+    outputs = _tensor_specs(raw.get("output"), "output", name)
     return ModelSettings(
         name=name,
         platform=platform,
-        inputs=_tensor_specs(raw.get("input"), "input", name),
-        outputs=_tensor_specs(raw.get("output"), "output", name),
+        inputs=inputs,
+        outputs=outputs,
         max_batch_size=max_batch_size,
         precision=precision,
         default_model_filename=raw.get("default_model_filename", ""),
@@ -328,6 +345,7 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
         batching=batching,
         instance_group=group,
         warmup_batch_sizes=tuple(raw.get("warmup", {}).get("batch_sizes", (1,))),
+        preprocess=parse_preprocess(raw, inputs, outputs, max_batch_size, name),
     )
 
 

@@ -23,8 +23,12 @@ import torch
 from augserve.clients.datatypes import numpy_dtype
 from augserve.kernels.resolve import AllowList
 from augserve.server.inference.channel import ReplicaChannelServer
+from augserve.server.inference.image_inputs import pack_images
 from augserve.server.inference.loading import load_module
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
+from augserve.server.inference.preprocess import ImagePreprocessor
+from augserve.server.inference.preprocess_config import PreprocessSettings
+from augserve.server.inference.settings import InferenceSettings
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
@@ -60,6 +64,18 @@ def to_array(tensor: torch.Tensor, spec: TensorSpec) -> np.ndarray:
     if spec.datatype == "BF16":
         return tensor.view(torch.int16).numpy().view(np.uint16)
     return tensor.numpy()
+
+
+def warmup_images(preprocess: PreprocessSettings) -> list[np.ndarray]:
+    """One generated image (a gradient, 48x40), packed as a request of `preprocess` brings it."""
+    import cv2
+
+    ramp = np.linspace(0, 255, 48 * 40 * 3).astype(np.uint8).reshape(48, 40, 3)
+    if preprocess.input.datatype == "BYTES":
+        encoded = np.empty((1, 1), dtype=object)
+        encoded[0, 0] = cv2.imencode(".png", ramp)[1].tobytes()
+        return pack_images(encoded, preprocess, {}, InferenceSettings())
+    return pack_images(ramp[None], preprocess, {}, InferenceSettings())
 
 
 def lower_priority(nice: int) -> None:
@@ -102,6 +118,10 @@ class ModelReplica:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
+        self.preprocessor = (
+            ImagePreprocessor(settings.preprocess, settings.outputs, self.device)
+            if settings.preprocess is not None else None
+        )
         self.load_finished = time.monotonic()
         self._channel: ReplicaChannelServer | None = None
 
@@ -112,35 +132,63 @@ class ModelReplica:
         return ray.get_runtime_context().get_node_id(), self._channel.path
 
     def ready(self) -> bool:
-        """Run the configured warm-up batches; True once the replica can serve."""
+        """Run the configured warm-up batches; True once the replica can serve.
+
+        A model with `[preprocess]` is warmed with its own tensor, then its preprocessing
+        path runs once on a generated image (every view).
+        """
         for batch_size in self.settings.warmup_batch_sizes:
             inputs = []
             for spec in self.settings.inputs:
                 dims = tuple(d if d > 0 else 1 for d in spec.dims)
                 shape = (batch_size, *dims) if self.settings.max_batch_size else dims
                 inputs.append(np.zeros(shape, dtype=numpy_dtype(spec.datatype)))
-            self.infer(inputs)
+            self._infer_model(inputs)
+        if self.preprocessor is not None:
+            self.infer(warmup_images(self.settings.preprocess))
         return True
 
     def infer(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-        """Run one batch; return the outputs in config order and the compute time in ns."""
+        """Run one batch; return the outputs in config order and the compute time in ns.
+
+        With `[preprocess]` the inputs are the packed images (`image_inputs`): they are
+        decoded and run through every view here, and the views' outputs merged.
+        """
+        if self.preprocessor is None:
+            return self._infer_model(inputs)
         start = time.perf_counter_ns()
-        rows = inputs[0].shape[0] if self.settings.max_batch_size else 1  # unbatched: one
+        tensor, views = self.preprocessor(*inputs)
+        result = self.preprocessor.merge(self._run([tensor]), views)
+        outputs = [to_array(t, s) for t, s in zip(result, self.settings.outputs, strict=True)]
+        return outputs, time.perf_counter_ns() - start
+
+    def _infer_model(self, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+        """Run the model on its own tensors; the outputs in config order and the ns."""
+        start = time.perf_counter_ns()
+        tensors = [to_tensor(array, spec.datatype)
+                   for array, spec in zip(inputs, self.settings.inputs, strict=True)]
+        result = self._run(tensors)
+        outputs = [to_array(t, s) for t, s in zip(result, self.settings.outputs, strict=True)]
+        return outputs, time.perf_counter_ns() - start
+
+    def _run(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The module on `tensors` (moved to the device): its outputs, in config order."""
+        rows = tensors[0].shape[0] if self.settings.max_batch_size else 1  # unbatched: one
         small = rows <= self.settings.instance_group.single_thread_max_rows
         torch.set_num_threads(1 if small else self.threads)
-        tensors = []
-        for array, spec in zip(inputs, self.settings.inputs, strict=True):
-            tensor = to_tensor(array, spec.datatype).to(self.device, non_blocking=True)
+        moved = []
+        for tensor in tensors:
+            tensor = tensor.to(self.device, non_blocking=True)
             if self.channels_last and tensor.dim() == 4:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
-            tensors.append(tensor)
+            moved.append(tensor)
         with (
             torch.inference_mode(),
             torch.autocast(
                 self.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16"
             ),
         ):
-            result = self.module(*tensors)
+            result = self.module(*moved)
         if isinstance(result, torch.Tensor):
             result = (result,)
         elif isinstance(result, dict):
@@ -150,5 +198,4 @@ class ModelReplica:
                 f"model {self.settings.name!r} returned {len(result)} outputs, its config "
                 f"declares {len(self.settings.outputs)}"
             )
-        outputs = [to_array(t, s) for t, s in zip(result, self.settings.outputs, strict=True)]
-        return outputs, time.perf_counter_ns() - start
+        return tuple(result)

@@ -47,7 +47,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not self.ready.is_set():
             raise Unavailable("the server is not accepting inference requests")
         loaded = self.repository.get(request.model_name, request.model_version)
-        decoded = decode_request(request, loaded.settings, self.shared_memory, local)
+        decoded = decode_request(request, loaded.settings, self.shared_memory, local,
+                                 self.settings)
         outputs = await loaded.queue.submit(decoded.inputs, client_deadline_s)
         return encode_response(request, loaded.settings, loaded.version, decoded, outputs,
                                self.shared_memory)

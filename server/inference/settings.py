@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from augserve.server.images import MAX_IMAGE_PIXELS
 from augserve.server.options import option
 
 
@@ -23,6 +24,10 @@ class InferenceSettings:
     replica_max_in_flight: int = option(
         1, flag="--inference-replica-max-in-flight",
         help="batches sent to one replica before it counts as busy")
+    max_image_pixels: int = option(
+        MAX_IMAGE_PIXELS, flag="--inference-max-image-pixels",
+        help="pixels one image sent to a model with [preprocess] may have (as its header "
+             "declares, checked before it is decoded); more is RESOURCE_EXHAUSTED")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

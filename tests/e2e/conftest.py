@@ -16,6 +16,7 @@ from torch import nn
 from augserve.server.bench.lifecycle import ProcessGroup, wait_for
 from augserve.server.config import ServerConfig
 from augserve.server.inference.demo import build_demo_repository
+from tests.e2e.image_models import add_image_models
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("AUGSERVE_TEST_CACHE", REPO_ROOT / ".cache" / "tests"))
@@ -79,6 +80,7 @@ def build_test_repository(root: Path) -> Path:
         input=[{"name": "x", "datatype": "FP32", "dims": [2, 2]}],
         output=[{"name": "y", "datatype": "FP32", "dims": [2, 2]}],
     )
+    add_image_models(root)
     pickled = root / "pickled"
     (pickled / "1").mkdir(parents=True)
     torch.save(Raiser(), pickled / "1" / "model.pkl")

@@ -13,6 +13,7 @@ from augserve.server.augment.ops.erase import RandomErasing
 from augserve.server.augment.ops.flip import HorizontalFlip, VerticalFlip
 from augserve.server.augment.ops.gamma import RandomGamma
 from augserve.server.augment.ops.geometry import (
+    AnchoredCrop,
     BoxOp,
     CenterCrop,
     RandomCrop,
@@ -33,6 +34,7 @@ OPS: dict[str, type[Op[Any]]] = {
         RandomResizedCrop,
         Resize,
         CenterCrop,
+        AnchoredCrop,
         ColorJitter,
         Grayscale,
         GaussianBlur,

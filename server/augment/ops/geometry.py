@@ -1,7 +1,7 @@
 """Box resampling ops: crop an integer box (fill outside the image), then resize.
 
-RandomResizedCrop, RandomCrop (with padding), CenterCrop and Resize all reduce to a
-per-sample box (x0, y0, w, h) and an output size. The CPU fast path runs each as
+RandomResizedCrop, RandomCrop (with padding), CenterCrop, AnchoredCrop and Resize all reduce
+to a per-sample box (x0, y0, w, h) and an output size. The CPU fast path runs each as
 one `cv2.resize` of the box; kornia's `resize` (bilinear, half-pixel centres,
 `align_corners=False`, no antialias) is the reference. The source -> destination
 map is `x' = (x - x0) * out_w / w` in continuous coordinates.
@@ -222,6 +222,42 @@ class CenterCrop(BoxOp):
                          torch.full((n,), float(h), dtype=torch.float64))
 
 
+ANCHORS = ("center", "top_left", "top_right", "bottom_left", "bottom_right")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchoredCrop(BoxOp):
+    """Crop `size` at a fixed place: the centre (as CenterCrop) or a corner (`anchor`).
+
+    The five anchors are the five crops of torchvision's `FiveCrop`; test-time
+    augmentation's `five_crop` view uses the corners.
+    """
+
+    name: ClassVar[str] = "anchored_crop"
+    requires_p_one: ClassVar[bool] = True
+    anchor: str = "center"
+
+    def validate(self) -> None:
+        """Size positive, a known anchor."""
+        check_size("size", self.size)
+        if self.anchor not in ANCHORS:
+            raise SpecError("anchor", f"expected one of {ANCHORS}, got {self.anchor!r}")
+
+    def sample(self, keys: Keys, sizes: torch.Tensor) -> BoxParams:
+        """No randomness: the box at the anchor (the centre's offset floor((H - h) / 2))."""
+        h, w = self.size
+        n = len(keys)
+        vertical, _, horizontal = self.anchor.partition("_")
+        y0 = torch.div(sizes[:, 0] - h, 2, rounding_mode="floor").to(torch.float64)
+        x0 = torch.div(sizes[:, 1] - w, 2, rounding_mode="floor").to(torch.float64)
+        if self.anchor != "center":
+            y0 = (sizes[:, 0] - h).to(torch.float64) if vertical == "bottom" else y0 * 0
+            x0 = (sizes[:, 1] - w).to(torch.float64) if horizontal == "right" else x0 * 0
+        return BoxParams(torch.ones(n, dtype=torch.bool), x0, y0,
+                         torch.full((n,), float(w), dtype=torch.float64),
+                         torch.full((n,), float(h), dtype=torch.float64))
+
+
 @dataclasses.dataclass(frozen=True)
 class Resize(BoxOp):
     """Resize the whole image to `size` (bilinear, no antialias)."""
@@ -238,4 +274,4 @@ class Resize(BoxOp):
         return BoxParams(torch.ones(len(keys), dtype=torch.bool), *_full_boxes(sizes))
 
 
-BOX_OPS = (RandomResizedCrop, RandomCrop, CenterCrop, Resize)
+BOX_OPS = (RandomResizedCrop, RandomCrop, CenterCrop, AnchoredCrop, Resize)

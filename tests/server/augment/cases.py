@@ -5,6 +5,7 @@ from __future__ import annotations
 from augserve.server.augment.ops import (
     OPS,
     Affine,
+    AnchoredCrop,
     CenterCrop,
     ColorJitter,
     GaussianBlur,
@@ -32,6 +33,7 @@ OP_CASES = {
     "random_resized_crop": RandomResizedCrop(p=0.9, size=(64, 72), scale=(0.08, 1.0)),
     "resize": Resize(size=(50, 70)),
     "center_crop": CenterCrop(size=(100, 60)),
+    "anchored_crop": AnchoredCrop(size=(120, 150), anchor="bottom_right"),
     "color_jitter": ColorJitter(p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
     "grayscale": Grayscale(p=0.5),
     "gaussian_blur": GaussianBlur(p=0.7, kernel_size=7, sigma=(0.5, 2.0)),

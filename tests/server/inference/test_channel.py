@@ -103,3 +103,25 @@ async def test_answers_reach_their_own_batches_in_order_even_past_a_cancelled_ca
     np.testing.assert_array_equal(third_outputs[0], [[6, 6]])
     outputs, _ = await channel.run(batch(4.0))  # the channel is still in step
     np.testing.assert_array_equal(outputs[0], [[8, 8]])
+
+
+async def test_an_error_subclass_from_outside_server_errors_keeps_its_status():
+    # images.CorruptImage (an InvalidArgument) and ImageTooLarge (a ResourceExhausted) live
+    # in server/images.py; they cross as the nearest class of server.errors.
+    from augserve.server.errors import ResourceExhausted
+    from augserve.server.images import CorruptImage, ImageTooLarge
+
+    def refuse(inputs):
+        raise (CorruptImage if inputs[0][0] == 0 else ImageTooLarge)("input 'image' row 0: no")
+
+    server = ReplicaChannelServer(refuse)
+    channel = ReplicaChannel(server.path, "m")
+    await channel.connect()
+    try:
+        with pytest.raises(InvalidArgument, match="row 0: no") as error:
+            await channel.run([[np.zeros(1, np.uint8)]])
+        assert type(error.value) is InvalidArgument
+        with pytest.raises(ResourceExhausted, match="row 0: no"):
+            await channel.run([[np.ones(1, np.uint8)]])
+    finally:
+        await channel.close()
