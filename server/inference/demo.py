@@ -1,7 +1,8 @@
-"""The built-in demo repository: real classifiers trained in seconds on scikit-learn's digits.
+"""The built-in demo repository: real classifiers trained in seconds on data that ships.
 
 `augserve serve` with no `--model-repository` builds it once under the demo
-cache and serves it. Nothing is downloaded: the digits ship inside scikit-learn.
+cache and serves it. Nothing is downloaded: the digits ship inside scikit-learn, the LFW
+subset inside scikit-image.
 
 Models:
 - `digits`: a small CNN on 8x8 digits, as a torch.export archive (.pt2), batching up to 64;
@@ -10,6 +11,9 @@ Models:
 - `digits_torchscript`: the same network as TorchScript, bf16 autocast with channels_last.
 - `resnet20`: the CIFAR ResNet-20 (weights-only state_dict + importable architecture),
   trained for a few steps on digits upscaled to 32x32x3; the inference benchmark's model.
+- `faces`: faces against non-faces on scikit-image's `lfw_subset`, taking encoded images
+  (`[preprocess]` resizes and normalizes them on the server, `[tta]` adds a flipped view);
+  built by `demo_faces.write_faces_model`, its label file "non-face", "face".
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augserve.server.inference.demo_faces import write_faces_model
 from augserve.server.zoo import digits_cnn, resnet20
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = "2"  # bump when the demo models change, so caches rebuild
+DEMO_VERSION = "3"  # bump when the demo models change, so caches rebuild
 
 
 def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -162,6 +167,7 @@ def build_demo_repository(cache: Path) -> Path:
                 "test_accuracy": accuracy(resnet, rgb_test, test_y),
             },
         )
+        write_faces_model(staging)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

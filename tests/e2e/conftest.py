@@ -46,7 +46,7 @@ def _copy_model(source: Path, target: Path, **overrides) -> None:
 def build_test_repository(root: Path) -> Path:
     """The demo models plus models made to fail in specific ways."""
     demo = build_demo_repository(CACHE / "demo")
-    for name in ("digits", "digits_torchscript", "resnet20"):
+    for name in ("digits", "digits_torchscript", "resnet20", "faces"):
         shutil.copytree(demo / name, root / name)
     _copy_model(
         demo / "resnet20",
