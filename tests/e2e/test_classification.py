@@ -81,6 +81,7 @@ def test_class_count_above_the_classes_is_clamped_and_no_label_file_means_no_lab
 
 
 def test_model_config_shows_the_label_file(client):
+    assert "classification" in client.get_server_metadata().extensions
     config = client.get_model_config("digits", as_json=True)["config"]
     assert config["output"][0]["label_filename"] == "labels.txt"
     assert "label_filename" not in client.get_model_config("resnet20", as_json=True)[
