@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -19,6 +19,14 @@ import numpy as np
 
 from augserve.clients.auth import aio_interceptors, with_token
 from augserve.clients.channel import open_aio_channel, open_channel
+from augserve.clients.classify import (
+    Classification,
+    Image,
+    images_tensor,
+    parse_classes,
+    pick_names,
+    request_classes,
+)
 from augserve.clients.datatypes import CONTENTS_FIELD, datatype_of, from_raw, numpy_dtype, to_raw
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
@@ -90,6 +98,22 @@ def _model_info(response: pb.ModelMetadataResponse) -> ModelInfo:
         tensors(response.inputs),
         tensors(response.outputs),
     )
+
+
+def classify_names(info: ModelInfo, input_name: str | None, output_name: str | None
+                   ) -> tuple[str, str]:
+    """`classify`'s input and output: those given, else the model's BYTES input and output."""
+    return pick_names([(t.name, t.datatype) for t in info.inputs],
+                      [t.name for t in info.outputs], input_name, output_name)
+
+
+def build_classify_request(model: str, images: Image | Iterable[Image], top_k: int,
+                           input_name: str, output_name: str, version: str = ""
+                           ) -> pb.ModelInferRequest:
+    """The request of `classify`: the images as BYTES [n, 1], `output_name` as top-k classes."""
+    request = build_infer_request(model, {input_name: images_tensor(images)}, version=version)
+    request_classes(request, output_name, top_k)
+    return request
 
 
 def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -169,6 +193,43 @@ class InferClient:
         response = self._stub.ModelInfer(request, timeout=timeout or self.timeout)
         return parse_infer_response(response)
 
+    def classify(
+        self,
+        model: str,
+        images_or_paths: Image | Iterable[Image],
+        top_k: int = 1,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> list[list[Classification]]:
+        """The `top_k` classes of each image, best first, from a model that takes images.
+
+        Args:
+            model: a model whose config preprocesses encoded images on the server.
+            images_or_paths: encoded bytes, file paths, or uint8 RGB arrays (HWC or HW,
+                sent as PNG); one image, a sequence, or an NHWC batch array.
+            top_k: classes per image (the server clamps it to the number of classes).
+            input_name: the input that takes the images; None: the model's BYTES input.
+            output_name: the scores to classify by; None: the model's only output.
+            version: the model version ("" = newest).
+            timeout: seconds for the call (None: the client's default).
+
+        Returns:
+            per image, a list of `Classification(label, score, index)`.
+
+        Example:
+            >>> client.classify("faces", ["me.jpg"], top_k=2)          # doctest: +SKIP
+            [[Classification(label='face', score=0.97, index=1), ...]]
+        """
+        if input_name is None or output_name is None:
+            names = classify_names(self.model_metadata(model, version), input_name, output_name)
+            input_name, output_name = names
+        request = build_classify_request(model, images_or_paths, top_k, input_name,
+                                         output_name, version)
+        response = self._stub.ModelInfer(request, timeout=timeout or self.timeout)
+        return parse_classes(parse_infer_response(response)[output_name])
+
     def load_model(self, model: str) -> None:
         """Load or reload `model` from the server's repository; returns once it is ready."""
         self._stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=model))
@@ -227,6 +288,30 @@ class AsyncInferClient:
         """Run `model` on `inputs`; returns output name -> array."""
         request = build_infer_request(model, inputs, outputs, version)
         return parse_infer_response(await self._stub.ModelInfer(request, timeout=timeout))
+
+    async def model_metadata(self, model: str, version: str = "") -> ModelInfo:
+        """Versions, platform, inputs and outputs of a loaded model."""
+        request = pb.ModelMetadataRequest(name=model, version=version)
+        return _model_info(await self._stub.ModelMetadata(request))
+
+    async def classify(
+        self,
+        model: str,
+        images_or_paths: Image | Iterable[Image],
+        top_k: int = 1,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> list[list[Classification]]:
+        """The `top_k` classes of each image, best first (see `InferClient.classify`)."""
+        if input_name is None or output_name is None:
+            info = await self.model_metadata(model, version)
+            input_name, output_name = classify_names(info, input_name, output_name)
+        request = build_classify_request(model, images_or_paths, top_k, input_name,
+                                         output_name, version)
+        response = await self._stub.ModelInfer(request, timeout=timeout)
+        return parse_classes(parse_infer_response(response)[output_name])
 
     async def infer_request(
         self, request: pb.ModelInferRequest, timeout: float | None = None

@@ -3,6 +3,7 @@
 - `resnet20`: the CIFAR ResNet-20 (3 stages x 3 basic blocks, widths 16/32/64, 32x32 input).
 - `resnet18`: the ImageNet-style ResNet-18 (4 stages x 2 basic blocks, widths 64..512, 224x224).
 - `digits_cnn`: a small CNN for scikit-learn's 8x8 digits, the demo repository's classifier.
+- `faces_cnn`: a small strided CNN for 64x64 RGB images, the demo's faces vs non-faces model.
 
 They are plain torch modules, so the kernels, their tests and their benches build them without
 the server. A model repository's config names one as "augserve.kernels.zoo:resnet20" (or by
@@ -142,3 +143,30 @@ class DigitsCNN(nn.Module):
 def digits_cnn(num_classes: int = 10, width: int = 32) -> DigitsCNN:
     """The demo repository's digits classifier (one grey channel)."""
     return DigitsCNN(num_classes, width)
+
+
+class FacesCNN(nn.Module):
+    """A small CNN for 64x64 RGB images: three stride-2 conv-bn-relu, global pooling, Linear.
+
+    Widths `width`, 2x and 4x; about 25k parameters at width 16, so that it trains in
+    seconds on two cores (the demo's `faces` model, `server/inference/demo_faces.py`).
+    """
+
+    def __init__(self, num_classes: int = 2, width: int = 16) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(channels, out, 3, 2, 1), nn.BatchNorm2d(out), nn.ReLU(True)]
+            channels = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) for normalized inputs (N, 3, H, W)."""
+        return self.fc(self.features(x))
+
+
+def faces_cnn(num_classes: int = 2, width: int = 16) -> FacesCNN:
+    """The demo repository's faces vs non-faces classifier."""
+    return FacesCNN(num_classes, width)

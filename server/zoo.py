@@ -5,6 +5,16 @@ The architectures live in `augserve.kernels.zoo`. Model repositories and compres
 them), and this module resolves those names to the same classes and factories.
 """
 
-from augserve.kernels.zoo import BasicBlock, DigitsCNN, ResNet, digits_cnn, resnet18, resnet20
+from augserve.kernels.zoo import (
+    BasicBlock,
+    DigitsCNN,
+    FacesCNN,
+    ResNet,
+    digits_cnn,
+    faces_cnn,
+    resnet18,
+    resnet20,
+)
 
-__all__ = ["BasicBlock", "DigitsCNN", "ResNet", "digits_cnn", "resnet18", "resnet20"]
+__all__ = ["BasicBlock", "DigitsCNN", "FacesCNN", "ResNet", "digits_cnn", "faces_cnn",
+           "resnet18", "resnet20"]

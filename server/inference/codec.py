@@ -23,6 +23,7 @@ from augserve.clients.datatypes import (
 )
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.server.errors import InvalidArgument, PermissionDenied
+from augserve.server.inference.classification import class_count, classify_output
 from augserve.server.inference.image_inputs import pack_images
 from augserve.server.inference.model_config import ModelSettings, TensorSpec
 from augserve.server.inference.settings import InferenceSettings
@@ -44,12 +45,15 @@ class DecodedRequest:
         raw: whether outputs go back as raw bytes (the request used raw or shared memory).
         output_regions: output name -> its shared-memory parameters, for outputs to write
             into a region instead of into the reply.
+        class_counts: output name -> k, for outputs asked for as their top-k classes
+            (Triton's classification extension, `inference.classification`).
     """
 
     inputs: list[np.ndarray]
     output_names: list[str]
     raw: bool
     output_regions: dict[str, dict[str, int | str]] = field(default_factory=dict)
+    class_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...], settings: ModelSettings) -> None:
@@ -126,7 +130,8 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
     Raises:
         InvalidArgument: an unknown, missing or duplicate input; a wrong datatype,
             shape or byte length; raw and typed contents mixed; an unknown output or
-            shared-memory region. The message names the input or output.
+            shared-memory region; a class_count the output cannot answer. The message
+            names the input or output.
         PermissionDenied: shared memory named by a client on another host.
         ResourceExhausted: an image over `max_image_pixels`.
 
@@ -184,17 +189,23 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
         if name not in known_outputs:
             raise InvalidArgument(f"output {name!r} is not an output of the model; {known_outputs}")
     output_regions = {}
-    output_types = {spec.name: spec.datatype for spec in settings.outputs}
+    class_counts = {}
+    output_specs = {spec.name: spec for spec in settings.outputs}
     for output in request.outputs:
         parameters = parameters_of(output)
+        spec = output_specs[output.name]
+        k = class_count(output, spec, bool(parameters))
+        if k:
+            class_counts[output.name] = k
         if parameters:
             region = _shared_memory(memory, local, f"output {output.name!r}")
-            if output_types[output.name] == "BYTES":
+            if spec.datatype == "BYTES":
                 raise InvalidArgument(f"output {output.name!r}: BYTES tensors cannot go "
                                       f"through shared memory")
             region.span(f"output {output.name!r}", parameters, None)  # a known region
             output_regions[output.name] = parameters
-    return DecodedRequest(arrays, output_names, bool(raw) or any(in_regions), output_regions)
+    return DecodedRequest(arrays, output_names, bool(raw) or any(in_regions), output_regions,
+                          class_counts)
 
 
 def encode_response(
@@ -209,7 +220,8 @@ def encode_response(
 
     An output asked for in shared memory is written into its region; the reply names
     the region in the output's parameters and, when raw, holds an empty entry for it,
-    so that the raw entries stay in output order.
+    so that the raw entries stay in output order. An output with a class count answers
+    as its top-k "score:index:label" strings (BYTES).
 
     Raises:
         InvalidArgument: an output does not fit its region.
@@ -218,14 +230,22 @@ def encode_response(
         model_name=settings.name, model_version=str(version), id=request.id
     )
     by_name = {
-        spec.name: (spec, array) for spec, array in zip(settings.outputs, outputs, strict=True)
+        spec.name: (spec.datatype, array)
+        for spec, array in zip(settings.outputs, outputs, strict=True)
     }
+    for spec in settings.outputs:
+        k = decoded.class_counts.get(spec.name)
+        if k:
+            labels = settings.labels.get(spec.name, ())
+            classes = classify_output(by_name[spec.name][1], spec, k, labels,
+                                      bool(settings.max_batch_size))
+            by_name[spec.name] = ("BYTES", classes)
     use_raw = decoded.raw or any(
-        by_name[name][0].datatype not in CONTENTS_FIELD for name in decoded.output_names
+        by_name[name][0] not in CONTENTS_FIELD for name in decoded.output_names
     )
     for name in decoded.output_names:
-        spec, array = by_name[name]
-        tensor = response.outputs.add(name=name, datatype=spec.datatype, shape=array.shape)
+        datatype, array = by_name[name]
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
         parameters = decoded.output_regions.get(name)
         if parameters:
             memory.write(f"output {name!r}", parameters, array)
@@ -237,7 +257,7 @@ def encode_response(
         if use_raw:
             response.raw_output_contents.append(to_raw(array))
         else:
-            getattr(tensor.contents, CONTENTS_FIELD[spec.datatype]).extend(
+            getattr(tensor.contents, CONTENTS_FIELD[datatype]).extend(
                 array.reshape(-1).tolist()
             )
     return response

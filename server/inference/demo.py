@@ -1,13 +1,19 @@
-"""The built-in demo repository: real classifiers trained in seconds on scikit-learn's digits.
+"""The built-in demo repository: real classifiers trained in seconds on data that ships.
 
 `augserve serve` with no `--model-repository` builds it once under the demo
-cache and serves it. Nothing is downloaded: the digits ship inside scikit-learn.
+cache and serves it. Nothing is downloaded: the digits ship inside scikit-learn, the LFW
+subset inside scikit-image.
 
 Models:
-- `digits`: a small CNN on 8x8 digits, as a torch.export archive (.pt2), batching up to 64.
+- `digits`: a small CNN on 8x8 digits, as a torch.export archive (.pt2), batching up to 64;
+  its `logits` output names the classes in `labels.txt` ("zero" .. "nine"), for Triton's
+  classification extension (`class_count`).
 - `digits_torchscript`: the same network as TorchScript, bf16 autocast with channels_last.
 - `resnet20`: the CIFAR ResNet-20 (weights-only state_dict + importable architecture),
   trained for a few steps on digits upscaled to 32x32x3; the inference benchmark's model.
+- `faces`: faces against non-faces on scikit-image's `lfw_subset`, taking encoded images
+  (`[preprocess]` resizes and normalizes them on the server, `[tta]` adds a flipped view);
+  built by `demo_faces.write_faces_model`, its label file "non-face", "face".
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augserve.server.inference.demo_faces import write_faces_model
 from augserve.server.zoo import digits_cnn, resnet20
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = "1"  # bump when the demo models change, so caches rebuild
+DEMO_VERSION = "3"  # bump when the demo models change, so caches rebuild
 
 
 def load_digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -72,9 +79,16 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     return float((predicted == labels).mean())
 
 
-def _write_model(root: Path, name: str, config: dict, files: dict[str, object], card: dict) -> None:
+DIGIT_LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _write_model(root: Path, name: str, config: dict, files: dict[str, object], card: dict,
+                 labels: tuple[str, ...] = ()) -> None:
     folder = root / name
     (folder / "1").mkdir(parents=True)
+    if labels:
+        config["output"][0]["label_filename"] = "labels.txt"
+        (folder / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (folder / "1" / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     for filename, writer in files.items():
@@ -116,6 +130,7 @@ def build_demo_repository(cache: Path) -> Path:
             },
             {"model.pt2": lambda p: torch.export.save(exported, str(p))},
             card,
+            labels=DIGIT_LABELS,
         )
         scripted = torch.jit.script(digits)
         _write_model(
@@ -152,6 +167,7 @@ def build_demo_repository(cache: Path) -> Path:
                 "test_accuracy": accuracy(resnet, rgb_test, test_y),
             },
         )
+        write_faces_model(staging)
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

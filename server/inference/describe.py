@@ -60,7 +60,8 @@ def model_config(settings: ModelSettings) -> mc.ModelConfig:
     for spec in settings.public_inputs:  # a [preprocess] model's own tensor stays internal
         config.input.add(name=spec.name, data_type=_data_type(spec.datatype), dims=spec.dims)
     for spec in settings.outputs:
-        config.output.add(name=spec.name, data_type=_data_type(spec.datatype), dims=spec.dims)
+        config.output.add(name=spec.name, data_type=_data_type(spec.datatype), dims=spec.dims,
+                          label_filename=spec.label_filename)
     group = settings.instance_group
     kind = mc.ModelInstanceGroup.KIND_GPU if group.kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     config.instance_group.add(name=f"{settings.name}_0", count=group.count, kind=kind)

@@ -18,6 +18,7 @@ Example `config.toml`:
     name = "logits"
     datatype = "FP32"
     dims = [10]
+    label_filename = "labels.txt"      # optional: one class name a line, in the model folder
 
     [version_policy]                   # one of: latest = N | all = true | specific = [..]
     latest = 1
@@ -49,13 +50,14 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from augserve.clients.datatypes import DATATYPES
 from augserve.server.errors import InvalidArgument
+from augserve.server.paths import inside
 
 if TYPE_CHECKING:  # preprocess_config builds on TensorSpec, defined here
     from augserve.server.inference.preprocess_config import PreprocessSettings
@@ -72,11 +74,16 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: its name, KServe datatype and dims without the batch dimension."""
+    """One input or output: its name, KServe datatype and dims without the batch dimension.
+
+    `label_filename` (outputs only): the file in the model folder naming the classes, one
+    a line, for Triton's classification extension (`inference.classification`).
+    """
 
     name: str
     datatype: str
     dims: tuple[int, ...]
+    label_filename: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,7 @@ class ModelSettings:
     batching: BatchingSettings = field(default_factory=BatchingSettings)
     instance_group: InstanceGroup = field(default_factory=InstanceGroup)
     warmup_batch_sizes: tuple[int, ...] = (1,)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     preprocess: PreprocessSettings | None = None
 
     @property
@@ -241,7 +249,11 @@ def _tensor_specs(entries: Any, what: str, model: str) -> tuple[TensorSpec, ...]
             )
         if any(not isinstance(d, int) or d == 0 or d < -1 for d in dims):
             raise InvalidArgument(f"model {model!r}: {what} {name!r} dims must be >0 or -1")
-        specs.append(TensorSpec(name, datatype, tuple(dims)))
+        label_filename = entry.get("label_filename", "")
+        if not isinstance(label_filename, str):
+            raise InvalidArgument(f"model {model!r}: {what} {name!r} label_filename must be a "
+                                  f"file name")
+        specs.append(TensorSpec(name, datatype, tuple(dims), label_filename))
     return tuple(specs)
 
 
@@ -337,11 +349,37 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
     )
 
 
-def read_model_config(model_dir: Path) -> ModelSettings:
-    """Read `config.toml` (or `config.json`) from a model folder.
+def read_labels(model_dir: Path, settings: ModelSettings) -> dict[str, tuple[str, ...]]:
+    """Output name -> its class names, read from each output's `label_filename`.
+
+    One label a line (a trailing newline and a Windows line end are dropped); line i
+    names class i.
 
     Raises:
-        InvalidArgument: the folder has no config, or the config is invalid.
+        InvalidArgument: a label file lies outside the model folder, is missing, or is
+            not UTF-8 text.
+    """
+    labels = {}
+    for spec in settings.outputs:
+        if not spec.label_filename:
+            continue
+        field_name = f"model {settings.name!r}: output {spec.name!r} label_filename"
+        path = inside(model_dir, spec.label_filename, field=field_name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InvalidArgument(f"{field_name}: cannot read {spec.label_filename!r} "
+                                  f"({error.__class__.__name__})") from None
+        labels[spec.name] = tuple(line.removesuffix("\r") for line in text.splitlines())
+    return labels
+
+
+def read_model_config(model_dir: Path) -> ModelSettings:
+    """Read `config.toml` (or `config.json`) from a model folder, and its label files.
+
+    Raises:
+        InvalidArgument: the folder has no config, the config is invalid, or a label
+            file cannot be read.
 
     """
     toml_path, json_path = model_dir / "config.toml", model_dir / "config.json"
@@ -354,4 +392,6 @@ def read_model_config(model_dir: Path) -> ModelSettings:
             raise InvalidArgument(f"model {model_dir.name!r} has no config.toml or config.json")
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise InvalidArgument(f"model {model_dir.name!r}: unreadable config: {error}") from None
-    return parse_model_config(raw, model_dir.name)
+    settings = parse_model_config(raw, model_dir.name)
+    labels = read_labels(model_dir, settings)
+    return replace(settings, labels=labels) if labels else settings

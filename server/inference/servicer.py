@@ -22,8 +22,8 @@ from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.shared_memory import SystemSharedMemory
 from augserve.server.peers import is_local_peer
 
-EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data",
-              "system_shared_memory"]
+EXTENSIONS = ["classification", "model_repository", "model_configuration", "statistics",
+              "binary_tensor_data", "system_shared_memory"]
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):

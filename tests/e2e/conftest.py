@@ -46,7 +46,7 @@ def _copy_model(source: Path, target: Path, **overrides) -> None:
 def build_test_repository(root: Path) -> Path:
     """The demo models plus models made to fail in specific ways."""
     demo = build_demo_repository(CACHE / "demo")
-    for name in ("digits", "digits_torchscript", "resnet20"):
+    for name in ("digits", "digits_torchscript", "resnet20", "faces"):
         shutil.copytree(demo / name, root / name)
     _copy_model(
         demo / "resnet20",
@@ -73,6 +73,12 @@ def build_test_repository(root: Path) -> Path:
                 "warmup": {"batch_sizes": [1]},
             }
         )
+    )
+    _copy_model(  # an output of two dims besides the batch: not a classification output
+        raiser,
+        root / "raiser_2d",
+        input=[{"name": "x", "datatype": "FP32", "dims": [2, 2]}],
+        output=[{"name": "y", "datatype": "FP32", "dims": [2, 2]}],
     )
     add_image_models(root)
     pickled = root / "pickled"

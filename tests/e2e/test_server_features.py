@@ -64,6 +64,9 @@ def versioned_repository(root, source, policy):
     model = root / "multi"
     for version in (1, 2, 3):
         shutil.copytree(source / "1", model / str(version))
+    for extra in source.iterdir():  # the label file beside the config
+        if extra.is_file() and extra.name != "config.json":
+            shutil.copy(extra, model / extra.name)
     config = json.loads((source / "config.json").read_text())
     config["version_policy"] = policy
     config["warmup"] = {"batch_sizes": [1]}
