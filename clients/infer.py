@@ -32,6 +32,9 @@ from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from augserve.clients.tls import TlsSettings
 
+#: A KServe request parameter's value.
+Parameter = bool | int | str
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -61,15 +64,34 @@ def build_infer_request(
     outputs: Sequence[str] | None = None,
     version: str = "",
     request_id: str = "",
+    parameters: Mapping[str, Parameter] | None = None,
 ) -> pb.ModelInferRequest:
-    """A ModelInferRequest carrying `inputs` as raw contents."""
+    """A ModelInferRequest carrying `inputs` as raw contents.
+
+    `parameters` are the request's KServe parameters, e.g. `{"tta": False}` (a bool, int
+    or str each, sent as bool_param, int64_param or string_param).
+    """
     request = pb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
     for name, array in inputs.items():
         request.inputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
         request.raw_input_contents.append(to_raw(array))
     for name in outputs or ():
         request.outputs.add(name=name)
+    set_parameters(request, parameters or {})
     return request
+
+
+def set_parameters(request: pb.ModelInferRequest, parameters: Mapping[str, Parameter]) -> None:
+    """Set the request's KServe parameters from Python values (bool, int or str)."""
+    for key, value in parameters.items():
+        if isinstance(value, bool):
+            request.parameters[key].bool_param = value
+        elif isinstance(value, int):
+            request.parameters[key].int64_param = value
+        elif isinstance(value, str):
+            request.parameters[key].string_param = value
+        else:
+            raise TypeError(f"parameter {key!r}: expected bool, int or str, got {value!r}")
 
 
 def parse_infer_response(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
@@ -202,6 +224,7 @@ class InferClient:
         output_name: str | None = None,
         version: str = "",
         timeout: float | None = None,
+        parameters: Mapping[str, Parameter] | None = None,
     ) -> list[list[Classification]]:
         """The `top_k` classes of each image, best first, from a model that takes images.
 
@@ -214,6 +237,8 @@ class InferClient:
             output_name: the scores to classify by; None: the model's only output.
             version: the model version ("" = newest).
             timeout: seconds for the call (None: the client's default).
+            parameters: the request's parameters, e.g. `{"tta": False}` or
+                `{"tta_views": 1}` for a model with test-time augmentation.
 
         Returns:
             per image, a list of `Classification(label, score, index)`.
@@ -227,6 +252,7 @@ class InferClient:
             input_name, output_name = names
         request = build_classify_request(model, images_or_paths, top_k, input_name,
                                          output_name, version)
+        set_parameters(request, parameters or {})
         response = self._stub.ModelInfer(request, timeout=timeout or self.timeout)
         return parse_classes(parse_infer_response(response)[output_name])
 
@@ -303,6 +329,7 @@ class AsyncInferClient:
         output_name: str | None = None,
         version: str = "",
         timeout: float | None = None,
+        parameters: Mapping[str, Parameter] | None = None,
     ) -> list[list[Classification]]:
         """The `top_k` classes of each image, best first (see `InferClient.classify`)."""
         if input_name is None or output_name is None:
@@ -310,6 +337,7 @@ class AsyncInferClient:
             input_name, output_name = classify_names(info, input_name, output_name)
         request = build_classify_request(model, images_or_paths, top_k, input_name,
                                          output_name, version)
+        set_parameters(request, parameters or {})
         response = await self._stub.ModelInfer(request, timeout=timeout)
         return parse_classes(parse_infer_response(response)[output_name])
 

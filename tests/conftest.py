@@ -21,6 +21,8 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False)
+        # Logical CPUs: they gate scheduling only. The session server alone holds a replica
+        # per test model, and the TLS, auth and stream tests start servers of their own.
+        ray.init(num_cpus=32, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

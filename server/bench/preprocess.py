@@ -23,6 +23,9 @@ float32 3 x 224 x 224 tensor. Six real photos at 500 x 375, JPEG q90.
    `--rounds` times; the model's own time per request (ModelStatistics compute_infer,
    which excludes preprocessing) gives `tta_cost_per_view` = model time at V views /
    (V x model time at 1 view).
+4. The demo's `faces` classifier (`server/inference/demo_faces.py`, trained at the start),
+   served: its top-1 on the held-out split with its TTA views (identity, flip) and with
+   `tta=false`.
 """
 
 from __future__ import annotations
@@ -157,6 +160,17 @@ def standalone_cpu_per_image(jpegs: list[bytes], batch: int, seconds: float) -> 
     return (time.process_time() - cpu) / done
 
 
+def faces_accuracy(port: int) -> dict[str, float]:
+    """The demo `faces` model's held-out top-1, served, with its TTA views and without."""
+    from augserve.clients.infer import InferClient
+    from augserve.server.inference.demo_faces import held_out_accuracy
+
+    with InferClient(f"127.0.0.1:{port}", timeout=60) as client:
+        return {name: held_out_accuracy(lambda images, p=parameters: [
+            answer[0].index for answer in client.classify("faces", images, parameters=p)])
+            for name, parameters in (("tta", {}), ("no_tta", {"tta": False}))}
+
+
 def run(args: argparse.Namespace) -> BenchReport:
     """Run every phase (see the module docstring) and return the report."""
     if args.quick:
@@ -175,7 +189,7 @@ def run(args: argparse.Namespace) -> BenchReport:
         jpegs = [data.encode_jpeg(image) for image in data.photos()]
         for k, jpeg in enumerate(jpegs):
             (photos / f"{k}.jpg").write_bytes(jpeg)
-        data.write_repository(work / "repo", args.max_batch_size, args.threads)
+        trained_accuracy = data.write_repository(work / "repo", args.max_batch_size, args.threads)
         ready = work / "augserve.port"
         metrics_port = lifecycle.free_port()
         command = [*serve_command(work / "repo", ready), "--metrics-port", str(metrics_port)]
@@ -198,6 +212,7 @@ def run(args: argparse.Namespace) -> BenchReport:
                 multi = _phase(port, "encoded", photos, args, work / f"tv-{index}", views, 1.0)
                 end = _model_statistics(port, data.ENCODED_MODEL)
                 tta.append((single, _difference(many, one), multi, _difference(end, many)))
+            accuracy = faces_accuracy(port)
         mean_batch = served_stats["rows"] / max(1, served_stats["batches"])
         standalone = standalone_cpu_per_image(jpegs, max(1, round(mean_batch)),
                                               2.0 if args.quick else 5.0)
@@ -222,6 +237,9 @@ def run(args: argparse.Namespace) -> BenchReport:
         "tta_1_view_model_ms_per_request": statistics.median(one for one, _ in model_ns) / 1e6,
         f"tta_{views}_views_model_ms_per_request": statistics.median(
             many for _, many in model_ns) / 1e6,
+        "faces_held_out_accuracy_trained": trained_accuracy,
+        "faces_held_out_accuracy_tta": accuracy["tta"],
+        "faces_held_out_accuracy_no_tta": accuracy["no_tta"],
     })
     report.figures = figures
     report.ratios = {

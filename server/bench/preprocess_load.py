@@ -36,12 +36,9 @@ def encoded_request(jpeg: bytes, tta_views: int) -> bytes:
 
     images = np.empty((1, 1), dtype=np.object_)
     images[0, 0] = jpeg
-    request = build_infer_request(ENCODED_MODEL, {"image": images})
-    if tta_views:
-        request.parameters["tta_views"].int64_param = tta_views
-    else:
-        request.parameters["tta"].bool_param = False
-    return request.SerializeToString()
+    parameters = {"tta_views": tta_views} if tta_views else {"tta": False}
+    return build_infer_request(ENCODED_MODEL, {"image": images},
+                               parameters=parameters).SerializeToString()
 
 
 def tensor_request(jpeg: bytes) -> bytes:

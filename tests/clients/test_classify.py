@@ -98,3 +98,16 @@ def test_reply_parses_what_the_server_formats():
     ]
     odd = parse_classes(np.array([b"1.500000:3:a:b", b"-inf:0"], dtype=object))
     assert odd == [[Classification("a:b", 1.5, 3), Classification("", float("-inf"), 0)]]
+
+
+def test_request_parameters_travel_typed():
+    from augserve.clients.infer import build_infer_request
+
+    request = build_infer_request("m", {"x": np.zeros((1, 2), np.float32)},
+                                  parameters={"tta": False, "tta_views": 2, "note": "a"})
+    assert request.parameters["tta"].WhichOneof("parameter_choice") == "bool_param"
+    assert request.parameters["tta"].bool_param is False
+    assert request.parameters["tta_views"].int64_param == 2
+    assert request.parameters["note"].string_param == "a"
+    with pytest.raises(TypeError, match="parameter 'bad'"):
+        build_infer_request("m", {}, parameters={"bad": 1.5})

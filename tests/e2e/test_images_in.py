@@ -40,15 +40,7 @@ def encoded_request(files: list[bytes], model: str = "images",
                     **parameters: bool | int | str) -> pb.ModelInferRequest:
     array = np.empty((len(files), 1), dtype=object)
     array[:, 0] = files
-    request = build_infer_request(model, {"image": array})
-    for key, value in parameters.items():
-        if isinstance(value, bool):
-            request.parameters[key].bool_param = value
-        elif isinstance(value, int):
-            request.parameters[key].int64_param = value
-        else:
-            request.parameters[key].string_param = value
-    return request
+    return build_infer_request(model, {"image": array}, parameters=parameters)
 
 
 def client_side(files: list[bytes]) -> torch.Tensor:
