@@ -18,7 +18,11 @@ from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from augserve.server.auth.identity import client_key
 from augserve.server.errors import AugserveError, PermissionDenied, Unavailable
 from augserve.server.inference import describe
-from augserve.server.inference.codec import decode_request, encode_response
+from augserve.server.inference.codec import (
+    check_declared_shapes,
+    decode_request,
+    encode_response,
+)
 from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.shared_memory import SystemSharedMemory
@@ -57,6 +61,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not self.ready.is_set():
             raise Unavailable("the server is not accepting inference requests")
         loaded = self.repository.get(request.model_name, request.model_version)
+        check_declared_shapes(request, self.settings)
         decoded = decode_request(request, loaded.settings, self.shared_memory, local)
         outputs = await loaded.queue.submit(decoded.inputs, client_deadline_s)
         return encode_response(request, loaded.settings, loaded.version, decoded, outputs,
