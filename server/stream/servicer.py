@@ -90,8 +90,8 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                            f"(known: {', '.join(sorted(self.settings.datasets))})")
         if name not in self._datasets:
             try:
-                self._datasets[name] = await asyncio.to_thread(open_dataset,
-                                                               self.settings.datasets[name])
+                self._datasets[name] = await asyncio.to_thread(
+                    open_dataset, self.settings.datasets[name], 0, self.settings.max_image_pixels)
             except (OSError, ValueError) as error:
                 raise FailedPrecondition(f"dataset {name!r} cannot be opened: {error}") from error
         return self._datasets[name]
@@ -321,7 +321,7 @@ def add_stream_service(server: aio.Server, settings: StreamSettings,
         The servicer; `await servicer.aclose()` once the server has stopped.
     """
     pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
-                              settings.cache_bytes)
+                              settings.cache_bytes, settings.max_image_pixels)
     servicer = StreamServicer(settings, pool, pipelines, max_ops)
     register_servicer(server, servicer)
     return servicer
