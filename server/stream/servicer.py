@@ -105,9 +105,10 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         if layout not in LAYOUTS:
             raise InvalidArgument(f"layout: expected one of {LAYOUTS}, got {layout!r}")
         spec, mean, std = stream_spec(self.pipelines.resolve(request), dtype, layout)
-        if not 1 <= request.batch_size <= self.settings.max_batch_size:
-            raise InvalidArgument(f"batch_size: expected 1..{self.settings.max_batch_size}, "
-                                  f"got {request.batch_size}")
+        if request.batch_size < 1:
+            raise InvalidArgument(f"batch_size: expected at least 1, got {request.batch_size}")
+        if request.batch_size > self.settings.max_batch_size:
+            raise over_limit(self.settings, "max_batch_size", f"batch_size {request.batch_size}")
         self.check_memory(spec, request.dataset, dataset, request.batch_size)
         shards = request.num_shards or 1
         if request.shard_index >= shards:
