@@ -38,6 +38,7 @@ from augserve.server.exposure import StartRefused, refusal
 from augserve.server.inference.demo import build_demo_repository
 from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.servicer import InferenceServicer
+from augserve.server.inflight import InflightInterceptor, inflight_slots
 from augserve.server.interceptors import ErrorMappingInterceptor
 from augserve.server.jobs.servicer import add_jobs_service
 from augserve.server.reload import ReloadHooks
@@ -131,16 +132,19 @@ async def start_server(config: ServerConfig) -> RunningServer:
                                  settings=config.inference, imports=imports)
 
     gate = DrainGate()
+    inflight = inflight_slots(config)
     server = aio.server(
-        # Auth runs inside error mapping, which turns its refusals into statuses.
-        interceptors=[ErrorMappingInterceptor(gate), AuthInterceptor(tokens)],
+        # Auth runs inside error mapping, which turns its refusals into statuses; the
+        # in-flight bound inside auth, which tells it who the caller is.
+        interceptors=[ErrorMappingInterceptor(gate), AuthInterceptor(tokens),
+                      InflightInterceptor(inflight)],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
     )
-    inference = InferenceServicer(repository, config.inference)
+    inference = InferenceServicer(repository, config.inference, inflight)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -97,6 +97,12 @@ class ServerConfig:
         64 * 1024 * 1024, flag="--max-message-bytes", shown="67108864 (64 MiB)",
         help="largest request or response message; a larger one gets RESOURCE_EXHAUSTED "
              "from gRPC itself")
+    max_inflight_per_client: int = option(
+        256, flag="--max-inflight-per-client",
+        help="requests one client identity (its token's name, else its address) may have in "
+             "flight at once: unary calls (ModelInfer, Augment, ...) and ModelStreamInfer "
+             "requests not yet answered; one more gets RESOURCE_EXHAUSTED (health, "
+             "ServerLive and ServerReady are exempt)")
     shutdown_grace_s: float = option(
         10.0, flag="--shutdown-grace-s",
         help="on SIGTERM, how long in-flight requests may take to drain, in seconds")
@@ -136,6 +142,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be in 0..65535, got {value}")
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
+        if self.max_inflight_per_client < 1:
+            raise ValueError(f"max_inflight_per_client must be >= 1, got "
+                             f"{self.max_inflight_per_client}")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.ray_num_cpus is not None and self.ray_num_cpus < 1:

@@ -30,6 +30,7 @@ from augserve.clients.proto.augserve.v1 import augment_pb2 as pb
 from augserve.server.augment.ops import OPS, Normalize, Op, SpecError
 from augserve.server.augment.ops.base import check_fill
 from augserve.server.augment.settings import AugmentSettings
+from augserve.server.errors import ResourceExhausted
 
 DTYPES = ("uint8", "float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -149,10 +150,11 @@ def spec_from_proto(message: pb.Pipeline,
 
     Raises:
         InvalidArgument: naming the op (index and name) and the field at fault.
+        ResourceExhausted: more than `max_ops` ops.
     """
     if len(message.ops) > max_ops:
-        raise SpecError("pipeline.ops",
-                        f"at most {max_ops} ops (max_ops), got {len(message.ops)}")
+        raise ResourceExhausted(f"pipeline.ops: {len(message.ops)} ops is over max_ops "
+                                f"(--augment-max-ops) = {max_ops}")
     ops = []
     for i, op_spec in enumerate(message.ops):
         which = op_spec.WhichOneof("op")

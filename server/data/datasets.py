@@ -139,8 +139,12 @@ class FolderDataset(Dataset):
 
     kind = "folder"
 
-    def __init__(self, root: Path, size: int = 0, cache: ByteLRU | None = None) -> None:
+    def __init__(self, root: Path, size: int = 0, cache: ByteLRU | None = None,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         """Scan `root` once: classes are its sorted subfolders, files sorted by name.
+
+        A file whose header declares more than `max_pixels` pixels raises ImageTooLarge
+        on load, before it is decoded.
 
         Raises:
             ValueError: `root` is not a folder, or a class folder or image file is a
@@ -162,13 +166,14 @@ class FolderDataset(Dataset):
         self.files = files
         self.size = size
         self.cache = cache if cache is not None else ByteLRU(0)
+        self.max_pixels = max_pixels
 
     def load(self, index: int) -> np.ndarray:
         """Decode (or take from the cache) file `index`."""
         cached = self.cache.get(index)
         if cached is not None:
             return cached
-        image = _rgb(decode_file(self.files[index]), self.size)
+        image = _rgb(decode_file(self.files[index], self.max_pixels), self.size)
         self.cache.put(index, image)
         return image
 
@@ -245,8 +250,11 @@ class BuiltinDataset(ArrayDataset):
             self.classes = ["astronaut", "coffee", "chelsea", "rocket", "china", "flower"]
 
 
-def open_dataset(spec: DatasetSpec, cache_bytes: int = 0) -> Dataset:
+def open_dataset(spec: DatasetSpec, cache_bytes: int = 0,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> Dataset:
     """Open the dataset `spec` names; decoded folder images go to a cache of `cache_bytes`.
+
+    A folder image over `max_pixels` pixels (by its header) is refused before decoding.
 
     Raises:
         ValueError: the path does not exist or holds no usable images or arrays.
@@ -255,7 +263,7 @@ def open_dataset(spec: DatasetSpec, cache_bytes: int = 0) -> Dataset:
         return BuiltinDataset(spec.name, spec.size, spec.count)
     path = Path(spec.path)
     if spec.kind == "folder":
-        return FolderDataset(path, spec.size, ByteLRU(cache_bytes))
+        return FolderDataset(path, spec.size, ByteLRU(cache_bytes), max_pixels)
     if path.suffix == ".npz":
         with np.load(path) as archive:
             if "images" not in archive or "labels" not in archive:

@@ -33,6 +33,9 @@ from augserve.server.inference.shared_memory import (
     SystemSharedMemory,
     parameters_of,
 )
+from augserve.server.limits import over_limit
+
+_INT64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,33 @@ def _check_shape(spec: TensorSpec, shape: tuple[int, ...], settings: ModelSettin
         )
     if any(s < 0 for s in shape):
         raise InvalidArgument(f"input {spec.name!r}: negative dimension in {list(shape)}")
+
+
+def check_declared_shapes(request: pb.ModelInferRequest, limits: InferenceSettings) -> None:
+    """Bound every input's declared shape by the server's limits, before anything is read.
+
+    Runs before `decode_request`, so that nothing (typed contents, BYTES, a shared-memory
+    copy) is allocated for a shape over the limits. Empty dimensions count as 1: a shape
+    like [0, 2^62] holds nothing, but numpy cannot even describe it.
+
+    Raises:
+        InvalidArgument: a negative dimension, or a shape whose element count overflows int64.
+        ResourceExhausted: more elements than `max_tensor_elements`, or more rows (the first
+            dimension) than `max_request_rows`; the message names the limit.
+    """
+    for tensor in request.inputs:
+        what, shape = f"input {tensor.name!r}", list(tensor.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidArgument(f"{what}: negative dimension in {shape}")
+        elements = math.prod(max(d, 1) for d in shape)
+        if elements > _INT64_MAX:
+            raise InvalidArgument(f"{what}: shape {shape} declares {elements} elements, "
+                                  f"which overflows int64")
+        if elements > limits.max_tensor_elements:
+            raise over_limit(limits, "max_tensor_elements",
+                             f"{what}: {elements} elements of shape {shape}")
+        if shape and shape[0] > limits.max_request_rows:
+            raise over_limit(limits, "max_request_rows", f"{what}: {shape[0]} rows")
 
 
 def _typed_array(tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec) -> np.ndarray:

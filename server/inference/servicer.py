@@ -7,6 +7,7 @@ errors are raised as `AugserveError` and mapped to statuses by the interceptor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from importlib.metadata import version as package_version
 
@@ -14,12 +15,18 @@ from grpc import aio
 
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
+from augserve.server.auth.identity import client_key
 from augserve.server.errors import AugserveError, PermissionDenied, Unavailable
 from augserve.server.inference import describe
-from augserve.server.inference.codec import decode_request, encode_response
+from augserve.server.inference.codec import (
+    check_declared_shapes,
+    decode_request,
+    encode_response,
+)
 from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.settings import InferenceSettings
 from augserve.server.inference.shared_memory import SystemSharedMemory
+from augserve.server.limits import ClientSlots
 from augserve.server.peers import is_local_peer
 
 EXTENSIONS = ["classification", "model_repository", "model_configuration", "statistics",
@@ -27,13 +34,20 @@ EXTENSIONS = ["classification", "model_repository", "model_configuration", "stat
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Serves the models of `repository`; `ready` is cleared while the server drains."""
+    """Serves the models of `repository`; `ready` is cleared while the server drains.
+
+    `inflight`: the server's per-client in-flight slots (`augserve.server.inflight`), which
+    each ModelStreamInfer request holds until it is answered; None: streams are unbounded
+    but for their window.
+    """
 
     def __init__(self, repository: ModelRepository,
-                 settings: InferenceSettings | None = None) -> None:
+                 settings: InferenceSettings | None = None,
+                 inflight: ClientSlots | None = None) -> None:
         """Serve `repository`'s models within `settings`; no shared-memory region yet."""
         self.repository = repository
         self.settings = settings or InferenceSettings()
+        self.inflight = inflight
         self.ready = asyncio.Event()
         self.shared_memory = SystemSharedMemory()
 
@@ -47,6 +61,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not self.ready.is_set():
             raise Unavailable("the server is not accepting inference requests")
         loaded = self.repository.get(request.model_name, request.model_version)
+        check_declared_shapes(request, self.settings)
         decoded = decode_request(request, loaded.settings, self.shared_memory, local,
                                  self.settings)
         outputs = await loaded.queue.submit(decoded.inputs, client_deadline_s)
@@ -123,12 +138,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         responses: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         window = asyncio.Semaphore(self.settings.stream_window)
         local = is_local_peer(context.peer())
+        client = client_key(context)
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                reply = pb.ModelStreamInferResponse(
-                    infer_response=await self.infer(request, context.time_remaining(), local)
-                )
+                with (self.inflight.hold(client) if self.inflight is not None
+                      else contextlib.nullcontext()):
+                    reply = pb.ModelStreamInferResponse(
+                        infer_response=await self.infer(request, context.time_remaining(),
+                                                        local)
+                    )
             except AugserveError as error:
                 reply = pb.ModelStreamInferResponse(
                     error_message=str(error),

@@ -21,6 +21,16 @@ class InferenceSettings:
         help="replica deaths one request may ride through (its batch is requeued on a fresh "
              "replica) before it fails with UNAVAILABLE, so an input that crashes replicas "
              "cannot take the model down")
+    max_tensor_elements: int = option(
+        1 << 27, flag="--inference-max-tensor-elements", shown="134217728 (2^27)",
+        help="elements one input tensor may declare (its shape's product, empty dimensions "
+             "counted as 1), checked on the declared shape before anything is allocated; "
+             "one over it is RESOURCE_EXHAUSTED")
+    max_request_rows: int = option(
+        1 << 20, flag="--inference-max-request-rows", shown="1048576 (2^20)",
+        help="rows (the first dimension: the batch, for a batching model) one input tensor "
+             "may declare; more is RESOURCE_EXHAUSTED (a batch over the model's own "
+             "max_batch_size stays INVALID_ARGUMENT, as in Triton)")
     replica_max_in_flight: int = option(
         1, flag="--inference-replica-max-in-flight",
         help="batches sent to one replica before it counts as busy")

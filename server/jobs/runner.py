@@ -36,9 +36,9 @@ from augserve.server.errors import AugserveError, Cancelled, Internal, NotFound
 from augserve.server.imports import allow_list
 from augserve.server.jobs.journal import Journal, Record, state_dir
 from augserve.server.jobs.progress import CANCELLED, FAILED, FINAL, ProgressEvent
+from augserve.server.jobs.queue import JobSlots
 from augserve.server.jobs.settings import JobSettings
 from augserve.server.jobs.specs import JobSpec
-from augserve.server.limits import over_limit
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class JobChannel:
 
 
 def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str,
-         imports: AllowList) -> dict[str, Any]:
+         imports: AllowList, turn: bool | None = None) -> dict[str, Any]:
+    """Run one job; `turn` is only waited for (by Ray, before the task starts: `queue`)."""
     import torch
 
     from augserve.server.jobs.execute import execute
@@ -86,6 +87,8 @@ def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str,
         return bool(ray.get(channel.report.remote(event.as_dict())))
 
     try:
+        if report(ProgressEvent(message="poll")):  # cancelled while it was queued
+            raise JobCancelled("the job was cancelled while queued; nothing was written")
         return execute(spec, Context(spec.seed, report), cache_dir or None, imports).as_dict()
     except JobCancelled as error:
         report(ProgressEvent(state=CANCELLED, stage="cancelled", message=str(error)))
@@ -134,21 +137,18 @@ class JobManager:
                  imports: AllowList | None = None) -> None:
         """Keep up to `settings.keep_finished` finished jobs; run `max_running` at once.
 
+        Jobs beyond `max_running` wait in a FIFO of at most `max_queued` (`queue`).
+
         Loads the journal in `settings.state_dir` (see `journal.state_dir`). Jobs import
         architectures only from `imports` (default: `augserve.server.imports.allow_list()`).
         """
         self.settings = settings or JobSettings()
         self.imports = imports or allow_list()
+        self.slots = JobSlots(self.settings)
         self.journal = Journal(state_dir(self.settings.state_dir))
         records = self.journal.load(self.settings.keep_finished)
         self._jobs: OrderedDict[str, Job | Record] = OrderedDict(
             (record.id, record) for record in reversed(records)
-        )
-
-    def _running(self) -> int:
-        return sum(
-            1 for job in self._jobs.values()
-            if isinstance(job, Job) and not ray.wait([job.ref], timeout=0)[0]
         )
 
     def _record(self, job: Job, record: Record) -> None:
@@ -177,29 +177,36 @@ class JobManager:
     def submit(self, spec: JobSpec) -> str:
         """Check `spec` (NotFound / InvalidArgument), start its task; returns the job id.
 
+        Beyond `max_running` running jobs, the job is queued: its task starts when a running
+        one ends, in submission order, and its first event says so (stage "queued").
+
         Raises:
-            ResourceExhausted: `max_running` jobs are already running.
+            ResourceExhausted: `max_running` jobs run and `max_queued` wait already.
         """
         from augserve.server.jobs.execute import check_spec
 
         check_spec(spec, self.imports)
-        if self._running() >= self.settings.max_running:
-            raise over_limit(self.settings, "max_running",
-                             f"job {self._running() + 1} running at once (jobs are not queued; "
-                             f"retry later)")
+        job_id = uuid.uuid4().hex[:16]
+        turn, ahead = self.slots.admit(job_id)
         channel = JobChannel.remote()
+        if turn is not None:
+            channel.report.remote(ProgressEvent(
+                stage="queued", message=f"queued behind {ahead} job(s); "
+                                        f"{self.settings.max_running} run at once").as_dict())
         ref = run_job.options(num_cpus=self.settings.task_num_cpus).remote(
             spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir,
-            self.imports,
+            self.imports, turn,
         )
-        job = Job(uuid.uuid4().hex[:16], spec, channel, ref)
+        self.slots.watch(job_id, ref)
+        job = Job(job_id, spec, channel, ref)
         job.recorder = threading.Thread(
             target=self._record, args=(job, Record(job.id, spec.to_dict(), time.time())),
             name=f"journal-{job.id}", daemon=True,
         )
         job.recorder.start()
         self._jobs[job.id] = job
-        while len(self._jobs) > self.settings.keep_finished + self.settings.max_running:
+        live = self.settings.max_running + self.settings.max_queued
+        while len(self._jobs) > self.settings.keep_finished + live:
             self.journal.delete(self._jobs.popitem(last=False)[0])
         return job.id
 
@@ -247,6 +254,7 @@ class JobManager:
         job = self.get(job_id)
         if isinstance(job, Job):
             await job.channel.cancel.remote()
+            self.slots.withdraw(job_id)  # a queued job starts now, to end as cancelled
 
     async def result(self, job_id: str) -> dict[str, Any]:
         """Wait for the job; returns {"version", "card"} or raises its error (Cancelled, ...)."""
@@ -280,3 +288,4 @@ class JobManager:
         job = self.get(job_id)
         if isinstance(job, Job):
             ray.get(job.channel.cancel.remote())
+            self.slots.withdraw(job_id)

@@ -17,7 +17,12 @@ class JobSettings:
         1, flag="--jobs-torch-threads", help="torch intra-op threads inside a job")
     max_running: int = option(
         2, flag="--jobs-max-running",
-        help="jobs running at once; a Submit beyond it is RESOURCE_EXHAUSTED")
+        help="jobs running at once; a Submit beyond it waits in the queue (`max_queued`) and "
+             "starts when a running job ends, in submission order")
+    max_queued: int = option(
+        8, flag="--jobs-max-queued",
+        help="jobs waiting for a running slot; a Submit beyond it is RESOURCE_EXHAUSTED "
+             "(0: no queue, a Submit beyond `max_running` is refused)")
     keep_finished: int = option(
         64, flag="--jobs-keep-finished",
         help="finished jobs remembered for Watch / Result (also in the journal)")
@@ -36,3 +41,5 @@ class JobSettings:
             raise ValueError("jobs settings: task_num_cpus > 0 and torch_threads >= 1")
         if self.max_running < 1 or self.keep_finished < 1:
             raise ValueError("jobs settings: max_running and keep_finished must be >= 1")
+        if self.max_queued < 0:
+            raise ValueError("jobs settings: max_queued must be >= 0")

@@ -18,7 +18,7 @@ import numpy as np
 from augserve.server.actors import ActorCall, ActorPool, prepare_worker
 from augserve.server.augment.spec import PipelineSpec
 from augserve.server.data.datasets import Dataset, DatasetSpec, open_dataset
-from augserve.server.images import IMAGE_ERRORS
+from augserve.server.images import IMAGE_ERRORS, MAX_IMAGE_PIXELS
 from augserve.server.stream import metrics
 from augserve.server.stream.ring import Destination, MappedRings
 
@@ -81,11 +81,16 @@ class BatchResult:
 class StreamWorker:
     """Makes batches in one process, its kernels on `threads` threads."""
 
-    def __init__(self, backend: str = "auto", threads: int = 1, cache_bytes: int = 0) -> None:
-        """Set the process up for a pool (`prepare_worker`): `threads` threads, deterministic."""
+    def __init__(self, backend: str = "auto", threads: int = 1, cache_bytes: int = 0,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+        """Set the process up for a pool (`prepare_worker`): `threads` threads, deterministic.
+
+        Folder images over `max_pixels` pixels are refused from their header.
+        """
         prepare_worker(threads)
         self.backend = backend
         self.cache_bytes = cache_bytes
+        self.max_pixels = max_pixels
         self._datasets: dict[DatasetSpec, Dataset] = {}
         self._rings = MappedRings()
         # The in-process worker makes batches on several threads: a dataset is opened once,
@@ -96,7 +101,8 @@ class StreamWorker:
     def _dataset(self, spec: DatasetSpec) -> Dataset:
         with self._opening:
             if spec not in self._datasets:
-                self._datasets[spec] = open_dataset(spec, self.cache_bytes)
+                self._datasets[spec] = open_dataset(spec, self.cache_bytes,
+                                                      self.max_pixels)
             return self._datasets[spec]
 
     def ping(self) -> bool:
@@ -153,9 +159,9 @@ class StreamPool(ActorPool[StreamWorker]):
     """
 
     def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
-                 cache_bytes: int = 0) -> None:
+                 cache_bytes: int = 0, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         """Describe the pool; actors start on first use (Ray must be initialised)."""
-        super().__init__(StreamWorker, size, (backend, 1, cache_bytes), num_cpus)
+        super().__init__(StreamWorker, size, (backend, 1, cache_bytes, max_pixels), num_cpus)
         self.backend = backend
         self.cache_bytes = cache_bytes
 

@@ -90,8 +90,8 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
                            f"(known: {', '.join(sorted(self.settings.datasets))})")
         if name not in self._datasets:
             try:
-                self._datasets[name] = await asyncio.to_thread(open_dataset,
-                                                               self.settings.datasets[name])
+                self._datasets[name] = await asyncio.to_thread(
+                    open_dataset, self.settings.datasets[name], 0, self.settings.max_image_pixels)
             except (OSError, ValueError) as error:
                 raise FailedPrecondition(f"dataset {name!r} cannot be opened: {error}") from error
         return self._datasets[name]
@@ -105,9 +105,10 @@ class StreamServicer(pb_grpc.StreamServiceServicer):
         if layout not in LAYOUTS:
             raise InvalidArgument(f"layout: expected one of {LAYOUTS}, got {layout!r}")
         spec, mean, std = stream_spec(self.pipelines.resolve(request), dtype, layout)
-        if not 1 <= request.batch_size <= self.settings.max_batch_size:
-            raise InvalidArgument(f"batch_size: expected 1..{self.settings.max_batch_size}, "
-                                  f"got {request.batch_size}")
+        if request.batch_size < 1:
+            raise InvalidArgument(f"batch_size: expected at least 1, got {request.batch_size}")
+        if request.batch_size > self.settings.max_batch_size:
+            raise over_limit(self.settings, "max_batch_size", f"batch_size {request.batch_size}")
         self.check_memory(spec, request.dataset, dataset, request.batch_size)
         shards = request.num_shards or 1
         if request.shard_index >= shards:
@@ -342,7 +343,7 @@ def add_stream_service(server: aio.Server, settings: StreamSettings,
         The servicer; `await servicer.aclose()` once the server has stopped.
     """
     pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
-                              settings.cache_bytes)
+                              settings.cache_bytes, settings.max_image_pixels)
     servicer = StreamServicer(settings, pool, pipelines, max_ops)
     register_servicer(server, servicer)
     return servicer

@@ -8,6 +8,7 @@ from typing import Any
 
 from augserve.clients.ring import MAX_SLOTS
 from augserve.server.data.datasets import DatasetSpec
+from augserve.server.images import MAX_IMAGE_PIXELS
 from augserve.server.options import option
 
 BUILTIN_DATASETS: dict[str, DatasetSpec] = {
@@ -51,6 +52,11 @@ class StreamSettings:
     cache_bytes: int = option(
         512 << 20, flag="--stream-cache-bytes", shown="536870912 (512 MiB)",
         help="each worker's cache of decoded folder images, in bytes")
+    max_image_pixels: int = option(
+        MAX_IMAGE_PIXELS, flag="--stream-max-image-pixels", shown="67108864 (64 Mi)",
+        help="the most pixels a folder dataset's image file may declare in its JPEG, PNG or "
+             "WebP header, checked before decoding (a guard against decompression bombs); "
+             "a larger one is handled as a corrupt image (`on_corrupt`)")
     pool_size: int = option(
         2, flag="--stream-pool-size",
         help="Ray actors making batches (shared by all streams); 0 runs them on a thread of "
@@ -91,7 +97,8 @@ class StreamSettings:
 
     def __post_init__(self) -> None:
         for name in ("window", "max_batch_size", "max_streams", "max_streams_per_client",
-                     "max_batch_bytes", "max_stream_bytes", "max_resume_layouts"):
+                     "max_batch_bytes", "max_stream_bytes", "max_resume_layouts",
+                     "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"stream settings: {name} must be >= 1")
         if not 1 <= self.window + self.shared_memory_slots <= MAX_SLOTS or (

@@ -71,6 +71,41 @@ async def test_wrong_shape_names_the_input(stub, shape):
     await expect_status(stub.ModelInfer(request), grpc.StatusCode.INVALID_ARGUMENT, "'input'")
 
 
+def declared(shape: list[int], datatype: str = "FP32") -> pb.ModelInferRequest:
+    """A digits request that declares `shape` and carries no contents at all."""
+    request = pb.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="input", datatype=datatype, shape=shape)
+    return request
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+async def test_a_declared_shape_over_the_element_limit_is_refused_before_allocation(
+        stub, datatype):
+    # 2^28 elements against the default 2^27; the request is a few bytes
+    await expect_status(
+        stub.ModelInfer(declared([1, 1, 8, 1 << 25], datatype)),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "'input'", "max_tensor_elements (--inference-max-tensor-elements) = 134217728",
+    )
+
+
+async def test_a_declared_batch_over_the_row_limit_is_resource_exhausted(stub):
+    await expect_status(
+        stub.ModelInfer(declared([(1 << 20) + 1, 1, 8, 8])), grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "'input'", "max_request_rows (--inference-max-request-rows) = 1048576",
+    )
+
+
+@pytest.mark.parametrize("shape, words", [
+    ([-1, 1, 8, 8], "negative dimension"),
+    ([1, -8, 8, 8], "negative dimension"),
+    ([1 << 62, 1 << 62, 8, 8], "overflows int64"),
+])
+async def test_negative_or_overflowing_declared_shapes_are_invalid(stub, shape, words):
+    await expect_status(stub.ModelInfer(declared(shape)), grpc.StatusCode.INVALID_ARGUMENT,
+                        "'input'", words)
+
+
 async def test_wrong_byte_length_names_the_input(stub):
     request = digits_request()
     request.raw_input_contents[0] = request.raw_input_contents[0][:-4]

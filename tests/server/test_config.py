@@ -79,6 +79,10 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
     ("colour = 1\n", "unknown config keys ['colour']"),
     ("[inference]\nstream_window = 0\n", "stream_window must be >= 1"),
     ('import_prefixes = ["not a module"]\n', "dotted module names"),
+    ("max_inflight_per_client = 0\n", "max_inflight_per_client must be >= 1, got 0"),
+    ("[inference]\nmax_tensor_elements = 0\n", "max_tensor_elements must be >= 1"),
+    ("[stream]\nmax_image_pixels = 0\n", "max_image_pixels must be >= 1"),
+    ("[jobs]\nmax_queued = -1\n", "max_queued must be >= 0"),
 ])
 def test_bad_config_values_are_named(tmp_path, text, words):
     config_file = tmp_path / "server.toml"

@@ -86,3 +86,12 @@ def test_named_op_params_of_the_wrong_kind_are_spec_errors(params, words):
     # Found by tests/fuzz: these raised TypeError / ValueError, which reached clients as INTERNAL.
     with pytest.raises(InvalidArgument, match=re.escape(words)):
         parse_pipeline({"ops": [{"named": {"name": "affine", "params": params}}]})
+
+
+def test_more_ops_than_max_ops_is_resource_exhausted_naming_the_limit():
+    from augserve.server.errors import ResourceExhausted
+
+    assert len(parse_pipeline({"ops": [{"horizontalFlip": {}}] * 3}, max_ops=3).ops) == 3
+    with pytest.raises(ResourceExhausted) as caught:
+        parse_pipeline({"ops": [{"horizontalFlip": {}}] * 4}, max_ops=3)
+    assert str(caught.value) == "pipeline.ops: 4 ops is over max_ops (--augment-max-ops) = 3"

@@ -50,7 +50,8 @@ async def start(stream_settings: StreamSettings, pool: StreamPool | None = None,
                 servicer_class: type = StreamServicer) -> Running:
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()],
                              options=[("grpc.max_send_message_length", 64 << 20)])
-    pool = pool or StreamPool(stream_settings.pool_size, "fast")
+    pool = pool or StreamPool(stream_settings.pool_size, "fast",
+                              max_pixels=stream_settings.max_image_pixels)
     servicer = servicer_class(stream_settings, pool, PIPELINES)
     register_servicer(server, servicer)
     port = server.add_insecure_port("127.0.0.1:0")

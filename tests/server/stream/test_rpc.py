@@ -102,7 +102,8 @@ BAD = [
      grpc.StatusCode.INVALID_ARGUMENT, "rotate"),
     ({"shard_index": 4, "num_shards": 4}, grpc.StatusCode.INVALID_ARGUMENT, "shard_index"),
     ({"batch_size": 0}, grpc.StatusCode.INVALID_ARGUMENT, "batch_size"),
-    ({"batch_size": 257}, grpc.StatusCode.INVALID_ARGUMENT, "batch_size"),
+    ({"batch_size": 257}, grpc.StatusCode.RESOURCE_EXHAUSTED,
+     "batch_size 257 is over max_batch_size (--stream-max-batch-size) = 256"),
     ({"dtype": "int7"}, grpc.StatusCode.INVALID_ARGUMENT, "dtype"),
     ({"layout": "CHWN"}, grpc.StatusCode.INVALID_ARGUMENT, "layout"),
     ({"sharding": "random"}, grpc.StatusCode.INVALID_ARGUMENT, "sharding"),
@@ -136,6 +137,29 @@ async def test_corrupt_file_is_named_then_skipped_or_fails(local, image_folder):
     assert "9_corrupt.jpg" in caught.value.details()
     # Other clients are untouched.
     assert len(await collect(local.target, batch_size=256)) == 8
+
+
+async def test_images_over_max_image_pixels_are_refused_from_their_header(image_folder):
+    from .conftest import settings, start
+
+    # the folder's images are (20..24) x 30: 600..720 pixels; 23 and 24 rows are over 660
+    running = await start(settings(image_folder, max_image_pixels=660))
+    resize = _pipeline({"ops": [{"resize": {"size": [16, 16]}}]})
+    try:
+        batches = await collect(running.target, dataset="folder", pipeline=resize,
+                                batch_size=4, shuffle=False)
+        skipped = sorted(s for b in batches for s in b.skipped)
+        bombs = [s for s in skipped if "over max_image_pixels = 660" in s]
+        assert len(skipped) == 5 and len(bombs) == 4  # and the corrupt file
+        assert sorted(s.split(":")[0].rsplit("/", 1)[-1] for s in bombs) == [
+            "3.png", "3.png", "4.jpg", "4.jpg"]
+        assert sum(len(b.sample_indices) for b in batches) == 6
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await collect(running.target, dataset="folder", pipeline=resize, batch_size=16,
+                          shuffle=False, on_corrupt="fail")
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        await running.server.stop(None)
 
 
 async def test_mixed_sizes_without_a_resize_is_invalid(local):
