@@ -212,8 +212,12 @@ class InferClient:
     ) -> dict[str, np.ndarray]:
         """Run `model` on `inputs` (name -> array); returns output name -> array."""
         request = build_infer_request(model, inputs, outputs, version)
-        response = self._stub.ModelInfer(request, timeout=timeout or self.timeout)
-        return parse_infer_response(response)
+        return parse_infer_response(self.infer_request(request, timeout))
+
+    def infer_request(self, request: pb.ModelInferRequest, timeout: float | None = None
+                      ) -> pb.ModelInferResponse:
+        """Send a prebuilt request (with parameters, shared memory, ...); the raw response."""
+        return self._stub.ModelInfer(request, timeout=timeout or self.timeout)
 
     def classify(
         self,

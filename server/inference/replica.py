@@ -120,7 +120,7 @@ class ModelReplica:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self.preprocessor = (
-            ImagePreprocessor(settings.preprocess, settings.outputs, self.device, self.threads)
+            ImagePreprocessor(settings.preprocess, settings.outputs, self.device)
             if settings.preprocess is not None else None
         )
         self.load_finished = time.monotonic()
