@@ -72,13 +72,16 @@ def test_held_out_accuracy_with_and_without_tta(served, capsys):
     images, labels = faces_held_out()
     tensor = triton.InferInput("image", [len(images), 1], "BYTES")
     tensor.set_data_from_numpy(np.array(images, dtype=object).reshape(-1, 1))
-    accuracy = {}
+    accuracy, scores = {}, {}
     with triton.InferenceServerClient(served.url) as theirs:
         for tta in (True, False):
             result = theirs.infer("faces", [tensor], parameters={"tta": tta},
                                   outputs=[triton.InferRequestedOutput("logits", class_count=1)])
-            top1 = [int(row[0].decode().split(":")[1]) for row in result.as_numpy("logits")]
-            accuracy[tta] = float((np.array(top1) == labels).mean())
+            rows = [row[0].decode().split(":") for row in result.as_numpy("logits")]
+            accuracy[tta] = float((np.array([int(r[1]) for r in rows]) == labels).mean())
+            scores[tta] = np.array([float(r[0]) for r in rows])
+    # the parameter took effect: the flipped view moves the merged scores of some images
+    assert not np.allclose(scores[True], scores[False], rtol=0, atol=1e-6)
     with capsys.disabled():
         print(f"\nfaces held-out top-1 ({len(labels)} images): TTA (identity + hflip) "
               f"{accuracy[True]:.3f}, without TTA {accuracy[False]:.3f}")
