@@ -123,9 +123,20 @@ def decode_image_bytes(data: bytes | memoryview, max_pixels: int, what: str,
         CorruptImage: empty, an unsupported format, or bytes that do not decode.
         ImageTooLarge: the header declares more than `max_pixels` pixels.
     """
+    width, height = check_encoded(data, max_pixels, what, limit)
+    return decode_checked(data, width, height, what)
+
+
+def decode_checked(data: bytes | memoryview, width: int, height: int, what: str) -> np.ndarray:
+    """Decode bytes that `check_encoded` passed as a `width` x `height` image (uint8 RGB).
+
+    The header is not read again: a replica decodes what the servicer checked at the edge.
+
+    Raises:
+        CorruptImage: the bytes do not decode to that size.
+    """
     import cv2
 
-    width, height = check_encoded(data, max_pixels, what, limit)
     encoded = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     if image is not None and image.shape[:2] == (height, width):
@@ -150,6 +161,7 @@ __all__ = [
     "check_encoded",
     "check_pixels",
     "declared_size",
+    "decode_checked",
     "decode_image_bytes",
     "image_format",
 ]

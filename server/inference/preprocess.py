@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from augserve.server.augment.pipeline import Pipeline
-from augserve.server.images import decode_image_bytes
+from augserve.server.images import decode_checked
 from augserve.server.inference.image_inputs import (
     CHANNELS,
     ENCODED,
@@ -121,7 +121,7 @@ class ImagePreprocessor:
             elif self._nvjpeg is not None and bytes(data[:2]) == b"\xff\xd8":
                 jpegs.append((row, data))
             else:  # the edge checked the header against the server's bound
-                images[row] = decode_image_bytes(data, height * width, f"input {name!r} row {row}")
+                images[row] = decode_checked(data, width, height, f"input {name!r} row {row}")
         if jpegs:
             self._decode_on_gpu(jpegs, images, record)
         return images  # type: ignore[return-value]
@@ -140,8 +140,8 @@ class ImagePreprocessor:
         except Exception as error:  # nvJPEG refuses some files the CPU decoder reads
             log.debug("nvJPEG failed (%s); decoding on the CPU", error)
             for row, data in jpegs:
-                pixels = int(record[row, HEIGHT] * record[row, WIDTH])
-                images[row] = decode_image_bytes(data, pixels, f"input {name!r} row {row}")
+                images[row] = decode_checked(data, int(record[row, WIDTH]),
+                                             int(record[row, HEIGHT]), f"input {name!r} row {row}")
 
     def __call__(self, record: np.ndarray, payload: np.ndarray) -> tuple[torch.Tensor,
                                                                        np.ndarray]:
