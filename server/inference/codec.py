@@ -83,7 +83,7 @@ def _check_shape(spec: TensorSpec, shape: tuple[int, ...], settings: ModelSettin
 def check_declared_shapes(request: pb.ModelInferRequest, limits: InferenceSettings) -> None:
     """Bound every input's declared shape by the server's limits, before anything is read.
 
-    Runs before `decode_request`, so that nothing (typed contents, BYTES, a shared-memory
+    `decode_request` runs it first, so that nothing (typed contents, BYTES, a shared-memory
     copy) is allocated for a shape over the limits. Empty dimensions count as 1: a shape
     like [0, 2^62] holds nothing, but numpy cannot even describe it.
 
@@ -155,7 +155,8 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
         settings: the model's configuration.
         memory: the registered shared-memory regions, for tensors that live there.
         local: whether the client is on this host (only such clients may use them).
-        limits: the server's inference limits (`max_image_pixels`); default ones if None.
+        limits: the server's inference limits (`check_declared_shapes`, first, and
+            `max_image_pixels`); default ones if None.
 
     Raises:
         InvalidArgument: an unknown, missing or duplicate input; a wrong datatype,
@@ -163,9 +164,12 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
             shared-memory region; a class_count the output cannot answer. The message
             names the input or output.
         PermissionDenied: shared memory named by a client on another host.
-        ResourceExhausted: an image over `max_image_pixels`.
+        ResourceExhausted: a shape over `max_tensor_elements` or `max_request_rows`, an
+            image over `max_image_pixels`.
 
     """
+    limits = limits or InferenceSettings()
+    check_declared_shapes(request, limits)
     raw = list(request.raw_input_contents)
     in_regions = [parameters_of(tensor) for tensor in request.inputs]
     inline = sum(1 for parameters in in_regions if not parameters)
@@ -211,7 +215,7 @@ def decode_request(request: pb.ModelInferRequest, settings: ModelSettings,
         raise InvalidArgument("inputs disagree on the batch size (dimension 0)")
     if settings.preprocess is not None:  # images: checked here, decoded in the replica
         arrays = pack_images(arrays[0], settings.preprocess, request.parameters,
-                             limits or InferenceSettings())
+                             limits)
 
     known_outputs = [s.name for s in settings.outputs]
     output_names = [o.name for o in request.outputs] or known_outputs

@@ -19,7 +19,6 @@ from augserve.server.auth.identity import client_key
 from augserve.server.errors import AugserveError, PermissionDenied, Unavailable
 from augserve.server.inference import describe
 from augserve.server.inference.codec import (
-    check_declared_shapes,
     decode_request,
     encode_response,
 )
@@ -61,7 +60,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if not self.ready.is_set():
             raise Unavailable("the server is not accepting inference requests")
         loaded = self.repository.get(request.model_name, request.model_version)
-        check_declared_shapes(request, self.settings)
         decoded = decode_request(request, loaded.settings, self.shared_memory, local,
                                  self.settings)
         outputs = await loaded.queue.submit(decoded.inputs, client_deadline_s)
