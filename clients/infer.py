@@ -77,11 +77,11 @@ def build_infer_request(
         request.raw_input_contents.append(to_raw(array))
     for name in outputs or ():
         request.outputs.add(name=name)
-    set_parameters(request, parameters or {})
+    _set_parameters(request, parameters or {})
     return request
 
 
-def set_parameters(request: pb.ModelInferRequest, parameters: Mapping[str, Parameter]) -> None:
+def _set_parameters(request: pb.ModelInferRequest, parameters: Mapping[str, Parameter]) -> None:
     """Set the request's KServe parameters from Python values (bool, int or str)."""
     for key, value in parameters.items():
         if isinstance(value, bool):
@@ -130,10 +130,12 @@ def classify_names(info: ModelInfo, input_name: str | None, output_name: str | N
 
 
 def build_classify_request(model: str, images: Image | Iterable[Image], top_k: int,
-                           input_name: str, output_name: str, version: str = ""
+                           input_name: str, output_name: str, version: str = "",
+                           parameters: Mapping[str, Parameter] | None = None,
                            ) -> pb.ModelInferRequest:
     """The request of `classify`: the images as BYTES [n, 1], `output_name` as top-k classes."""
-    request = build_infer_request(model, {input_name: images_tensor(images)}, version=version)
+    request = build_infer_request(model, {input_name: images_tensor(images)}, version=version,
+                                  parameters=parameters)
     request_classes(request, output_name, top_k)
     return request
 
@@ -255,8 +257,7 @@ class InferClient:
             names = classify_names(self.model_metadata(model, version), input_name, output_name)
             input_name, output_name = names
         request = build_classify_request(model, images_or_paths, top_k, input_name,
-                                         output_name, version)
-        set_parameters(request, parameters or {})
+                                         output_name, version, parameters)
         response = self._stub.ModelInfer(request, timeout=timeout or self.timeout)
         return parse_classes(parse_infer_response(response)[output_name])
 
@@ -340,8 +341,7 @@ class AsyncInferClient:
             info = await self.model_metadata(model, version)
             input_name, output_name = classify_names(info, input_name, output_name)
         request = build_classify_request(model, images_or_paths, top_k, input_name,
-                                         output_name, version)
-        set_parameters(request, parameters or {})
+                                         output_name, version, parameters)
         response = await self._stub.ModelInfer(request, timeout=timeout)
         return parse_classes(parse_infer_response(response)[output_name])
 
