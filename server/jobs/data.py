@@ -230,12 +230,7 @@ def open_job_data(
     registry = registry or {}
     spec = resolve_dataset(dataset, registry)
     if spec is None:
-        data = load_dataset(str(dataset))
-        if input_shape and tuple(input_shape) != data.input_shape:
-            shape, want = "x".join(map(str, data.input_shape)), "x".join(map(str, input_shape))
-            raise FailedPrecondition(
-                f"dataset {data.name!r} holds {shape} images; the source model takes {want}")
-        return data
+        return load_dataset(str(dataset))  # `execute.check_spec` compares its shape
     extra = {} if max_pixels is None else {"max_pixels": max_pixels}
     name = dataset if isinstance(dataset, str) else str(spec.path or spec.name)
     pipelines = {"train_spec": train_pipeline, "eval_spec": eval_pipeline}

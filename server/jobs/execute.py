@@ -31,6 +31,7 @@ from augserve.server.jobs.sources import (
     ARCHITECTURE_FIELD,
     MODULE,
     SourceInfo,
+    check_input,
     check_steps,
     inspect_source,
     load_source,
@@ -77,10 +78,12 @@ def check_spec(spec: JobSpec, imports: AllowList | None = None,
     check_steps(info, spec.steps, spec.source.describe())
     if spec.output_repository and not Path(spec.output_repository).is_dir():
         raise NotFound(f"output repository {spec.output_repository!r} is not a folder")
-    if spec.output_repository and resolve_dataset(spec.dataset, datasets or {}) is None:
+    if resolve_dataset(spec.dataset, datasets or {}) is None:  # a digits split: cheap to check
         data = load_dataset(str(spec.dataset))
-        config = output.model_config(data.input_shape, data.num_classes)
-        output.check_target(Path(spec.output_repository), spec.output_name, config)
+        check_input(info.input_shape, data.input_shape, data.name)
+        if spec.output_repository:
+            config = output.model_config(data.input_shape, data.num_classes)
+            output.check_target(Path(spec.output_repository), spec.output_name, config)
     return info
 
 

@@ -40,7 +40,7 @@ CACHE_BYTES = 512 << 20
 def train_pipeline(size: int) -> dict[str, Any]:
     """The default training pipeline for inputs of size x size."""
     return {"ops": [{"randomResizedCrop": {"size": [size, size], "scale": [0.35, 1.0]}},
-                    {"horizontalFlip": {"p": 0.5}}, {"normalize": {}}],
+                    {"p": 0.5, "horizontalFlip": {}}, {"normalize": {}}],
             "dtype": "float32", "layout": "NCHW"}
 
 

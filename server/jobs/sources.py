@@ -178,12 +178,15 @@ def check_steps(info: SourceInfo, steps: tuple[Step, ...], describe: str) -> Non
 class Opaque(nn.Module):
     """An exported or scripted module as a teacher: `train()` / `eval()` do not recurse.
 
-    An exported graph refuses `eval()`; its mode was fixed when it was exported.
+    An exported graph refuses `eval()`; its mode was fixed when it was exported. Its batch
+    dimension may be bounded too, so inputs run in chunks of `max_batch` (the model
+    config's `max_batch_size`; 0: whole).
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, max_batch: int = 0) -> None:
         super().__init__()
         self.module = module
+        self.max_batch = max_batch
 
     def train(self, mode: bool = True) -> Opaque:
         """Record the mode only (the wrapped graph keeps its own)."""
@@ -191,8 +194,10 @@ class Opaque(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The wrapped module's output."""
-        return self.module(x)
+        """The wrapped module's output (in chunks of `max_batch` rows)."""
+        if not self.max_batch or len(x) <= self.max_batch:
+            return self.module(x)
+        return torch.cat([self.module(part) for part in x.split(self.max_batch)])
 
 
 def load_source(ref: ModelRef, info: SourceInfo, num_classes: int, imports: AllowList
@@ -212,7 +217,7 @@ def load_source(ref: ModelRef, info: SourceInfo, num_classes: int, imports: Allo
         settings = read_model_config(info.version_dir.parent)
         model = load_module(settings, info.version_dir, allow_pickle=False, imports=imports)
         if info.kind != MODULE:
-            return Opaque(model).eval(), {}
+            return Opaque(model, settings.max_batch_size).eval(), {}
         return model.float().eval(), info.kwargs
     kwargs = {"num_classes": num_classes, **info.kwargs}
     model = imports.resolve(info.architecture, ARCHITECTURE_FIELD)(**kwargs)
