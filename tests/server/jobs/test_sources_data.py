@@ -73,7 +73,7 @@ def _scripted_and_exported(root):
     batch at most 8: a bound the job must respect)."""
     models = {"scripted": ("torchscript", digits_net(num_classes=10, width=4), [3, 8, 8], 10),
               "exported": ("torch_export", faces_cnn(num_classes=3, width=4), SIZE, 3)}
-    for name, (platform, model, dims, classes) in models.items():
+    for name, (platform, _, dims, classes) in models.items():
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.json").write_text(json.dumps({
             "platform": platform, "max_batch_size": 8,
@@ -115,14 +115,15 @@ async def test_train_then_compress_a_model_on_an_image_folder(served):
     assert config["input"][0]["dims"] == SIZE and config["output"][0]["dims"] == [3]
 
     source = {"repository": str(root / "out"), "name": "crops_base"}
-    steps = [{"prune": {"sparsity": 0.5, "finetune_epochs": 1}}, {"quantize": {"method": "dynamic"}}]
+    steps = [{"prune": {"sparsity": 0.5, "finetune_epochs": 1}},
+             {"quantize": {"method": "dynamic"}}]
     last, result = await _run(stub, _spec(root, source, steps, "crops_small",
                                           max_accuracy_drop=1.0))
     assert last.state == pb.JobEvent.DONE, last.message
     card = json.loads(result.model_card_json)
     drop = card["accuracy"]["before"] - card["accuracy"]["after"]
-    assert card["gate"] == {"max_accuracy_drop": 1.0, "measured_drop": pytest.approx(drop, abs=1e-6),
-                            "passed": True}
+    assert card["gate"] == {"max_accuracy_drop": 1.0, "passed": True,
+                            "measured_drop": pytest.approx(drop, abs=1e-6)}
     assert card["params"]["after"] < card["params"]["before"]
     assert (root / "out" / "crops_small" / str(result.version) / "compressed").is_dir()
 
@@ -199,8 +200,8 @@ async def test_bad_sources_and_datasets_are_refused_at_submit(served, source, st
 async def test_images_that_do_not_fit_the_model_fail_the_job(served):
     root, stub = served
     unresized = {"ops": [{"normalize": {}}], "dtype": "float32", "layout": "NCHW"}
-    last, error = await _run(stub, _spec(root, FACES, [{"finetune": {"epochs": 1}}], "misfit",
-                                         eval_pipeline=unresized))
+    _, error = await _run(stub, _spec(root, FACES, [{"finetune": {"epochs": 1}}], "misfit",
+                                      eval_pipeline=unresized))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "come out of the pipeline as (3, 40, 40); the model takes (3, 32, 32)" in (
         error.details())
