@@ -151,7 +151,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     augment_service = add_augment_service(server, config.augment)
     stream = add_stream_service(server, config.stream, config.augment.pipelines,
                                 max_ops=config.augment.max_ops)
-    jobs_service = add_jobs_service(server, repository, config.jobs, imports)
+    jobs_service = add_jobs_service(server, repository, config.jobs, imports,
+                                    dict(config.stream.datasets))
     services = [
         INFERENCE_SERVICE, augment_service, STREAM_SERVICE, jobs_service, health.SERVICE_NAME
     ]

@@ -10,6 +10,8 @@ Examples:
     augserve compress prune --repository models --source digits_fp32 --name digits_pruned \
         --sparsity 0.5 --stages 2 --finetune-epochs 4
     augserve compress quantize --repository models --source digits_pruned --name digits_q
+    augserve compress train --repository models --name crops_fp32 --zoo resnet20 \
+        --dataset-folder crops/ --epochs 4
     augserve compress distill --repository models --source digits_fp32 --name digits_student
     augserve compress report --out report/
     augserve transfer run --repository models --source digits_0_4 --method feature \
@@ -40,7 +42,22 @@ def _common(parser: argparse.ArgumentParser, needs_source: bool = True) -> None:
         help="factory of a state_dict source or a fresh model (module:function)",
     )
     parser.add_argument("--architecture-kwargs", default="{}", help="JSON kwargs of the factory")
-    parser.add_argument("--dataset", default="digits", help="digits | digits_0_4 | digits_5_9_few")
+    parser.add_argument("--zoo", default="",
+                        help="a zoo model: resnet18 | resnet20 | digits_net | digits_cnn | "
+                             "faces_cnn (fresh, or the architecture of --source-state-dict)")
+    parser.add_argument("--input-shape", default="",
+                        help="the source's input C,H,W (e.g. 3,64,64; default: its config or "
+                             "zoo entry)")
+    parser.add_argument("--dataset", default="digits",
+                        help="digits | digits_0_4 | digits_5_9_few | photos | lfw_subset")
+    parser.add_argument("--dataset-folder", type=Path,
+                        help="or: an image folder (root/<class>/<image>), decoded here")
+    parser.add_argument("--validation-folder", type=Path,
+                        help="a separate validation folder (default: split the dataset)")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of each class held out for validation")
+    parser.add_argument("--max-accuracy-drop", type=float, default=0.01,
+                        help="the gate of prune / quantize / distill (0.01 = 1 point)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     parser.add_argument("--local", action="store_true", help="run in this process, not Ray")
@@ -109,6 +126,8 @@ def build_spec(args: argparse.Namespace) -> Any:
         state_dict=str(args.source_state_dict) if getattr(args, "source_state_dict", None) else "",
         architecture=args.architecture,
         architecture_kwargs=json.loads(args.architecture_kwargs),
+        zoo=args.zoo,
+        input_shape=tuple(int(d) for d in args.input_shape.split(",")) if args.input_shape else (),
     )
     action = args.action
     steps: list[Any] = []
@@ -127,8 +146,15 @@ def build_spec(args: argparse.Namespace) -> Any:
                                augment=not args.no_augment)]
     elif action == "run":
         steps = [specs.Transfer(args.method, args.epochs, args.lr, args.backbone_lr_scale)]
-    return specs.JobSpec(source, tuple(steps), args.dataset, str(args.repository), args.name,
-                         args.seed, not args.no_latency)
+    dataset: Any = args.dataset
+    if args.dataset_folder:
+        dataset = {"kind": "folder", "path": str(args.dataset_folder)}
+    validation = ({"kind": "folder", "path": str(args.validation_folder)}
+                  if args.validation_folder else "")
+    return specs.JobSpec(source, tuple(steps), dataset, str(args.repository), args.name,
+                         args.seed, not args.no_latency, validation_dataset=validation,
+                         validation_fraction=args.validation_fraction,
+                         max_accuracy_drop=args.max_accuracy_drop)
 
 
 class ProgressBar:

@@ -1,7 +1,12 @@
-"""Datasets for jobs: scikit-learn's digits, split for compression and for transfer.
+"""Datasets for jobs: the digits splits, and every dataset the server knows (`open_job_data`).
 
-Nothing is downloaded: the digits ship inside scikit-learn. Images are float32
-(N, 3, 8, 8) in [0, 1] (grey on three channels, the augmentation pipeline's RGB layout).
+The digits names below keep their fixed splits: nothing is downloaded (the digits ship
+inside scikit-learn), images are float32 (N, 3, 8, 8) in [0, 1] (grey on three channels,
+the augmentation pipeline's RGB layout). Any other name is a dataset the server registers
+(`[stream.datasets]`, the built-ins "photos" and "lfw_subset"), or a job gives a
+`DatasetSpec` table; those become `augserve.server.jobs.image_data.ImageData`, sized to the
+source model's input. Both kinds answer `train_batches(batch_size, seed, epoch, rank,
+world)`, `test_x` / `test_y` (validation) and `calibration_images(count, seed)`.
 
 | name | train | held-out test | classes |
 | --- | --- | --- | --- |
@@ -14,14 +19,15 @@ Nothing is downloaded: the digits ship inside scikit-learn. Images are float32
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
 
-from augserve.server.errors import NotFound
+from augserve.server.errors import FailedPrecondition, NotFound
 
 #: Mild, label-preserving augmentation for 8x8 digits (no flips: digits are not symmetric).
 DIGITS_PIPELINE = {
@@ -55,6 +61,26 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """One sample's shape, e.g. (3, 8, 8)."""
         return tuple(self.train_x.shape[1:])
+
+    def train_batches(
+        self, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+        augment: bool = False, spec: dict | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A shuffled epoch of training batches: this rank's `rank::world` share of it.
+
+        `augment` streams them through the pipeline `spec` (default DIGITS_PIPELINE).
+        """
+        make = augmented_batches if augment else batches
+        extra = {"spec": spec} if augment else {}
+        yield from make(self.train_x, self.train_y, batch_size, seed, epoch, rank=rank,
+                        world=world, **extra)
+
+    def calibration_images(self, count: int, seed: int) -> torch.Tensor:
+        """`count` training images (fewer if the split is smaller), seeded."""
+        count = min(count, len(self.train_y))
+        index = np.sort(np.random.default_rng(seed).choice(len(self.train_y), count,
+                                                           replace=False))
+        return torch.from_numpy(np.ascontiguousarray(self.train_x[index]))
 
 
 @cache
@@ -114,10 +140,14 @@ def load_dataset(name: str) -> Dataset:
 
 
 def batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int = 0,
+    world: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """A shuffled epoch of (images, labels) tensors; the order depends on (seed, epoch)."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(y))
+    """A shuffled epoch of (images, labels) tensors; the order depends on (seed, epoch).
+
+    `rank` / `world` take every world-th sample of the order, from position `rank`.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(len(y))[rank::world]
     for start in range(0, len(y), batch_size):
         index = order[start : start + batch_size]
         yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
@@ -125,7 +155,7 @@ def batches(
 
 def augmented_batches(
     x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
-    spec: dict | None = None,
+    spec: dict | None = None, rank: int = 0, world: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Like `batches`, each batch augmented by the pipeline `spec` (default DIGITS_PIPELINE).
 
@@ -135,9 +165,86 @@ def augmented_batches(
     from augserve.server.augment.pipeline import Pipeline
 
     pipeline = Pipeline.from_spec(spec or DIGITS_PIPELINE, backend="fast")
-    order = np.random.default_rng([seed, epoch]).permutation(len(y))
+    order = np.random.default_rng([seed, epoch]).permutation(len(y))[rank::world]
     for start in range(0, len(y), batch_size):
         index = order[start : start + batch_size]
         images = np.ascontiguousarray((x[index].transpose(0, 2, 3, 1) * 255).round())
         out = pipeline(images.astype(np.uint8), seed=seed, epoch=epoch, sample_indices=index)
         yield out.images, torch.from_numpy(y[index])
+
+
+def _dataset_spec(value: str | Mapping[str, Any], registry: Mapping[str, Any], field: str) -> Any:
+    from augserve.server.data.datasets import DatasetSpec
+
+    if isinstance(value, Mapping):
+        try:
+            return DatasetSpec.from_mapping(value)
+        except (TypeError, ValueError) as error:
+            raise FailedPrecondition(f"{field}: {error}") from None
+    if value in registry:
+        return registry[value]
+    known = sorted(set(DATASETS) | set(registry))
+    raise NotFound(f"{field} {value!r} does not exist; known datasets: {known}")
+
+
+def resolve_dataset(value: str | Mapping[str, Any], registry: Mapping[str, Any],
+                    field: str = "dataset") -> Any:
+    """The `DatasetSpec` a job's dataset names (None for a digits name).
+
+    Raises:
+        NotFound: a name that is neither a digits split nor registered.
+        FailedPrecondition: a dataset table that is not a valid `DatasetSpec`.
+    """
+    if isinstance(value, str) and value in DATASETS:
+        return None
+    return _dataset_spec(value, registry, field)
+
+
+def open_job_data(
+    dataset: str | Mapping[str, Any], input_shape: tuple[int, ...],
+    registry: Mapping[str, Any] | None = None, validation: str | Mapping[str, Any] = "",
+    fraction: float = 0.2, seed: int = 0, train_pipeline: Mapping[str, Any] | None = None,
+    eval_pipeline: Mapping[str, Any] | None = None, max_pixels: int | None = None,
+) -> Dataset | Any:
+    """A job's data: a digits split, or an `ImageData` sized to `input_shape`.
+
+    Args:
+        dataset: a digits name, a registered name or a `DatasetSpec` table.
+        input_shape: the source model's (C, H, W); () takes the dataset's own.
+        registry: name -> `DatasetSpec` (the stream service's datasets).
+        validation: a separate validation dataset ("" splits `dataset`).
+        fraction: the share of each class held out (when `validation` is "").
+        seed: seeds that split.
+        train_pipeline: the training pipeline spec (None: the default).
+        eval_pipeline: the evaluation pipeline spec (None: the default).
+        max_pixels: the most pixels a folder image may declare (None: the server's default).
+
+    Raises:
+        NotFound: an unknown dataset name.
+        FailedPrecondition: the images cannot fit the model's input, or the dataset
+            cannot be opened.
+    """
+    from augserve.server.data.datasets import open_dataset
+    from augserve.server.jobs.image_data import CACHE_BYTES, ImageData
+
+    registry = registry or {}
+    spec = resolve_dataset(dataset, registry)
+    if spec is None:
+        return load_dataset(str(dataset))  # `execute.check_spec` compares its shape
+    extra = {} if max_pixels is None else {"max_pixels": max_pixels}
+    name = dataset if isinstance(dataset, str) else str(spec.path or spec.name)
+    pipelines = {"train_spec": train_pipeline, "eval_spec": eval_pipeline}
+    try:
+        images = open_dataset(spec, CACHE_BYTES, **extra)
+        if not len(images):
+            raise ValueError("it holds no images")
+        if not validation:
+            return ImageData.split(name, images, input_shape, fraction, seed, **pipelines)
+        held = open_dataset(_dataset_spec(validation, registry, "validation_dataset"),
+                            CACHE_BYTES, **extra)
+    except ValueError as error:
+        raise FailedPrecondition(f"dataset {name!r} cannot be opened: {error}") from None
+    return ImageData(name, images, np.arange(len(images)), held, np.arange(len(held)),
+                     input_shape, **pipelines,
+                     description=f"{images.kind} {name}: {len(images)} training images, "
+                                 f"validation: {len(held)} images of {validation!r}")

@@ -8,8 +8,8 @@ atomic (`output.write_version`), so a failed or cancelled job leaves the reposit
 from __future__ import annotations
 
 import copy
-import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,29 +18,27 @@ import torch
 from torch import nn
 
 from augserve.kernels.resolve import AllowList
-from augserve.server.errors import InvalidArgument, NotFound
+from augserve.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from augserve.server.imports import allow_list
 from augserve.server.jobs import output
-from augserve.server.jobs.data import DATASETS, Dataset, load_dataset
+from augserve.server.jobs.data import Dataset, load_dataset, open_job_data, resolve_dataset
 from augserve.server.jobs.distill import make_student, run_distill
-from augserve.server.jobs.measure import Measures, measure
+from augserve.server.jobs.measure import Measures, folder_bytes, measure
 from augserve.server.jobs.progress import DONE, Context
 from augserve.server.jobs.prune import run_prune, sparsity
 from augserve.server.jobs.quantize import run_quantize
-from augserve.server.jobs.specs import (
-    Distill,
-    Finetune,
-    JobSpec,
-    ModelRef,
-    Prune,
-    Quantize,
-    Transfer,
+from augserve.server.jobs.sources import (
+    ARCHITECTURE_FIELD,
+    MODULE,
+    SourceInfo,
+    check_input,
+    check_steps,
+    inspect_source,
+    load_source,
 )
+from augserve.server.jobs.specs import Distill, Finetune, JobSpec, Prune, Quantize, Transfer
 from augserve.server.jobs.train import fit
 from augserve.server.jobs.transfer import architecture_kwargs, run_transfer
-from augserve.server.paths import inside
-
-ARCHITECTURE_FIELD = "source.architecture"
 
 
 @dataclass
@@ -55,86 +53,38 @@ class JobResult:
         return {"version": self.version, "card": self.card}
 
 
-def _version_dir(ref: ModelRef) -> Path:
-    folder = inside(ref.repository, ref.name, field="source.name")
-    if not folder.is_dir():
-        raise NotFound(f"source model {ref.name!r} is not in repository {ref.repository!r}")
-    versions = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-    wanted = ref.version or (versions[-1] if versions else 0)
-    if wanted not in versions:
-        raise NotFound(f"source model {ref.name!r} has no version {ref.version or 'at all'}")
-    return folder / str(wanted)
+def check_spec(spec: JobSpec, imports: AllowList | None = None,
+               datasets: Mapping[str, Any] | None = None) -> SourceInfo:
+    """Fail fast, before a job starts; returns what the source is.
 
-
-def check_spec(spec: JobSpec, imports: AllowList | None = None) -> None:
-    """Fail fast, before a job starts: unknown dataset, missing source, bad output target.
-
-    `imports` bounds where a fresh source's architecture may come from (default:
-    `augserve.server.imports.allow_list()`).
+    Args:
+        spec: the job.
+        imports: where architectures may come from (default:
+            `augserve.server.imports.allow_list()`).
+        datasets: the server's registered datasets (name -> `DatasetSpec`).
 
     Raises:
-        ImportRefused: the source's architecture is outside `imports`.
-        NotFound: the dataset, the source model (or version), the state_dict file or the
-            output repository.
+        ImportRefused: an architecture outside `imports`.
+        NotFound: the dataset, the source model (or version, zoo name), the state_dict
+            file or the output repository.
+        FailedPrecondition: the steps cannot transform the source (with the reason), or a
+            dataset table is invalid.
         InvalidArgument: the output model exists with another platform, input or output.
     """
-    if spec.dataset not in DATASETS:
-        known = sorted(DATASETS)
-        raise NotFound(f"dataset {spec.dataset!r} does not exist; known datasets: {known}")
-    ref = spec.source
-    if ref.name:
-        _version_dir(ref)
-    elif ref.state_dict and not Path(ref.state_dict).is_file():
-        raise NotFound(f"source state_dict {ref.state_dict!r} does not exist")
-    else:
-        (imports or allow_list()).resolve(ref.architecture, ARCHITECTURE_FIELD)
+    resolve_dataset(spec.dataset, datasets or {})
+    if spec.validation_dataset:
+        resolve_dataset(spec.validation_dataset, datasets or {}, "validation_dataset")
+    info = inspect_source(spec.source, imports or allow_list())
+    check_steps(info, spec.steps, spec.source.describe())
     if spec.output_repository and not Path(spec.output_repository).is_dir():
         raise NotFound(f"output repository {spec.output_repository!r} is not a folder")
-    if spec.output_repository:
-        data = load_dataset(spec.dataset)
-        config = output.model_config(data.input_shape, data.num_classes)
-        output.check_target(Path(spec.output_repository), spec.output_name, config)
-
-
-def load_source(ref: ModelRef, data: Dataset, imports: AllowList
-                ) -> tuple[nn.Module, str, dict[str, Any]]:
-    """(eval-mode float model, architecture, factory kwargs) for `ref`.
-
-    Raises:
-        NotFound: the model, version or file is missing.
-        InvalidArgument: the source cannot be trained further (e.g. compiled int8).
-    """
-    if ref.name:
-        from augserve.server.inference.loading import load_module
-        from augserve.server.inference.model_config import read_model_config
-
-        version_dir = _version_dir(ref)
-        settings = read_model_config(version_dir.parent)
-        if settings.platform == "augserve_compressed":
-            saved = json.loads((version_dir / settings.model_filename / "spec.json").read_text())
-            if saved.get("quantization"):
-                raise InvalidArgument(f"source {ref.describe()} is int8; start from a float model")
-            architecture, kwargs = saved["architecture"], dict(saved.get("kwargs", {}))
-        elif settings.platform == "state_dict":
-            architecture, kwargs = settings.architecture, dict(settings.architecture_kwargs)
-        else:
-            raise InvalidArgument(
-                f"source {ref.describe()} is {settings.platform}; jobs need state_dict or "
-                "augserve_compressed sources (an nn.Module they can train)"
-            )
-        model = load_module(settings, version_dir, allow_pickle=False, imports=imports)
-        return model.float().eval(), architecture, kwargs
-    kwargs = {"num_classes": data.num_classes, **ref.architecture_kwargs}
-    model = imports.resolve(ref.architecture, ARCHITECTURE_FIELD)(**kwargs)
-    if ref.state_dict:
-        if not Path(ref.state_dict).is_file():
-            raise NotFound(f"source state_dict {ref.state_dict!r} does not exist")
-        state = torch.load(ref.state_dict, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise InvalidArgument(f"state_dict does not fit {ref.architecture}: {error}") from None
-    return model.eval(), ref.architecture, kwargs
+    if resolve_dataset(spec.dataset, datasets or {}) is None:  # a digits split: cheap to check
+        data = load_dataset(str(spec.dataset))
+        check_input(info.input_shape, data.input_shape, data.name)
+        if spec.output_repository:
+            config = output.model_config(data.input_shape, data.num_classes)
+            output.check_target(Path(spec.output_repository), spec.output_name, config)
+    return info
 
 
 def _classes(model: nn.Module, data: Dataset) -> int:
@@ -142,23 +92,48 @@ def _classes(model: nn.Module, data: Dataset) -> int:
         return int(model(torch.from_numpy(data.test_x[:1])).shape[1])
 
 
+def check_gate(spec: JobSpec, before: float, after: float) -> dict[str, Any] | None:
+    """The model card's gate entry; FailedPrecondition when the job missed it.
+
+    The gate applies to compression jobs (`JobSpec.compresses`); others get None.
+    """
+    if not spec.compresses:
+        return None
+    drop = before - after
+    if drop > spec.max_accuracy_drop + 1e-9:
+        raise FailedPrecondition(
+            f"accuracy gate missed: validation top-1 fell from {before:.4f} (source) to "
+            f"{after:.4f} ({spec.method}), a drop of {drop:.4f} > max_accuracy_drop "
+            f"{spec.max_accuracy_drop}; nothing was written")
+    return {"max_accuracy_drop": spec.max_accuracy_drop, "measured_drop": round(drop, 6),
+            "passed": True}
+
+
 def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None,
-            imports: AllowList | None = None) -> JobResult:
+            imports: AllowList | None = None,
+            datasets: Mapping[str, Any] | None = None) -> JobResult:
     """Run `spec`; returns the version written and the model card.
 
     Architectures are imported only from `imports` (default:
-    `augserve.server.imports.allow_list()`).
+    `augserve.server.imports.allow_list()`); `datasets` are the server's registered
+    datasets (name -> `DatasetSpec`).
 
     Raises:
         JobCancelled: `ctx` reported a cancel (nothing written).
         NotFound / InvalidArgument: a missing dataset or source, or a bad combination.
+        FailedPrecondition: an untransformable source, images that do not fit the
+            model, or a missed accuracy gate (nothing written).
     """
     started = time.time()
     ctx.emit(force=True, stage="load", message=f"source {spec.source.describe()}")
-    data = load_dataset(spec.dataset)
-    torch.manual_seed(spec.seed)  # a fresh source's weights depend on the seed only
     imports = imports or allow_list()
-    source, architecture, kwargs = load_source(spec.source, data, imports)
+    info = check_spec(spec, imports, datasets)
+    data = open_job_data(spec.dataset, info.input_shape, datasets, spec.validation_dataset,
+                         spec.validation_fraction, spec.seed, spec.train_pipeline,
+                         spec.eval_pipeline)
+    torch.manual_seed(spec.seed)  # a fresh source's weights depend on the seed only
+    source, kwargs = load_source(spec.source, info, data.num_classes, imports)
+    architecture = info.architecture
     transfers = any(isinstance(s, Transfer) for s in spec.steps)
     if not transfers and _classes(source, data) != data.num_classes:
         raise InvalidArgument(
@@ -166,7 +141,9 @@ def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None,
             f"{data.num_classes} classes: use a transfer step"
         )
     base_spec = {"architecture": architecture, "kwargs": kwargs}
-    before = measure(source, source, base_spec, data, latency=spec.measure_latency)
+    source_bytes = folder_bytes(info.version_dir) if info.kind != MODULE else None
+    before = measure(source, source, base_spec, data, latency=spec.measure_latency,
+                     size_bytes=source_bytes)
     ctx.emit(force=True, stage="load", accuracy=before.accuracy, message="source measured")
     model, runnable, calibration, quantization = copy.deepcopy(source), None, None, None
     for index, step in enumerate(spec.steps):
@@ -199,7 +176,9 @@ def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None,
     save_spec = {"architecture": architecture, "kwargs": kwargs, "quantization": quantization}
     after = measure(runnable or model, model, save_spec, data, calibration,
                     latency=spec.measure_latency)
+    gate = check_gate(spec, before.accuracy, after.accuracy)
     card = model_card(spec, data, before, after, sparsity(model), time.time() - started)
+    card["gate"] = gate
     ctx.check()
     version = 0
     if spec.output_repository:
@@ -224,7 +203,8 @@ def model_card(
         "settings": spec.to_dict(),
         "source": spec.source.describe(),
         "dataset": {"name": data.name, "description": data.description,
-                    "train_images": len(data.train_y), "test_images": len(data.test_y)},
+                    "train_images": len(data.train_y), "test_images": len(data.test_y),
+                    "input_shape": list(data.input_shape)},
         "accuracy": {"before": before.accuracy, "after": after.accuracy},
         "params": {"before": before.params, "after": after.params},
         "macs": {"before": before.macs, "after": after.macs},

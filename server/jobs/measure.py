@@ -86,6 +86,7 @@ def latency_ms(
 def measure(
     runnable: nn.Module, saved: nn.Module, spec: Mapping[str, Any], data: Dataset,
     calibration: torch.Tensor | None = None, latency: bool = True, macs_of: nn.Module | None = None,
+    size_bytes: int | None = None,
 ) -> Measures:
     """Measure a model.
 
@@ -97,6 +98,8 @@ def measure(
         calibration: the calibration batch saved with a static int8 model.
         latency: time batch 1 and 32 (else -1).
         macs_of: the float model to count MACs on (default `saved`).
+        size_bytes: the size on disk when it is known (an exported source's files), so
+            `saved` is not written to measure it.
     """
     shape = data.input_shape
     float_model = macs_of if macs_of is not None else saved
@@ -109,7 +112,7 @@ def measure(
         accuracy=evaluate(runnable, data.test_x, data.test_y),
         params=count_params(saved),
         macs=macs,
-        size_bytes=saved_bytes(saved, spec, calibration),
+        size_bytes=saved_bytes(saved, spec, calibration) if size_bytes is None else size_bytes,
         latency_b1_ms=latency_ms(runnable, shape, 1) if latency else -1.0,
         latency_b32_ms=latency_ms(runnable, shape, 32) if latency else -1.0,
         package_bytes=Path(package).stat().st_size if package else 0,

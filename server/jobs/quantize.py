@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -48,9 +47,7 @@ class Quantized:
 
 def calibration_batch(data: Dataset, step: Quantize, seed: int) -> torch.Tensor:
     """`calibration_batches * batch_size` training images (fewer if the set is smaller)."""
-    count = min(step.calibration_batches * step.batch_size, len(data.train_y))
-    index = np.sort(np.random.default_rng(seed).choice(len(data.train_y), count, replace=False))
-    return torch.from_numpy(np.ascontiguousarray(data.train_x[index]))
+    return data.calibration_images(step.calibration_batches * step.batch_size, seed)
 
 
 def run_quantize(

@@ -73,7 +73,8 @@ class JobChannel:
 
 
 def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str,
-         imports: AllowList, turn: bool | None = None) -> dict[str, Any]:
+         imports: AllowList, turn: bool | None = None,
+         datasets: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one job; `turn` is only waited for (by Ray, before the task starts: `queue`)."""
     import torch
 
@@ -89,7 +90,8 @@ def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str,
     try:
         if report(ProgressEvent(message="poll")):  # cancelled while it was queued
             raise JobCancelled("the job was cancelled while queued; nothing was written")
-        return execute(spec, Context(spec.seed, report), cache_dir or None, imports).as_dict()
+        return execute(spec, Context(spec.seed, report), cache_dir or None, imports,
+                       datasets).as_dict()
     except JobCancelled as error:
         report(ProgressEvent(state=CANCELLED, stage="cancelled", message=str(error)))
         raise
@@ -134,16 +136,19 @@ class JobManager:
     """Runs jobs as Ray tasks; answers for them and for an earlier server's journaled jobs."""
 
     def __init__(self, settings: JobSettings | None = None,
-                 imports: AllowList | None = None) -> None:
+                 imports: AllowList | None = None,
+                 datasets: dict[str, Any] | None = None) -> None:
         """Keep up to `settings.keep_finished` finished jobs; run `max_running` at once.
 
         Jobs beyond `max_running` wait in a FIFO of at most `max_queued` (`queue`).
 
         Loads the journal in `settings.state_dir` (see `journal.state_dir`). Jobs import
-        architectures only from `imports` (default: `augserve.server.imports.allow_list()`).
+        architectures only from `imports` (default: `augserve.server.imports.allow_list()`),
+        and may name the `datasets` (name -> `DatasetSpec`: the stream service's).
         """
         self.settings = settings or JobSettings()
         self.imports = imports or allow_list()
+        self.datasets = dict(datasets or {})
         self.slots = JobSlots(self.settings)
         self.journal = Journal(state_dir(self.settings.state_dir))
         records = self.journal.load(self.settings.keep_finished)
@@ -185,7 +190,7 @@ class JobManager:
         """
         from augserve.server.jobs.execute import check_spec
 
-        check_spec(spec, self.imports)
+        check_spec(spec, self.imports, self.datasets)
         job_id = uuid.uuid4().hex[:16]
         turn, ahead = self.slots.admit(job_id)
         channel = JobChannel.remote()
@@ -195,7 +200,7 @@ class JobManager:
                                         f"{self.settings.max_running} run at once").as_dict())
         ref = run_job.options(num_cpus=self.settings.task_num_cpus).remote(
             spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir,
-            self.imports, turn,
+            self.imports, turn, self.datasets,
         )
         self.slots.watch(job_id, ref)
         job = Job(job_id, spec, channel, ref)

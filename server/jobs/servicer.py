@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ _STATES = {"running": pb.JobEvent.RUNNING, "done": pb.JobEvent.DONE,
 def confine(spec: JobSpec, root: Path | None) -> None:
     """Refuse a spec whose paths leave the server's model repository `root`.
 
-    A client names a source model, a state_dict file and an output repository; over the
-    RPC each must lie inside the repository the server serves (symlinks resolved), so a
-    job can neither read nor write anywhere else.
+    A client names a source model, a state_dict file, an output repository and maybe
+    dataset tables' files; over the RPC each must lie inside the repository the server
+    serves (symlinks resolved), so a job can neither read nor write anywhere else. The
+    datasets the server registers (`[stream.datasets]`) are named, not given as paths.
 
     Raises:
         InvalidArgument: a path outside `root`, or any path when the server has no root.
@@ -44,6 +45,11 @@ def confine(spec: JobSpec, root: Path | None) -> None:
     fields = {"source.repository": spec.source.repository,
               "source.state_dict": spec.source.state_dict,
               "output_repository": spec.output_repository}
+    for name in ("dataset", "validation_dataset"):  # a dataset table names files too
+        table = getattr(spec, name)
+        if isinstance(table, Mapping):
+            fields.update({f"{name}.path": str(table.get("path", "")),
+                           f"{name}.labels_path": str(table.get("labels_path", ""))})
     for field, value in fields.items():
         if value and root is None:
             raise InvalidArgument(f"{field}: this server has no model repository to use")
@@ -109,7 +115,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
 
 def add_jobs_service(server: aio.Server, repository: object, settings: JobSettings,
-                     imports: AllowList | None = None) -> str:
+                     imports: AllowList | None = None,
+                     datasets: dict[str, Any] | None = None) -> str:
     """Register the Jobs service on `server`; return its full name.
 
     Args:
@@ -119,10 +126,12 @@ def add_jobs_service(server: aio.Server, repository: object, settings: JobSettin
         settings: task size, threads, limits.
         imports: the modules a job's architecture may come from (default:
             `augserve.server.imports.allow_list()`).
+        datasets: the datasets a job may name (name -> `DatasetSpec`; the server passes
+            the stream service's).
 
     Returns:
         "augserve.v1.JobService".
     """
-    servicer = JobServicer(JobManager(settings, imports), repository)
+    servicer = JobServicer(JobManager(settings, imports, datasets), repository)
     pb_grpc.add_JobServiceServicer_to_server(servicer, server)
     return SERVICE_NAME

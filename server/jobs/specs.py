@@ -32,8 +32,11 @@ class ModelRef:
     """Where a job's source model comes from.
 
     One of: a repository model (`repository` + `name`, newest version unless `version`),
-    a weights-only state_dict file (`state_dict` + `architecture`), or neither: a fresh
-    `architecture(**architecture_kwargs)` (to train a baseline with a `Finetune` step).
+    a weights-only state_dict file (`state_dict` + `architecture` or `zoo`), or neither: a
+    fresh `architecture(**architecture_kwargs)` or zoo model (to train a baseline with a
+    `Finetune` step). `zoo` names an architecture of `augserve.server.jobs.sources.ZOO`
+    ("resnet18", "resnet20", "digits_net", ...) and brings its input shape;
+    `input_shape` (C, H, W) overrides the shape a source's config or zoo entry gives.
     """
 
     repository: str = ""
@@ -42,10 +45,17 @@ class ModelRef:
     state_dict: str = ""
     architecture: str = ARCHITECTURE
     architecture_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    zoo: str = ""
+    input_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.name and self.state_dict:
-            raise JobSpecError("source: give a repository model or a state_dict file, not both")
+        if self.name and (self.state_dict or self.zoo):
+            raise JobSpecError(
+                "source: give a repository model, or a state_dict file / zoo model, not both")
+        shape = tuple(self.input_shape)
+        if shape and (len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape)):
+            raise JobSpecError(f"source.input_shape must be [C, H, W] > 0, got {list(shape)}")
+        object.__setattr__(self, "input_shape", shape)
         if self.name and not self.repository:
             raise JobSpecError("source: a model name needs its repository")
         if self.name:
@@ -59,7 +69,9 @@ class ModelRef:
         if self.name:
             return f"{self.repository}/{self.name} v{self.version or 'latest'}"
         if self.state_dict:
-            return f"{self.state_dict} ({self.architecture})"
+            return f"{self.state_dict} ({self.zoo or self.architecture})"
+        if self.zoo:
+            return f"zoo {self.zoo}({dict(self.architecture_kwargs)})"
         return f"fresh {self.architecture}({dict(self.architecture_kwargs)})"
 
 
@@ -200,21 +212,38 @@ class JobSpec:
     Attributes:
         source: the model the steps start from (and the teacher of a `Distill` step).
         steps: at least one; a `Quantize` step must be the last.
-        dataset: a name from `augserve.server.jobs.data.DATASETS`.
+        dataset: a digits name of `augserve.server.jobs.data.DATASETS`, a dataset the
+            server registers (`[stream.datasets]`, the built-ins "photos" and
+            "lfw_subset"), or a `DatasetSpec` table ({"kind": "folder", "path": ...}).
         output_repository: the repository folder the new version goes into ("" writes
             nothing: the result is measured and returned only).
         output_name: the model (folder) that gets the new version.
         seed: seeds initialisation, shuffling and augmentation.
         measure_latency: time the models at batch 1 and 32 for the model card.
+        validation_dataset: a separate validation set (named like `dataset`); "" splits
+            `dataset` instead (the digits names keep their fixed split).
+        validation_fraction: the share of each class held out for validation (split
+            seeded by `seed`).
+        train_pipeline, eval_pipeline: augmentation pipeline specs (JSON form) for the
+            training batches and for evaluation; None takes the defaults of
+            `augserve.server.jobs.image_data` (sized to the model's input).
+        max_accuracy_drop: the gate of a compression job (prune, quantize, distill): the
+            validation top-1 may fall at most this much (0.01 = 1 point) below the
+            source's, else the job fails and writes nothing.
     """
 
     source: ModelRef
     steps: tuple[Step, ...]
-    dataset: str = "digits"
+    dataset: str | Mapping[str, Any] = "digits"
     output_repository: str = ""
     output_name: str = ""
     seed: int = 0
     measure_latency: bool = True
+    validation_dataset: str | Mapping[str, Any] = ""
+    validation_fraction: float = 0.2
+    train_pipeline: Mapping[str, Any] | None = None
+    eval_pipeline: Mapping[str, Any] | None = None
+    max_accuracy_drop: float = 0.01
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -229,6 +258,21 @@ class JobSpec:
             raise JobSpecError("give both output_repository and output_name, or neither")
         if self.output_name:
             check_name(self.output_name, "output_name")
+        for name in ("dataset", "validation_dataset"):
+            if not isinstance(getattr(self, name), str | Mapping):
+                raise JobSpecError(f"{name} must be a name or a dataset table")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise JobSpecError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise JobSpecError(
+                f"max_accuracy_drop must be in [0, 1] (a fraction), got {self.max_accuracy_drop}")
+
+    @property
+    def compresses(self) -> bool:
+        """Whether the accuracy gate applies: a prune, quantize or distill step, no transfer."""
+        return any(isinstance(s, Prune | Quantize | Distill) for s in self.steps) and not any(
+            isinstance(s, Transfer) for s in self.steps)
 
     @property
     def method(self) -> str:

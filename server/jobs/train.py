@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augserve.server.jobs.data import Dataset, augmented_batches, batches
+from augserve.server.jobs.data import Dataset
 from augserve.server.jobs.progress import Context
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -64,7 +64,6 @@ def fit(
     optimizer = torch.optim.Adam(groups, lr=lr)
     steps = -(-len(data.train_y) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs * steps, 1))
-    make = augmented_batches if augment else batches
     acc = -1.0
     for epoch in range(epochs):
         model.train()
@@ -73,7 +72,7 @@ def fit(
         total, seen = 0.0, 0
         seed = ctx.seed * 7919 + salt
         for step, (x, y) in enumerate(
-            make(data.train_x, data.train_y, batch_size, seed, epoch), 1
+            data.train_batches(batch_size, seed, epoch, augment=augment), 1
         ):
             optimizer.zero_grad(set_to_none=True)
             value = loss(model(x), y, x)

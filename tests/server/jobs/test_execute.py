@@ -29,8 +29,10 @@ from .conftest import TINY, tree
 
 
 def _spec(root, steps, name="out", source="base", dataset="digits"):
+    # The width-4 base loses points to any compression; the gate has its own tests
+    # (test_sources_data.py), so these jobs open it.
     return JobSpec(ModelRef(str(root), source), steps, dataset, str(root), name,
-                   measure_latency=False)
+                   measure_latency=False, max_accuracy_drop=1.0)
 
 
 def test_channel_prune_writes_a_smaller_version_with_its_card(base_repository):

@@ -39,7 +39,7 @@ async def stub(job_server):
 def _spec(root, steps, name, **extra):
     return json.dumps({"source": {"repository": str(root), "name": "base"}, "steps": steps,
                        "dataset": "digits", "output_repository": str(root), "output_name": name,
-                       "measure_latency": False, **extra})
+                       "measure_latency": False, "max_accuracy_drop": 1.0, **extra})
 
 
 async def test_a_job_streams_progress_and_its_version_is_served_at_the_claimed_accuracy(
