@@ -43,12 +43,14 @@ def test_the_json_holds_every_pair_method_and_k_as_fractions(result, tmp_path):
         for method, cells in methods.items():
             assert list(cells) == ["1", "2"], (pair, method)
             for cell in cells.values():
-                assert {"mean", "std", "seeds", "train_s"} <= set(cell)
+                assert set(cell) == {"mean", "std", "seeds", "train_s", "cpu_s"}
                 assert 0.0 <= cell["mean"] <= 1.0 and 0.0 <= cell["std"] <= 1.0
                 assert cell["seeds"] == 2 and cell["train_s"] > 0
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "feature_extraction" in study_table(saved) and "± " in study_table(saved)
     assert "targets" not in saved  # the withdrawn "beats scratch by 10 points" target
+    assert "top1_on_target_test" in saved["pairs"]["new_domain"]["source"]
+    assert "top1_on_target_test" not in saved["pairs"]["new_classes"]["source"]
 
 
 def test_the_pairs_keep_labelled_and_held_out_images_apart():
