@@ -6,7 +6,7 @@ its backbone is every other child module. Five methods, each under its own name:
 
 - feature_extraction: the backbone is frozen (BN statistics too) and its global pooling
   is left out: a new Linear classifier is trained on the flattened last conv maps
-  (2w x 4 x 4 = 512 features for a width-32 `digits_net`, against 64 after pooling).
+  (2w x 4 x 4 = 512 features for a width-16 `digits_net`, against 32 after pooling).
 - gap_transfer: the backbone is frozen; a new Linear head after its global average
   pooling is the only thing trained.
 - fc_transfer: the backbone is frozen; the source's fully-connected layers are reused as

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -293,7 +294,8 @@ def write_study(result: dict[str, Any], json_path: Path, png_path: Path | None) 
         axis.set_xticks(ks, [str(k) for k in ks])
         axis.set_xlabel("labelled images per class (k)")
         axis.set_ylabel("held-out top-1 (%)")
-        axis.set_title(f"{name}: {result['pairs'][name]['description']}", fontsize=9)
+        title = f"{name}: {result['pairs'][name]['description']}"
+        axis.set_title(textwrap.fill(title, 60), fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
