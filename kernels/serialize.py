@@ -5,8 +5,8 @@ A directory written by `save_compressed` holds:
 - `spec.json`: `{"format": "augserve_compressed", "version": 1, "architecture":
   "augserve.kernels.zoo:resnet20", "kwargs": {...}, "modules": {name: {"type", "args"}},
   "quantization": null | {"method": "pt2e_x86_inductor", ...}, ...}`. `modules` records the
-  shape of every Conv2d / BatchNorm / Linear / int8 module, so pruned widths and swapped
-  quantized modules are rebuilt before the weights load;
+  shape of every Conv2d / BatchNorm / Linear / int8 module and every nn.Identity, so pruned
+  widths, swapped quantized modules and removed layers are rebuilt before the weights load;
 - `weights.pt`: the state_dict, read back with `torch.load(weights_only=True)`;
 - `calibration.pt` (PT2E only): the calibration batch, so a reload hashes to the same
   compile-cache key and skips the Inductor compile.
@@ -83,6 +83,8 @@ _RECORDERS: dict[str, tuple[type[nn.Module], Callable[[Any], dict[str, Any]]]] =
     "Linear": (nn.Linear, lambda m: {
         "in_features": m.in_features, "out_features": m.out_features,
         "bias": m.bias is not None}),
+    # a layer swapped out (a transfer's feature_extraction drops the global pooling)
+    "Identity": (nn.Identity, lambda m: {}),
 }
 
 

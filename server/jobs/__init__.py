@@ -6,6 +6,7 @@
 - `execute`: run a job in-process; `runner`: as a Ray task with a progress channel.
 - `journal`: one JSON record per job, so Watch / Result outlive a server restart.
 - `output`: atomic version write with a model card; `measure`: the card's figures.
-- `report`: the five-model compression report and the transfer report.
+- `report`: the five-model compression report; `transfer_study`: the transfer learning
+  curve (`augserve transfer report`).
 - `servicer`: the `augserve.v1.JobService` RPCs; `cli`: `augserve compress | transfer`.
 """

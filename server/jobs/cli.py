@@ -14,9 +14,9 @@ Examples:
         --dataset-folder crops/ --epochs 4
     augserve compress distill --repository models --source digits_fp32 --name digits_student
     augserve compress report --out report/
-    augserve transfer run --repository models --source digits_0_4 --method feature \
-        --name digits_5_9 --dataset digits_5_9_few
-    augserve transfer report --out report/
+    augserve transfer run --repository models --source digits_0_4 \
+        --method feature_extraction --name digits_5_9 --dataset digits_5_9_few
+    augserve transfer report --json report/transfer_report.json
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 COMMANDS = ("compress", "transfer")
+#: `specs.TRANSFER_METHODS`, spelled out so that building the parser does not import torch
+#: (tests/server/jobs/test_cli.py checks that the two agree).
+TRANSFER_METHODS = ("feature_extraction", "gap_transfer", "fc_transfer", "full_finetune",
+                    "scratch")
 
 
 def _common(parser: argparse.ArgumentParser, needs_source: bool = True) -> None:
@@ -100,13 +104,21 @@ def add_commands(commands: Any) -> None:
 
     transfer = commands.add_parser("transfer", help="build a model for a new task")
     tsub = transfer.add_subparsers(dest="action", required=True)
-    run = tsub.add_parser("run", help="feature / fc / full transfer (or scratch)")
+    run = tsub.add_parser("run", help="one transfer method (or scratch)")
     _common(run)
-    run.add_argument("--method", choices=("feature", "fc", "full", "scratch"), default="feature")
+    run.add_argument("--method", choices=TRANSFER_METHODS, default="feature_extraction")
     run.add_argument("--epochs", type=int, default=300)
     run.add_argument("--lr", type=float, default=3e-2, help="head learning rate")
     run.add_argument("--backbone-lr-scale", type=float, default=0.1)
-    _report_args(tsub.add_parser("report", help="scratch vs the three transfers"))
+    run.add_argument("--augment", action="store_true", help="augmented training batches")
+    study = tsub.add_parser("report", help="the learning curve: five methods, two pairs")
+    study.add_argument("--json", type=Path, required=True, help="write the curves here")
+    study.add_argument("--out", type=Path, help="folder of the PNG (default: the JSON's)")
+    study.add_argument("--ks", default="1,2,5,10,20", help="labelled images per class")
+    study.add_argument("--seeds", type=int, default=5, help="runs per method and k")
+    study.add_argument("--steps", type=int, default=100, help="Adam steps per run")
+    study.add_argument("--source-epochs", type=int, default=15, help="epochs of each source")
+    study.add_argument("--threads", type=int, default=1, help="torch threads")
 
 
 def _report_args(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +157,8 @@ def build_spec(args: argparse.Namespace) -> Any:
         steps = [specs.Distill(args.student_width, args.temperature, args.alpha, args.epochs,
                                augment=not args.no_augment)]
     elif action == "run":
-        steps = [specs.Transfer(args.method, args.epochs, args.lr, args.backbone_lr_scale)]
+        steps = [specs.Transfer(args.method, args.epochs, args.lr, args.backbone_lr_scale,
+                                args.augment)]
     dataset: Any = args.dataset
     if args.dataset_folder:
         dataset = {"kind": "folder", "path": str(args.dataset_folder)}
@@ -237,6 +250,22 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
         bar.close()
 
 
+def _run_study(args: argparse.Namespace) -> None:
+    import torch
+
+    from augserve.server.jobs import transfer_study as study
+
+    torch.set_num_threads(args.threads)
+    settings = study.StudySettings(
+        ks=tuple(int(k) for k in args.ks.split(",")), seeds=args.seeds, steps=args.steps,
+        source_epochs=args.source_epochs)
+    result = study.transfer_study(settings, log=print)
+    png = (args.out or args.json.parent) / "transfer_report.png"
+    study.write_study(result, args.json, png)
+    print(study.study_table(result))
+    print(f"wrote {args.json} and {png}")
+
+
 def _run_report(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -249,15 +278,10 @@ def _run_report(args: argparse.Namespace) -> dict[str, Any]:
         repository = args.repository or Path(tmp)
         repository.mkdir(parents=True, exist_ok=True)
         try:
-            if args.command == "compress":
-                result = report.compression_report(repository, report=bar)
-                table = report.compression_table(result)
-                png = args.out / "compression_report.png"
-                report.write_outputs(result, args.out / "compression_report.json", png)
-            else:
-                result = report.transfer_report(repository, report=bar)
-                table = report.transfer_table(result)
-                report.write_outputs(result, args.out / "transfer_report.json", None)
+            result = report.compression_report(repository, report=bar)
+            table = report.compression_table(result)
+            png = args.out / "compression_report.png"
+            report.write_outputs(result, args.out / "compression_report.json", png)
         finally:
             bar.close()
     print(table)
@@ -269,6 +293,9 @@ def main(args: argparse.Namespace) -> int:
     from augserve.server.errors import AugserveError
 
     try:
+        if args.action == "report" and args.command == "transfer":
+            _run_study(args)
+            return 0
         if args.action == "report":
             _run_report(args)
             return 0

@@ -1,11 +1,9 @@
-"""The compression report (five models) and the transfer report, measured in one process.
+"""The compression report (five models), measured in one process.
 
 `compression_report` trains the fp32 baseline, then runs four jobs from it, each written
 as a model version with its card: channel-pruned to 50% and fine-tuned, int8, pruned +
-int8, and a distilled student. `transfer_report` trains a source on digits 0-4 and builds
-a model for digits 5-9 from 20 labelled images per class: from scratch, by feature
-extraction, by FC-layer transfer and by a full fine-tune. Both print a table and write
-JSON (and, for compression, a PNG plot).
+int8, and a distilled student. It prints a table and writes JSON and a PNG plot. The
+transfer study (`augserve transfer report`) is `augserve.server.jobs.transfer_study`.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from augserve.server.jobs.specs import (
     Prune,
     Quantize,
     Step,
-    Transfer,
 )
 
 
@@ -39,7 +36,6 @@ class ReportSettings:
         epochs: the baseline's training epochs.
         prune_stages, prune_epochs: gradual schedule; fine-tune epochs per stage.
         student_width, distill_epochs: the student.
-        source_epochs, transfer_epochs: the transfer source and the transfer runs.
         latency: measure latency (batch 1 and 32).
     """
 
@@ -49,16 +45,10 @@ class ReportSettings:
     prune_epochs: int = 4
     student_width: int = 12
     distill_epochs: int = 20
-    source_epochs: int = 30
-    transfer_epochs: int = 300
     latency: bool = True
 
 
 COMPRESSION_MODELS = ("fp32", "pruned", "int8", "pruned_int8", "student")
-TRANSFER_METHODS = ("scratch", "feature", "fc", "full")
-#: Head learning rates: a frozen backbone's head (a linear probe) takes a larger step; the
-#: full fine-tune's backbone trains at a tenth of its rate.
-TRANSFER_LR = {"scratch": 3e-3, "feature": 3e-2, "fc": 3e-2, "full": 1e-2}
 
 
 def _job(
@@ -155,32 +145,6 @@ def reloaded_figures(
     }
 
 
-def transfer_report(
-    repository: Path, settings: ReportSettings = ReportSettings(),
-    report: Callable[..., bool] | None = None,
-) -> dict[str, Any]:
-    """Source on digits 0-4, then the four ways to digits 5-9 with 20 images per class."""
-    ctx = Context(0, report or (lambda event: False))
-    fresh = ModelRef(architecture_kwargs={"width": settings.width, "hidden": 64})
-    source_card = _job(repository, "digits_0_4", fresh,
-                       (Finetune(settings.source_epochs, 3e-3, augment=True),), "digits_0_4",
-                       settings, ctx)
-    source = ModelRef(str(repository), "digits_0_4", source_card["version"])
-    cards = {}
-    for method in TRANSFER_METHODS:
-        lr = TRANSFER_LR[method]
-        step = Transfer(method, epochs=settings.transfer_epochs, lr=lr)
-        cards[method] = _job(repository, f"digits_5_9_{method}", source, (step,),
-                             "digits_5_9_few", settings, ctx)
-    acc = {k: c["accuracy"]["after"] for k, c in cards.items()}
-    gap = round(100 * (acc["feature"] - acc["scratch"]), 3)
-    return {
-        "source": source_card, "models": cards,
-        "accuracy": acc, "feature_minus_scratch_points": gap,
-        "targets": {"feature_beats_scratch_by_10_points": gap >= 10.0},
-    }
-
-
 def compression_table(result: dict[str, Any]) -> str:
     """The five models as a text table, then the target ratios."""
     lines = [f"{'model':<12} {'top-1':>7} {'params':>8} {'MACs':>9} {'size KiB':>9} "
@@ -200,17 +164,8 @@ def compression_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def transfer_table(result: dict[str, Any]) -> str:
-    """Transfer accuracies as a text table."""
-    lines = [f"source (digits 0-4) top-1 {100 * result['source']['accuracy']['after']:.2f}%"]
-    lines += [f"{m:<10} {100 * a:>6.2f}%" for m, a in result["accuracy"].items()]
-    lines.append(f"feature_minus_scratch_points {result['feature_minus_scratch_points']}")
-    lines += [f"target {k} {'met' if v else 'NOT met'}" for k, v in result["targets"].items()]
-    return "\n".join(lines)
-
-
 def write_outputs(result: dict[str, Any], json_path: Path | None, png_path: Path | None) -> None:
-    """Write the result as JSON and (for the compression report) a PNG bar chart."""
+    """Write the result as JSON and a PNG bar chart."""
     if json_path:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
     if png_path:

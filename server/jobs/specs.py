@@ -170,30 +170,41 @@ class Distill:
             raise JobSpecError("distill: student_width >= 0 and alpha in [0, 1]")
 
 
+#: The transfer methods, each under its own name (see `augserve.server.jobs.transfer`).
+TRANSFER_METHODS = ("feature_extraction", "gap_transfer", "fc_transfer", "full_finetune",
+                    "scratch")
+
+
 @dataclass(frozen=True)
 class Transfer:
     """Build f_new for the dataset's task from the source model's weights.
 
     Attributes:
-        method: "feature" (frozen backbone, a new Linear head after global average
-            pooling), "fc" (frozen backbone, the source's fully-connected layers reused
-            and retrained; the last one re-made if the class count differs), "full"
-            (every layer trained, the backbone at `lr * backbone_lr_scale`) or
-            "scratch" (the same architecture from random weights: the baseline).
+        method: "feature_extraction" (frozen backbone without its global pooling, a new
+            Linear classifier on the flattened conv maps), "gap_transfer" (frozen backbone,
+            a new Linear head after global average pooling), "fc_transfer" (frozen
+            backbone, the source's fully-connected layers reused and retrained; the last
+            one re-made if the class count differs), "full_finetune" (every layer trained,
+            the backbone at `lr * backbone_lr_scale`) or "scratch" (the same architecture
+            from random weights: the baseline).
         epochs: training epochs.
         lr: the head's learning rate.
-        backbone_lr_scale: the backbone's learning rate relative to `lr` ("full" only).
+        backbone_lr_scale: the backbone's learning rate relative to `lr` (full_finetune).
+        augment: stream the training batches through the augmentation pipeline (random
+            shifts and small rotations), for every method alike.
     """
 
-    method: str = "feature"
+    method: str = "feature_extraction"
     epochs: int = 60
     lr: float = 3e-3
     backbone_lr_scale: float = 0.1
+    augment: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in ("feature", "fc", "full", "scratch"):
+        if self.method not in TRANSFER_METHODS:
             raise JobSpecError(
-                f"transfer.method must be feature, fc, full or scratch, got {self.method!r}"
+                f"transfer.method must be one of {', '.join(TRANSFER_METHODS)}, "
+                f"got {self.method!r}"
             )
         _positive(self, "epochs", "lr", "backbone_lr_scale")
 

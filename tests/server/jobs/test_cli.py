@@ -18,8 +18,9 @@ def test_commands_build_the_matching_steps():
     assert spec.steps[1].student_width == 0 and spec.source.name == "m"
     spec = _spec("compress", "quantize", *base, "--finetune-epochs", "2", "--method", "dynamic")
     assert [type(s) for s in spec.steps] == [Finetune, Quantize]
-    spec = _spec("transfer", "run", *base, "--method", "full", "--dataset", "digits_5_9_few")
-    assert isinstance(spec.steps[0], Transfer) and spec.steps[0].method == "full"
+    spec = _spec("transfer", "run", *base, "--method", "full_finetune", "--dataset",
+                 "digits_5_9_few")
+    assert isinstance(spec.steps[0], Transfer) and spec.steps[0].method == "full_finetune"
 
 
 def test_local_train_then_missing_source(tmp_path, capsys):

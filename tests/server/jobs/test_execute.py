@@ -23,7 +23,6 @@ from augserve.server.jobs.specs import (
     Transfer,
 )
 from augserve.server.jobs.train import evaluate
-from augserve.server.jobs.transfer import build
 
 from .conftest import TINY, tree
 
@@ -131,24 +130,12 @@ def test_hinton_loss_is_zero_for_identical_logits_at_alpha_one():
     )
 
 
-@pytest.mark.parametrize("method, frozen", [("feature", True), ("fc", True), ("full", False)])
-def test_transfer_builds_freeze_the_backbone_as_asked(method, frozen):
-    source = digits_net(5, 4, hidden=8)
-    model = build(source, Transfer(method), 5, digits_net(5, 4, hidden=8))
-    assert all(p.requires_grad != frozen for p in model.features.parameters())
-    assert all(p.requires_grad for p in model.fc.parameters())
-    if method == "feature":
-        assert isinstance(model.fc, torch.nn.Linear)
-    else:
-        torch.testing.assert_close(model.fc[0].weight, source.fc[0].weight)
-
-
 def test_transfer_job_from_a_state_dict_file(tmp_path):
     source = digits_net(5, **TINY)
     torch.save(source.state_dict(), tmp_path / "source.pth")
     ref = ModelRef(state_dict=str(tmp_path / "source.pth"), architecture_kwargs=TINY)
-    spec = JobSpec(ref, (Transfer("feature", epochs=2),), "digits_5_9_few", str(tmp_path), "t",
-                   measure_latency=False)
+    spec = JobSpec(ref, (Transfer("feature_extraction", epochs=2),), "digits_5_9_few",
+                   str(tmp_path), "t", measure_latency=False)
     result = execute(spec, Context())
     assert result.version == 1 and result.card["dataset"]["train_images"] == 100
 
@@ -186,6 +173,7 @@ def test_magnitude_pruning_keeps_weights_zero_through_fine_tuning(base_repositor
 
 
 def test_an_output_model_of_another_shape_is_refused_before_the_job_runs(base_repository):
-    spec = _spec(base_repository, (Transfer("feature", epochs=1),), "base", dataset="digits_0_4")
+    spec = _spec(base_repository, (Transfer("feature_extraction", epochs=1),), "base",
+                 dataset="digits_0_4")
     with pytest.raises(InvalidArgument, match="choose another output name"):
         check_spec(spec)
