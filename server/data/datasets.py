@@ -7,8 +7,9 @@ and int64 labels.
 
 - "folder": `root/<class>/<file>.jpg|.jpeg|.png|.webp`, one class per subfolder (sorted
   names; labels are class positions). Decoded by `augserve.server.images`; with
-  `decode = "region"` (the default) and no cache, a stream whose pipeline starts with a
-  box op decodes each JPEG at the DCT scale its box needs (`augserve.server.data.jpeg`).
+  `decode = "region"` (the default), a stream whose pipeline starts with a box op
+  decodes each JPEG at the DCT scale its box needs (`augserve.server.data.jpeg`), past
+  the decoded-image cache; `decode = "full"` decodes whole images through the cache.
 - "arrays": a `.npz` with `images` and `labels`, or a `.npy` of images with its labels
   in `labels_path` (`.npy`, memory-mapped). Images: uint8 [N, H, W], [N, H, W, 1] or
   [N, H, W, 3].
@@ -194,12 +195,13 @@ class FolderDataset(Dataset):
 
     @property
     def region_decode(self) -> bool:
-        """`decode = "region"`, no resize on load and no cache.
+        """`decode = "region"` and no resize on load.
 
-        The cache holds whole decoded images, and a sample must come out the same whether
-        it was cached or not.
+        Region-decoded samples skip the decoded-image cache (it holds whole images); a
+        pipeline that does not start with a box op still loads through it. Which way a
+        sample goes depends only on the spec and the pipeline, never on the cache's state.
         """
-        return self.decode == "region" and not self.size and not self.cache.max_bytes
+        return self.decode == "region" and not self.size
 
     def encoded(self, index: int) -> Encoded:
         """File `index`'s bytes and checked header; CorruptImage / ImageTooLarge name it."""

@@ -9,18 +9,24 @@ be decoded whole at full size:
    and the checks of `augserve.server.images` (pixel bound, truncation).
 2. `reduction` picks the largest DCT scale 1/2, 1/4 or 1/8 at which the box, scaled,
    still covers the output size (no upsampling is ever added by the scaling).
-3. `decode_box` has libjpeg-turbo decode the whole image at that scale (its IDCT then
-   works on 4x4, 2x2 or 1x1 blocks instead of 8x8, and upsampling and colour conversion
-   run on the smaller image), then resamples the box, mapped to the scaled image in
-   continuous coordinates, to the output size with one bilinear `cv2.warpAffine`.
+3. `decode_box` has libjpeg-turbo decode the image at that scale (its IDCT then works on
+   4x4, 2x2 or 1x1 blocks instead of 8x8, and upsampling and colour conversion run on the
+   smaller image) down to the box's last row only, then resamples the box, mapped to the
+   scaled image in continuous coordinates, to the output size with one bilinear
+   `cv2.warpAffine` (at scale 1: `crop_resize`, as the full-decode path).
 
-simplejpeg exposes neither `jpeg_skip_scanlines` nor `jpeg_crop_scanline`, so the rows and
-columns outside the box are decoded too (at the reduced scale); the crop is cut after the
-decode. At scale 1 the box is cut and resized exactly as the full-decode path does
-(`crop_resize`), so the only difference there is libjpeg-turbo's build in simplejpeg vs
-OpenCV's. At a reduced scale the DCT scaling averages each 2x2 (4x4, 8x8) block where full
-decode + bilinear resize (no antialias) samples it: the result is smoother, never further
-from full decode than stated in docs/streaming.md (the tolerance the tests check).
+The rows: simplejpeg exposes neither `jpeg_skip_scanlines` nor `jpeg_crop_scanline`, so
+for a sequential JPEG (SOF0 / SOF1, whose scan holds the MCU rows top to bottom) the copy
+handed to the decoder declares a height that ends at the box's last row, rounded up to a
+whole MCU row. libjpeg-turbo then stops after those rows and skips the rest of the entropy
+data (it warns about the "extraneous bytes", hence `strict=False` there). With merged
+(box) chroma upsampling no row depends on the rows below it, so the rows it gives are
+those of a whole decode, bit for bit. Rows above the box and the columns beside it are
+still decoded. Progressive JPEGs (each scan covers the whole image) are decoded whole.
+
+At a reduced scale the DCT scaling averages each 2x2 (4x4, 8x8) block where full decode +
+bilinear resize (no antialias) samples it: the result is smoother, within the tolerance
+stated in docs/streaming.md (the tests check it).
 
 Everything else (PNG, WebP, CMYK / YCCK JPEGs, anything simplejpeg refuses) is decoded
 whole by `augserve.server.images` and cut with `crop_resize`: the generic path.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 
 import cv2
 import numpy as np
@@ -53,6 +60,9 @@ FAST_DCT = FAST_UPSAMPLE = True
 _JPEG_END, _JPEG_TAIL = b"\xff\xd9", 1024
 # Colour spaces libjpeg-turbo converts to RGB itself; CMYK / YCCK go the generic way.
 _FAST_SPACES = ("YCbCr", "Gray", "RGB")
+# Sequential Huffman frames (baseline, extended): one scan, MCU rows top to bottom.
+_SEQUENTIAL, _OTHER_FRAMES = (0xC0, 0xC1), frozenset(range(0xC2, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_MCU_ROWS = 16  # the tallest MCU (4:2:0 and 4:4:0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +76,8 @@ class Encoded:
         fast: whether `decode_box` may take the scaled JPEG path (a JPEG in a colour space
             libjpeg-turbo turns into RGB itself).
         what: names the image in error messages (its path).
+        height_at: the byte offset of the frame's height field in a sequential JPEG
+            (what `decode_box` lowers to stop after the box's rows), else -1.
     """
 
     data: bytes
@@ -73,6 +85,23 @@ class Encoded:
     height: int
     fast: bool
     what: str
+    height_at: int = -1
+
+
+def height_field(data: bytes) -> int:
+    """The offset of the height in a sequential JPEG's SOF0 / SOF1 header, else -1."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _SEQUENTIAL:
+            return at + 5  # FF Cn, length (2), precision (1), then the height
+        if marker in _OTHER_FRAMES or marker == 0xDA:  # progressive, lossless; or a scan
+            return -1
+        at += 2 + struct.unpack_from(">H", data, at + 2)[0]
+    return -1
 
 
 def read_encoded(data: bytes, max_pixels: int, what: str) -> Encoded:
@@ -98,7 +127,8 @@ def read_encoded(data: bytes, max_pixels: int, what: str) -> Encoded:
     check_pixels(width, height, max_pixels, what)
     if _JPEG_END not in data[-_JPEG_TAIL:]:
         raise CorruptImage(f"{what}: truncated JPEG (no end-of-image marker)")
-    return Encoded(data, width, height, space in _FAST_SPACES, what)
+    fast = space in _FAST_SPACES
+    return Encoded(data, width, height, fast, what, height_field(data) if fast else -1)
 
 
 def reduction(box: tuple[int, int, int, int], out_hw: tuple[int, int]) -> int:
@@ -131,42 +161,49 @@ def decode_box(encoded: Encoded, box: tuple[int, int, int, int], out_hw: tuple[i
     """
     box = tuple(int(v) for v in box)  # type: ignore[assignment]
     if encoded.fast and _inside(box, encoded.width, encoded.height):
-        image = _scaled(encoded, reduction(box, out_hw))
+        factor = reduction(box, out_hw)
+        image = _scaled(encoded, factor, box[1] + box[3])
         if image is not None:
-            return _resample(image, encoded, box, out_hw, out)
+            return _resample(image, factor, box, out_hw, out)
     full = decode_checked(encoded.data, encoded.width, encoded.height, encoded.what)
     return crop_resize(full, box, out_hw, fill, out=out)
 
 
-def _scaled(encoded: Encoded, factor: int) -> np.ndarray | None:
-    """The image decoded at 1/`factor` (None where simplejpeg refuses it: the generic path)."""
+def _scaled(encoded: Encoded, factor: int, rows: int) -> np.ndarray | None:
+    """Rows 0..`rows` (or more) of the image decoded at 1/`factor`.
+
+    None where simplejpeg refuses it: the generic path decodes it instead.
+    """
     import simplejpeg
 
+    data, strict, height = encoded.data, True, encoded.height
+    rows = min(height, -(-rows // _MCU_ROWS) * _MCU_ROWS)
+    if encoded.height_at >= 0 and rows < height:
+        shortened = bytearray(data)
+        struct.pack_into(">H", shortened, encoded.height_at, rows)
+        data, strict, height = bytes(shortened), False, rows
     try:
         return simplejpeg.decode_jpeg(
-            encoded.data, colorspace="RGB", fastdct=FAST_DCT, fastupsample=FAST_UPSAMPLE,
-            min_height=math.ceil(encoded.height / factor),
-            min_width=math.ceil(encoded.width / factor))
+            data, colorspace="RGB", fastdct=FAST_DCT, fastupsample=FAST_UPSAMPLE,
+            min_height=math.ceil(height / factor), min_width=math.ceil(encoded.width / factor),
+            strict=strict)
     except ValueError:  # corrupt data (strict: libjpeg's warnings too), odd variants
         return None
 
 
-def _resample(image: np.ndarray, encoded: Encoded, box: tuple[int, int, int, int],
+def _resample(image: np.ndarray, factor: int, box: tuple[int, int, int, int],
               out_hw: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
-    scaled_h, scaled_w = image.shape[:2]
-    if (scaled_h, scaled_w) == (encoded.height, encoded.width):
+    if factor == 1:
         return crop_resize(image, box, out_hw, out=out)
-    # Scaled pixel k covers full-size [k s, (k + 1) s): output pixel centre j + 0.5 maps to
-    # full-size x0 + (j + 0.5) w / out_w, to scaled x / s, to the index x / s - 0.5.
+    # Scaled pixel k covers full-size [k f, (k + 1) f): output pixel centre j + 0.5 maps to
+    # full-size x0 + (j + 0.5) w / out_w, to scaled x / f, to the index x / f - 0.5.
     x0, y0, w, h = box
     out_h, out_w = out_hw
-    sx, sy = scaled_w / encoded.width, scaled_h / encoded.height
-    ax, ay = w / out_w * sx, h / out_h * sy
-    inverse = np.array([[ax, 0.0, (x0 + 0.5 * w / out_w) * sx - 0.5],
-                        [0.0, ay, (y0 + 0.5 * h / out_h) * sy - 0.5]])
+    inverse = np.array([[w / out_w / factor, 0.0, (x0 + 0.5 * w / out_w) / factor - 0.5],
+                        [0.0, h / out_h / factor, (y0 + 0.5 * h / out_h) / factor - 0.5]])
     return cv2.warpAffine(image, inverse, (out_w, out_h), dst=out,
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-__all__ = ["FACTORS", "Encoded", "decode_box", "read_encoded", "reduction"]
+__all__ = ["FACTORS", "Encoded", "decode_box", "height_field", "read_encoded", "reduction"]
