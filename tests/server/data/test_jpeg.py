@@ -53,6 +53,8 @@ def test_each_box_matches_full_decode_within_the_tolerance(folder):
         data = path.read_bytes()
         encoded = read_encoded(data, 1 << 26, str(path))
         assert encoded.fast and (encoded.height, encoded.width) == cv2.imread(str(path)).shape[:2]
+        assert 300 <= min(encoded.width, encoded.height) <= max(encoded.width,
+                                                                  encoded.height) <= 800
         full = decode_image_bytes(data, 1 << 26, str(path))
         for out in ((224, 224), (48, 64)):
             w = int(rng.integers(60, encoded.width + 1))
