@@ -176,12 +176,13 @@ def _scaled(encoded: Encoded, factor: int, rows: int) -> np.ndarray | None:
     """
     import simplejpeg
 
-    data, strict, height = encoded.data, True, encoded.height
+    data: bytes | bytearray = encoded.data
+    strict, height = True, encoded.height
     rows = min(height, -(-rows // _MCU_ROWS) * _MCU_ROWS)
     if encoded.height_at >= 0 and rows < height:
-        shortened = bytearray(data)
-        struct.pack_into(">H", shortened, encoded.height_at, rows)
-        data, strict, height = bytes(shortened), False, rows
+        data = bytearray(data)
+        struct.pack_into(">H", data, encoded.height_at, rows)
+        strict, height = False, rows
     try:
         return simplejpeg.decode_jpeg(
             data, colorspace="RGB", fastdct=FAST_DCT, fastupsample=FAST_UPSAMPLE,

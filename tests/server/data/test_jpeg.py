@@ -116,6 +116,23 @@ def test_bytes_do_not_depend_on_the_batch_or_repeats(folder):
     assert np.array_equal(part.numpy(), whole.numpy()[[7, 2, 11]])
 
 
+def test_boxes_that_leave_the_image_are_filled_as_the_decoded_path_fills_them(folder):
+    spec = Pipeline.from_spec({"ops": [{"random_crop": {"size": [300, 300], "padding": 150,
+                                                        "fill": [10, 200, 30]}}],
+                               "dtype": "uint8", "layout": "NHWC"}).spec
+    pipeline = Pipeline(spec, "fast")
+    region = open_dataset(DatasetSpec("folder", str(folder)))
+    full = open_dataset(DatasetSpec("folder", str(folder), decode="full"))
+    indices = np.arange(len(region))
+    fast = make_samples(region, indices, pipeline, 4, 0, "skip").out.numpy()
+    slow = make_samples(full, indices, pipeline, 4, 0, "skip").out.numpy()
+    filled = [k for k in indices if (fast[k] == (10, 200, 30)).all(-1).any()]
+    assert filled  # some boxes left their image
+    assert np.array_equal(fast[filled], slow[filled])  # both decoded whole, then cut
+    for k in indices:
+        _close(fast[k], slow[k], False)
+
+
 def _pil_jpeg(image: np.ndarray, **options) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).convert(options.pop("mode", "RGB")).save(buffer, "JPEG", **options)
