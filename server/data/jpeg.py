@@ -62,6 +62,7 @@ _JPEG_END, _JPEG_TAIL = b"\xff\xd9", 1024
 _FAST_SPACES = ("YCbCr", "Gray", "RGB")
 # Sequential Huffman frames (baseline, extended): one scan, MCU rows top to bottom.
 _SEQUENTIAL, _OTHER_FRAMES = (0xC0, 0xC1), frozenset(range(0xC2, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_NO_LENGTH = frozenset((0x01, *range(0xD0, 0xDA)))  # TEM, RSTn, SOI, EOI: no length field
 _MCU_ROWS = 16  # the tallest MCU (4:2:0 and 4:4:0)
 
 
@@ -98,8 +99,8 @@ def height_field(data: bytes) -> int:
             continue
         if marker in _SEQUENTIAL:
             return at + 5  # FF Cn, length (2), precision (1), then the height
-        if marker in _OTHER_FRAMES or marker == 0xDA:  # progressive, lossless; or a scan
-            return -1
+        if marker in _OTHER_FRAMES or marker in _NO_LENGTH or marker == 0xDA:
+            return -1  # progressive, lossless, arithmetic; a marker out of place; a scan
         at += 2 + struct.unpack_from(">H", data, at + 2)[0]
     return -1
 
@@ -128,7 +129,10 @@ def read_encoded(data: bytes, max_pixels: int, what: str) -> Encoded:
     if _JPEG_END not in data[-_JPEG_TAIL:]:
         raise CorruptImage(f"{what}: truncated JPEG (no end-of-image marker)")
     fast = space in _FAST_SPACES
-    return Encoded(data, width, height, fast, what, height_field(data) if fast else -1)
+    at = height_field(data) if fast else -1
+    if at >= 0 and (at + 2 > len(data) or struct.unpack_from(">H", data, at)[0] != height):
+        at = -1  # not the frame libjpeg-turbo read: decode to the full height
+    return Encoded(data, width, height, fast, what, at)
 
 
 def reduction(box: tuple[int, int, int, int], out_hw: tuple[int, int]) -> int:
