@@ -179,3 +179,30 @@ def test_a_jpeg_bomb_is_refused_from_its_header():
         read_encoded(jpeg_declaring(50_000, 50_000), 1 << 26, "bomb.jpg")
     with pytest.raises(CorruptImage, match=r"bomb\.jpg"):
         read_encoded(b"\xff\xd8\xff\xe0garbage", 1 << 26, "bomb.jpg")
+
+
+def test_damaged_jpegs_decode_or_raise_an_image_error():
+    y, x = np.mgrid[0:120, 0:160]
+    base = _pil_jpeg(np.stack([y * 2, x, (x + y) % 256], 2).astype(np.uint8), quality=90)
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for i in range(300):
+        data = bytearray(base)
+        if i % 3 == 0:  # flipped bytes anywhere
+            for at in rng.integers(0, len(data), 4):
+                data[at] = int(rng.integers(0, 256))
+        elif i % 3 == 1:  # cut, with an end marker put back
+            data = data[: int(rng.integers(0, len(data)))] + b"\xff\xd9"
+        else:  # a header field overwritten
+            at = int(rng.integers(2, 200))
+            data[at:at + 2] = bytes(rng.integers(0, 256, 2).tolist())
+        try:
+            encoded = read_encoded(bytes(data), 1 << 20, "x.jpg")
+            box = (0, 0, int(rng.integers(1, encoded.width + 1)),
+                   int(rng.integers(1, encoded.height + 1)))
+            assert decode_box(encoded, box, (32, 32)).shape == (32, 32, 3)
+            outcomes.add("decoded")
+        except (CorruptImage, ImageTooLarge) as error:
+            assert "x.jpg" in str(error)
+            outcomes.add("reported")
+    assert outcomes == {"decoded", "reported"}
