@@ -93,12 +93,14 @@ def run(args: argparse.Namespace) -> BenchReport:
         phases: dict[str, list[dict[str, float]]] = {"standalone": [], "stream": []}
 
         def standalone() -> None:
-            before = sum(server.cpu_seconds())
+            before = server.cpu_seconds()
             wall = time.perf_counter()
             rate = server.call(server.standalone(batch, batches))
             wall = time.perf_counter() - wall
+            after = server.cpu_seconds()
             phases["standalone"].append({"rate": rate, "samples": rate * wall,
-                                         "cpu": sum(server.cpu_seconds()) - before})
+                                         "cpu": sum(after) - sum(before),
+                                         "server_cpu": after[0] - before[0]})
 
         def streamed() -> None:
             before = sum(server.cpu_seconds())
@@ -150,6 +152,8 @@ def _report(args: argparse.Namespace, batch: int, batches: int, count: int,
         "augserve_standalone_images_per_s": standalone,
         "augserve_stream_images_per_s": stream,
         "albumentations_images_per_s": album["samples"] / album["wall"],
+        "standalone_server_process_cpu_share": sum(r["server_cpu"] for r in phases["standalone"])
+        / max(sum(r["cpu"] for r in phases["standalone"]), 1e-9),
         "standalone_each_round": " / ".join(f"{r['rate']:,.0f}" for r in phases["standalone"]),
         "stream_each_round": " / ".join(f"{r['rate']:,.0f}" for r in phases["stream"]),
     }
@@ -161,6 +165,7 @@ def _report(args: argparse.Namespace, batch: int, batches: int, count: int,
         dali_core = dali["samples"] / max(dali["cpu"], 1e-9)
         figures["dali_cpu_images_per_s_per_core"] = dali_core
         figures["dali_cpu_images_per_s"] = dali["samples"] / dali["wall"]
+        figures["dali_cpu_cores_used"] = dali["cpu"] / dali["wall"]
         ratios["jpeg_fast_vs_dali_cpu_per_core"] = ours / dali_core
     figures["torchvision_pil"] = (f"unavailable ({torchvision})" if torchvision else
                                   "available but not run: no torchvision pipeline here yet")
