@@ -15,7 +15,7 @@ order, the worker or a retry. Params can be returned and passed back to replay.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 from augserve.server.augment.fast import run_fast
 from augserve.server.augment.kornia_backend import run_kornia
 from augserve.server.augment.ops import OpParams, SpecError
+from augserve.server.augment.ops.geometry import BoxOp
 from augserve.server.augment.plan import build_plan
 from augserve.server.augment.rng import Keys, check_seed
 from augserve.server.augment.spec import IMAGENET_TRAIN, PipelineSpec, parse_pipeline
@@ -31,7 +32,12 @@ from augserve.server.augment.targets import Targets, move_targets
 
 BACKENDS = ("auto", "fast", "kornia", "reference")
 
-__all__ = ["BACKENDS", "IMAGENET_TRAIN", "AugmentResult", "Pipeline", "Targets"]
+__all__ = ["BACKENDS", "IMAGENET_TRAIN", "AugmentResult", "BoxLoader", "Pipeline", "Targets"]
+
+#: `load(k, box, out_hw, fill)`: sample k's box (x0, y0, w, h) resized to out_hw, uint8 RGB,
+#: or None to leave the sample out (a file that did not decode).
+BoxLoader = Callable[[int, tuple[int, int, int, int], tuple[int, int], tuple[float, ...]],
+                     "np.ndarray | None"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +107,49 @@ class Pipeline:
             params.append(p)
             sizes = op.out_sizes(p, sizes)
         return tuple(params)
+
+    def leading_box(self) -> BoxOp | None:
+        """The first op when it is a box op (crop / resize to a fixed size), else None."""
+        first = self.spec.ops[0] if self.spec.ops else None
+        return first if isinstance(first, BoxOp) else None
+
+    def from_boxes(self, sizes: torch.Tensor, load: BoxLoader, seed: int = 0, epoch: int = 0,
+                   sample_indices: Sequence[int] | np.ndarray | None = None,
+                   backend: str | None = None) -> tuple[AugmentResult, np.ndarray]:
+        """Augment images that are not decoded yet, from their sizes, letting `load` do op 0.
+
+        The params are drawn from `sizes` ((n, 2) height, width: the headers') with the
+        usual keys, so they are those a decoded batch gets. `load` makes the leading box
+        op's output of each sample (it may decode only what that box needs); the other ops
+        run on those outputs with their drawn params replayed.
+
+        Returns:
+            (result, kept): the result of the samples `load` gave, and per sample whether
+            it did.
+
+        Raises:
+            ValueError: the pipeline does not start with a box op.
+        """
+        op = self.leading_box()
+        if op is None:
+            raise ValueError("from_boxes needs a pipeline that starts with a box op")
+        check_seed(seed)
+        n = sizes.shape[0]
+        indices = np.arange(n) if sample_indices is None else np.asarray(sample_indices)
+        drawn = self.sample(sizes, seed, epoch, indices)
+        boxes = op.boxes(drawn[0]).tolist()
+        out_hw = op.out_sizes(drawn[0], sizes).tolist()
+        images, kept = [], np.zeros(n, bool)
+        for k in range(n):
+            image = load(k, tuple(boxes[k]), tuple(out_hw[k]), op.fill)
+            if image is not None:
+                images.append(image)
+                kept[k] = True
+        rest = Pipeline(dataclasses.replace(self.spec, ops=self.spec.ops[1:]), self.backend)
+        where = torch.from_numpy(np.flatnonzero(kept))
+        result = rest(images, seed, epoch, indices[kept],
+                      params=[p.take(where) for p in drawn[1:]], backend=backend)
+        return AugmentResult(result.images, (drawn[0].take(where), *(result.params or ()))), kept
 
     def _sizes_chain(self, sizes: torch.Tensor, params: tuple[OpParams, ...]) -> list[torch.Tensor]:
         chain = [sizes]

@@ -61,6 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="stream phases, each between "
                         "two standalone phases")
     parser.add_argument("--quick", action="store_true", help="a few seconds: small batches")
+    parser.add_argument("--source", choices=("photos", "jpeg"), default="photos",
+                        help="photos: the bundled photos decoded in memory; jpeg: a folder of "
+                             "generated ImageNet-like JPEGs, decoded every epoch "
+                             "(see stream_jpeg)")
+    parser.add_argument("--images", type=int, default=512,
+                        help="--source jpeg: JPEG files to generate")
+    parser.add_argument("--jpeg-dir", default="",
+                        help="--source jpeg: generate into (or reuse) this folder instead of "
+                             "a temporary one")
 
 
 class AlbumentationsPhotos:
@@ -110,7 +119,8 @@ def _local_dataloader(batch: int, batches: int) -> float:
 class _Server:
     """A StreamBatches server on a loop thread of this process, around one pool."""
 
-    def __init__(self, args: argparse.Namespace, batch: int) -> None:
+    def __init__(self, args: argparse.Namespace, batch: int, dataset: Any = None) -> None:
+        """Serve `dataset` (a DatasetSpec; default the photos) as DATASET, over one pool."""
         import grpc
 
         from augserve.server.data.datasets import DatasetSpec
@@ -122,7 +132,7 @@ class _Server:
         count = batch * 16
         self.settings = StreamSettings(
             window=args.window, pool_size=args.pool_size, backend="fast",
-            datasets={DATASET: DatasetSpec("builtin", name="photos", count=count)})
+            datasets={DATASET: dataset or DatasetSpec("builtin", name="photos", count=count)})
         self.pool = StreamPool(args.pool_size, "fast")
         self.servicer = StreamServicer(self.settings, self.pool)
         self.loop = asyncio.new_event_loop()
@@ -201,8 +211,16 @@ def _each(runs: list[dict[str, float]]) -> str:
 
 
 def run(args: argparse.Namespace) -> BenchReport:
-    """Time the three phases and report samples/s, ratios and the client's CPU per batch."""
+    """Time the three phases and report samples/s, ratios and the client's CPU per batch.
+
+    With `--source jpeg`, run `stream_jpeg` instead.
+    """
     import os
+
+    if args.source == "jpeg":
+        from augserve.server.bench import stream_jpeg
+
+        return stream_jpeg.run(args)
 
     import ray
     import torch

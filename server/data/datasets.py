@@ -6,7 +6,10 @@ never the images, and open it lazily. Every dataset yields uint8 RGB [H, W, 3] i
 and int64 labels.
 
 - "folder": `root/<class>/<file>.jpg|.jpeg|.png|.webp`, one class per subfolder (sorted
-  names; labels are class positions). Decoded by `augserve.server.images`.
+  names; labels are class positions). Decoded by `augserve.server.images`; with
+  `decode = "region"` (the default), a stream whose pipeline starts with a box op
+  decodes each JPEG at the DCT scale its box needs (`augserve.server.data.jpeg`), past
+  the decoded-image cache; `decode = "full"` decodes whole images through the cache.
 - "arrays": a `.npz` with `images` and `labels`, or a `.npy` of images with its labels
   in `labels_path` (`.npy`, memory-mapped). Images: uint8 [N, H, W], [N, H, W, 1] or
   [N, H, W, 3].
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from augserve.server.data.cache import ByteLRU
+from augserve.server.data.jpeg import Encoded, decode_box, read_encoded
 from augserve.server.errors import InvalidArgument
 from augserve.server.images import MAX_IMAGE_PIXELS, CorruptImage, decode_image_bytes
 from augserve.server.paths import inside
@@ -40,6 +44,7 @@ from augserve.server.paths import inside
 log = logging.getLogger(__name__)
 
 KINDS = ("folder", "arrays", "builtin")
+DECODES = ("region", "full")
 BUILTINS = ("digits", "lfw_subset", "photos")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -55,6 +60,8 @@ class DatasetSpec:
         size: resize every image to size x size (0 keeps the stored size).
         labels_path: labels `.npy` for a `.npy` of images.
         count: samples of the "photos" built-in (its six photos repeated).
+        decode: "region" (folder JPEGs decoded at the DCT scale a leading box op needs)
+            or "full" (every image decoded whole, then cut).
     """
 
     kind: str
@@ -63,6 +70,7 @@ class DatasetSpec:
     size: int = 0
     labels_path: str = ""
     count: int = 512
+    decode: str = "region"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +79,8 @@ class DatasetSpec:
             raise ValueError(f"builtin dataset: expected one of {BUILTINS}, got {self.name!r}")
         if self.kind != "builtin" and not self.path:
             raise ValueError(f"a {self.kind} dataset needs a path")
+        if self.decode not in DECODES:
+            raise ValueError(f"dataset decode: expected one of {DECODES}, got {self.decode!r}")
         if self.size < 0 or self.count < 1:
             raise ValueError("dataset size must be >= 0 and count >= 1")
 
@@ -133,6 +143,20 @@ class Dataset:
         """Where sample `index` comes from (a path, or the dataset and index)."""
         return f"{self.kind}[{index}]"
 
+    @property
+    def region_decode(self) -> bool:
+        """Whether `encoded` and `load_box` may replace `load` before a leading box op."""
+        return False
+
+    def encoded(self, index: int) -> Encoded:
+        """Sample `index`'s bytes with its checked header (region-decoding datasets only)."""
+        raise NotImplementedError
+
+    def load_box(self, encoded: Encoded, box: tuple[int, int, int, int],
+                 out_hw: tuple[int, int], fill: tuple[float, ...]) -> np.ndarray:
+        """`box` of an encoded sample resized to `out_hw` (see `augserve.server.data.jpeg`)."""
+        return decode_box(encoded, box, out_hw, fill)
+
 
 class FolderDataset(Dataset):
     """`root/<class>/<image>`; decodes on load, through a byte-bounded cache."""
@@ -140,11 +164,11 @@ class FolderDataset(Dataset):
     kind = "folder"
 
     def __init__(self, root: Path, size: int = 0, cache: ByteLRU | None = None,
-                 max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+                 max_pixels: int = MAX_IMAGE_PIXELS, decode: str = "region") -> None:
         """Scan `root` once: classes are its sorted subfolders, files sorted by name.
 
         A file whose header declares more than `max_pixels` pixels raises ImageTooLarge
-        on load, before it is decoded.
+        on load, before it is decoded. `decode` is the spec's (`DatasetSpec.decode`).
 
         Raises:
             ValueError: `root` is not a folder, or a class folder or image file is a
@@ -167,6 +191,26 @@ class FolderDataset(Dataset):
         self.size = size
         self.cache = cache if cache is not None else ByteLRU(0)
         self.max_pixels = max_pixels
+        self.decode = decode
+
+    @property
+    def region_decode(self) -> bool:
+        """`decode = "region"` and no resize on load.
+
+        Region-decoded samples skip the decoded-image cache (it holds whole images); a
+        pipeline that does not start with a box op still loads through it. Which way a
+        sample goes depends only on the spec and the pipeline, never on the cache's state.
+        """
+        return self.decode == "region" and not self.size
+
+    def encoded(self, index: int) -> Encoded:
+        """File `index`'s bytes and checked header; CorruptImage / ImageTooLarge name it."""
+        path = self.files[index]
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise CorruptImage(f"{path}: {error}") from error
+        return read_encoded(data, self.max_pixels, str(path))
 
     def load(self, index: int) -> np.ndarray:
         """Decode (or take from the cache) file `index`."""
@@ -263,7 +307,7 @@ def open_dataset(spec: DatasetSpec, cache_bytes: int = 0,
         return BuiltinDataset(spec.name, spec.size, spec.count)
     path = Path(spec.path)
     if spec.kind == "folder":
-        return FolderDataset(path, spec.size, ByteLRU(cache_bytes), max_pixels)
+        return FolderDataset(path, spec.size, ByteLRU(cache_bytes), max_pixels, spec.decode)
     if path.suffix == ".npz":
         with np.load(path) as archive:
             if "images" not in archive or "labels" not in archive:

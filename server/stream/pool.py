@@ -18,7 +18,7 @@ import numpy as np
 from augserve.server.actors import ActorCall, ActorPool, prepare_worker
 from augserve.server.augment.spec import PipelineSpec
 from augserve.server.data.datasets import Dataset, DatasetSpec, open_dataset
-from augserve.server.images import IMAGE_ERRORS, MAX_IMAGE_PIXELS
+from augserve.server.images import MAX_IMAGE_PIXELS
 from augserve.server.stream import metrics
 from augserve.server.stream.ring import Destination, MappedRings
 
@@ -114,27 +114,18 @@ class StreamWorker:
         return time.process_time()
 
     def make_batch(self, task: BatchTask) -> BatchResult:
-        """Load, decode and augment `task`'s samples."""
+        """Load (or region-decode), augment and hand over `task`'s samples (`make_samples`)."""
         import torch
 
         from augserve.server.augment.pipeline import Pipeline
+        from augserve.server.stream.samples import make_samples
 
-        dataset = self._dataset(task.dataset)
-        images, kept, skipped = [], np.zeros(len(task.indices), bool), []
-        for k, index in enumerate(task.indices.tolist()):
-            try:
-                images.append(dataset.load(index))
-                kept[k] = True
-            except IMAGE_ERRORS as error:
-                log.warning("corrupt image skipped: %s", error)
-                skipped.append(str(error))
-                if task.on_corrupt == "fail":
-                    return BatchResult(None, task.spec.dtype, kept, skipped,
-                                       f"corrupt image: {error}")
-        if not images:
-            return BatchResult(None, task.spec.dtype, kept, skipped)
-        out = Pipeline(task.spec, self.backend)(images, seed=task.seed, epoch=task.epoch,
-                                                sample_indices=task.indices[kept]).images
+        made = make_samples(self._dataset(task.dataset), task.indices,
+                            Pipeline(task.spec, self.backend), task.seed, task.epoch,
+                            task.on_corrupt)
+        kept, skipped, out = made.kept, made.skipped, made.out
+        if made.error or out is None:
+            return BatchResult(None, task.spec.dtype, kept, skipped, made.error)
         if not isinstance(out, torch.Tensor):
             return BatchResult(None, task.spec.dtype, kept, skipped,
                                "the pipeline's outputs differ in size; end it with a resize "

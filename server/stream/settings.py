@@ -51,7 +51,8 @@ class StreamSettings:
              "request's output bytes")
     cache_bytes: int = option(
         512 << 20, flag="--stream-cache-bytes", shown="536870912 (512 MiB)",
-        help="each worker's cache of decoded folder images, in bytes")
+        help="each worker's cache of decoded folder images, in bytes (region-decoded "
+             "samples, a folder's default under a pipeline that starts with a crop, skip it)")
     max_image_pixels: int = option(
         MAX_IMAGE_PIXELS, flag="--stream-max-image-pixels", shown="67108864 (64 Mi)",
         help="the most pixels a folder dataset's image file may declare in its JPEG, PNG or "
