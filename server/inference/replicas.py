@@ -19,6 +19,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from augserve.kernels.resolve import AllowList
+from augserve.server.actors import placement_options
 from augserve.server.errors import AugserveError, Internal, ReplicaDied
 from augserve.server.inference.channel import ReplicaChannel
 from augserve.server.inference.model_config import ModelSettings
@@ -107,6 +108,7 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
             num_cpus=group.num_cpus,
             num_gpus=1 if group.kind == "gpu" else 0,
             runtime_env={"env_vars": group.replica_env},
+            **placement_options(group.placement),
         )
         .remote(settings, str(folder), allow_pickle, imports)
     )
