@@ -11,8 +11,8 @@ import torch
 from ray.exceptions import RayTaskError
 
 from augserve.server.actors import ActorPool, check_placement, placement_options
-from augserve.server.augment.settings import AugmentSettings
 from augserve.server.augment.pool import AugmentPool
+from augserve.server.augment.settings import AugmentSettings
 from augserve.server.errors import Unavailable
 from augserve.server.stream.pool import StreamPool
 
