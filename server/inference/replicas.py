@@ -114,8 +114,12 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
     )
     try:
         await actor.ready.remote()
+        node = await actor.node.remote()
         channel = await _open_channel(actor, settings)
     except (RayTaskError, RayActorError) as error:
         ray.kill(actor)
         raise unwrap_ray_error(error, settings.name) from None
+    # Where it runs, in the log: placement is Ray's, and a node loss re-places replicas.
+    log.info("model %s: replica on node %s (%s)", settings.name, node,
+             "socket" if channel is not None else "Ray calls")
     return ReplicaHandle(actor, settings.name, channel)
