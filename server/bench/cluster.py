@@ -171,7 +171,7 @@ class RayCluster:
         """Stop every node (worker first), then remove the nodes' temp folders."""
         for group in (self.worker, self.head):
             if group is not None:
-                group.stop(10.0)
+                group.stop(5.0)
         self.worker = self.head = None
         shutil.rmtree(self._temp, ignore_errors=True)
 

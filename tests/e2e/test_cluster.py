@@ -39,14 +39,14 @@ class Double(nn.Module):
 
 
 class Slow(nn.Module):
-    """About 10 ms of matrix products per row, the same answer every time."""
+    """About 20 ms of matrix products per call, the same answer every time."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.eye(384) * 0.5, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(60):
+        for _ in range(600):
             x = torch.tanh(x @ self.weight)
         return x
 
@@ -76,8 +76,10 @@ def served(cluster, tmp_path_factory):
     group = {"num_cpus": 0.1, "num_threads": 1}
     _model(root, "double", Double(), 4, max_batch_size=16,
            instance_group={**group, "count": 2})
+    # at niceness 0: the shared test host's other processes do not stretch its batches
     _model(root, "slow", Slow(), 384, max_batch_size=0,
-           dynamic_batching={"max_queue_size": QUEUE}, instance_group={**group, "count": 1})
+           dynamic_batching={"max_queue_size": QUEUE},
+           instance_group={**group, "count": 1, "nice": 0})
     serve = ServeProcess(
         root, tmp_path_factory.mktemp("cluster-serve"), "--ray-address", cluster.address,
         "--augment-pool-size", "2", "--augment-actor-num-cpus", "0.1",
@@ -157,15 +159,24 @@ async def test_losing_the_worker_node_under_load_loses_and_duplicates_nothing(cl
     assert len(_replica_nodes(served, "double")) >= 3, served.log.read_text()[-3000:]
 
 
+async def _compute_s(stub) -> tuple[int, float]:
+    """The slow model's batches so far and their replica-side seconds (input, infer, output)."""
+    stats = (await stub.ModelStatistics(pb.ModelStatisticsRequest(name="slow"))).model_stats[0]
+    inference = stats.inference_stats
+    seconds = sum(d.ns for d in (inference.compute_input, inference.compute_infer,
+                                 inference.compute_output)) / 1e9
+    return stats.execution_count, seconds
+
+
 async def test_overload_sheds_with_resource_exhausted_and_bounds_the_admitted_latency(served):
     x = np.ones(384, np.float32)
     async with AsyncInferClient(served.url) as client:
+        stub = pb_grpc.GRPCInferenceServiceStub(client._channel)
         alone = []
         for _ in range(10):
             started = time.monotonic()
             await client.infer("slow", {"x": x}, timeout=30)
             alone.append(time.monotonic() - started)
-        compute = float(np.median(alone))
         latencies, codes = [], []
 
         async def one() -> None:
@@ -176,17 +187,21 @@ async def test_overload_sheds_with_resource_exhausted_and_bounds_the_admitted_la
             except grpc.aio.AioRpcError as error:
                 codes.append(error.code())
 
-        calls, interval = [], compute / 2  # twice what the one replica can do
-        end = time.monotonic() + max(2.0, 100 * compute)
-        while time.monotonic() < end:
+        batches_before, seconds_before = await _compute_s(stub)
+        calls, interval = [], float(np.median(alone)) / 2  # twice what one replica can do
+        start = time.monotonic()
+        for n in range(max(60, int(2.0 / interval))):  # on a fixed schedule: late ones catch up
+            await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
             calls.append(asyncio.create_task(one()))
-            await asyncio.sleep(interval)
         await asyncio.gather(*calls)
+        batches, seconds = await _compute_s(stub)
+    compute = (seconds - seconds_before) / (batches - batches_before)  # one batch, under load
     assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     assert len(codes) >= len(calls) / 4, (len(codes), len(calls))
     p99 = float(np.quantile(latencies, 0.99))
-    # a request waits behind at most QUEUE queued ones and the one running
-    assert p99 <= (QUEUE + 1) * compute * 1.5 + 0.05, (p99, compute)
+    # admitted, a request waits behind at most QUEUE - 1 queued ones and the one running;
+    # x2: one batch's time varies around the mean on a shared 2-core host
+    assert p99 <= (QUEUE + 1) * compute * 2 + 0.05, (p99, compute)
 
 
 async def test_losing_the_head_fails_calls_fast_then_the_server_exits_for_a_supervisor(
