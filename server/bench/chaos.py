@@ -115,18 +115,40 @@ def _faults(cluster: RayCluster, args: argparse.Namespace, stop: threading.Event
             next_kill = now + args.fault_every
 
 
-async def _load(url: str, args: argparse.Namespace, record: chaos_load.Record,
-                stop: asyncio.Event) -> None:
+async def _prepare(url: str) -> tuple[object, dict[int, object], dict[int, bytes]]:
+    """Start every actor before the clock; (the augment stub, requests, reference digests).
+
+    The references of the Augment seeds, one call per model, one stream batch.
+    """
     from skimage import data, transform
 
+    from augserve.clients import RemoteLoader
+    from augserve.clients.infer import AsyncInferClient
     from augserve.clients.proto.augserve.v1 import augment_pb2_grpc
 
     photo = (transform.resize(data.astronaut(), (64, 64)) * 255).astype(np.uint8)
-    channel = _channel(url)
-    stub = augment_pb2_grpc.AugmentServiceStub(channel)
+    stub = augment_pb2_grpc.AugmentServiceStub(_channel(url))
     requests = {seed: chaos_load.augment_request(seed, [photo] * 4) for seed in range(4)}
-    expected = {seed: chaos_load.answer_bytes(await stub.Augment(r, timeout=60))
+    expected = {seed: chaos_load.answer_bytes(await stub.Augment(r, timeout=300))
                 for seed, r in requests.items()}
+    async with AsyncInferClient(url) as client:
+        for model in chaos_load.MODELS:
+            await client.infer(model, {"x": np.ones((1, chaos_load.DIMS), np.float32)},
+                               timeout=300)
+
+    def one_batch() -> None:
+        with RemoteLoader(url, dataset="digits", pipeline=chaos_load.PIPELINE, batch_size=64,
+                          epochs=1) as loader:
+            next(iter(loader.batches()))
+
+    await asyncio.to_thread(one_batch)
+    return stub, requests, expected
+
+
+async def _load(url: str, args: argparse.Namespace, record: chaos_load.Record,
+                stop: asyncio.Event, prepared: tuple[object, dict[int, object], dict[int, bytes]],
+                ) -> None:  # fmt: skip
+    stub, requests, expected = prepared
     augmenting = max(1, args.clients // 10)
     tasks = [asyncio.create_task(chaos_load.augment_client(stub, requests, expected, n, stop,
                                                            record))
@@ -134,7 +156,6 @@ async def _load(url: str, args: argparse.Namespace, record: chaos_load.Record,
     tasks += [asyncio.create_task(chaos_load.infer_client(url, n, stop, record))
               for n in range(args.clients - augmenting)]
     await asyncio.gather(*tasks)
-    await channel.close()
 
 
 def _channel(url: str):  # type: ignore[no-untyped-def]
@@ -160,7 +181,7 @@ def _recoveries(timeline: list[int], faults: list[tuple[float, str]]) -> list[fl
     for at, _ in faults:
         second = int(at)
         before = timeline[max(0, second - 3):second]
-        if not before:
+        if not before or not any(before):
             continue
         target = 0.9 * float(np.mean(before))
         back = next((s for s in range(second, len(timeline)) if timeline[s] >= target), None)
@@ -218,13 +239,14 @@ def _measure(url: str, server: psutil.Process, cluster: RayCluster,
     trainers = [threading.Thread(target=chaos_load.trainer, args=(url, 100 + n, stop_threads,
                                                                    record), daemon=True)
                 for n in range(args.trainers)]
-    for thread in trainers:
-        thread.start()
 
     async def main() -> None:
+        prepared = await _prepare(url)
         stop = asyncio.Event()
-        load = asyncio.create_task(_load(url, args, record, stop))
         record.started = time.monotonic()
+        for thread in trainers:
+            thread.start()
+        load = asyncio.create_task(_load(url, args, record, stop, prepared))
         injector = threading.Thread(target=_faults, args=(cluster, args, stop_threads,
                                                           record.started, faults), daemon=True)
         injector.start()
