@@ -102,8 +102,8 @@ def _faults(cluster: RayCluster, args: argparse.Namespace, stop: threading.Event
             faults.append((now, "worker node"))
             node_down = None
         elif node_up is not None and node_down is None and now >= node_up:
-            cluster.start_worker()
-            faults.append((time.monotonic() - started, "node back"))
+            faults.append((now, "node back"))  # it joins some seconds later
+            threading.Thread(target=cluster.start_worker, daemon=True).start()
             node_up = None
         elif now >= next_kill:
             victims = _actor_processes()

@@ -1,6 +1,7 @@
 """The mixed load of `bench chaos`, each answer checked: ModelInfer, Augment, StreamBatches.
 
-- Inference: closed-loop clients on three elementwise models (`MODELS`), each request a
+- Inference: closed-loop clients, each on one of three elementwise models (`MODELS`), so
+  a model without a replica for a while stalls only its own clients; each request a
   fresh random input, each answer compared exactly with the numpy reference of that model
   for that input (elementwise float32 arithmetic is exact in torch and numpy alike).
 - Augment: a few seeds whose answers are taken before any fault; later calls with a seed
@@ -64,14 +65,13 @@ def allowed_error(status: str, details: str) -> bool:
 
 
 async def infer_client(url: str, seed: int, stop: asyncio.Event, record: Record) -> None:
-    """Closed loop: a random model and input each call, the answer checked exactly."""
+    """Closed loop on model `seed % 3` (one model per client), each answer checked exactly."""
     from augserve.clients.infer import AsyncInferClient
 
     rng = np.random.default_rng(seed)
-    names = list(MODELS)
+    model = list(MODELS)[seed % len(MODELS)]
     async with AsyncInferClient(url) as client:
         while not stop.is_set():
-            model = names[int(rng.integers(len(names)))]
             x = rng.standard_normal((int(rng.integers(1, 5)), DIMS)).astype(np.float32)
             started = time.monotonic()
             try:
