@@ -14,6 +14,9 @@ ActorPools, so both follow the same rules:
   (augmentation keys depend only on seed, epoch, sample index and op), so a call made
   again gives what the first would have.
 - Each call goes to the least busy actor.
+- Placement (`placement_options`): by default the actors spread over the cluster's
+  nodes (Ray's SPREAD strategy), so losing a node costs a share of each pool, not a
+  whole pool; a replacement goes to a node that is still alive.
 """
 
 from __future__ import annotations
@@ -41,6 +44,39 @@ def prepare_worker(threads: int) -> None:
     if torch.cuda.is_available():
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+PLACEMENTS = ("spread", "pack")
+
+
+def check_placement(placement: str, what: str) -> str:
+    """`placement` if valid: "spread", "pack" or the name of a custom node resource.
+
+    Raises:
+        ValueError: anything else (`what` names the setting).
+    """
+    if placement in PLACEMENTS or (placement.replace("_", "").replace("-", "").isalnum()
+                                   and not placement[0].isdigit()):
+        return placement
+    raise ValueError(f"{what} must be one of {PLACEMENTS} or a custom node resource's name, "
+                     f"got {placement!r}")
+
+
+def placement_options(placement: str) -> dict[str, Any]:
+    """Ray actor options that place an actor as `placement` says.
+
+    - "spread": over the nodes, one after another (Ray's SPREAD scheduling strategy);
+    - "pack": Ray's default, the local node first until it is full;
+    - any other string: on a node that advertises that custom resource (e.g. one started
+      with `ray start --resources '{"augserve_gpu_box": 100}'`), each actor taking 0.001
+      of it. Such an actor is re-placed only on a node with the resource: if the last
+      one is lost, replacements wait until one joins.
+    """
+    if placement == "spread":
+        return {"scheduling_strategy": "SPREAD"}
+    if placement == "pack":
+        return {}
+    return {"resources": {placement: 0.001}}
 
 
 def actor_died_errors() -> tuple[type[BaseException], ...]:
@@ -85,14 +121,17 @@ class ActorPool(Generic[Worker]):
         worker_args: the worker constructor's arguments.
         num_cpus: Ray CPUs per actor.
         num_gpus: Ray GPUs per actor.
+        placement: where the actors go (`placement_options`).
 
     Counters (`busy` per actor, `in_flight`, `resubmitted`) let tests and metrics see
     inside. Actors start on first use (Ray must be initialised).
     """
 
     def __init__(self, worker: type[Worker], size: int, worker_args: tuple[Any, ...] = (),
-                 num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+                 num_cpus: float = 1.0, num_gpus: float = 0.0, placement: str = "spread",
+                 ) -> None:  # fmt: skip
         self.worker = worker
+        self.placement = check_placement(placement, f"{worker.__name__} placement")
         self.size = size
         self.worker_args = worker_args
         self.num_cpus = num_cpus
@@ -107,7 +146,8 @@ class ActorPool(Generic[Worker]):
         import ray
 
         remote = ray.remote(self.worker).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-                                                 max_restarts=0, max_task_retries=0)
+                                                 max_restarts=0, max_task_retries=0,
+                                                 **placement_options(self.placement))
         return remote.remote(*self.worker_args)
 
     def start(self) -> None:

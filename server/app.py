@@ -7,7 +7,9 @@ to start (`augserve.server.exposure`). On SIGHUP: reread the TLS certificates. O
 SIGTERM or SIGINT: report not ready, refuse new calls with UNAVAILABLE, drain in-flight
 requests for up to `shutdown_grace_s`, stop the server, unload the models, shut
 down an embedded Ray, exit 0. On SIGHUP: run the reload hooks (`server/reload.py`),
-which reread the token file.
+which reread the token file. While the Ray cluster is unreachable: not ready, every
+call but health and liveness refused with UNAVAILABLE, and after `ray_lost_grace_s`
+exit 3 (`server/runtime.py`).
 """
 
 from __future__ import annotations
@@ -67,9 +69,12 @@ class RunningServer:
     gate: DrainGate
     reload: ReloadHooks
     tls: ServerTls | None = None
+    watch: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls, unload models, release Ray."""
+        if self.watch is not None:
+            self.watch.cancel()
         self.inference.ready.clear()
         await self.health.enter_graceful_shutdown()
         time_left = await self.gate.close_and_drain(self.config.shutdown_grace_s)
@@ -184,10 +189,34 @@ async def start_server(config: ServerConfig) -> RunningServer:
     if config.ready_file:
         config.ready_file.write_text(f"{port}\n")
     log.info("augserve ready: %d model version(s) loaded", len(repository.loaded()))
-    return RunningServer(
+    services = ["", INFERENCE_SERVICE, augment_service, STREAM_SERVICE, jobs_service]
+    running = RunningServer(
         config, server, port, runtime, repository, inference, stream, health_servicer, gate,
         reload, tls,
     )
+    running.watch = asyncio.create_task(runtime.watch(
+        lambda: _set_serving(running, services, False),
+        lambda: _set_serving(running, services, True),
+        config.ray_probe_interval_s, config.ray_lost_grace_s,
+    ))  # fmt: skip
+    return running
+
+
+RAY_LOST = "the Ray cluster is unreachable; retry on another server"
+
+
+async def _set_serving(running: RunningServer, services: list[str], serving: bool) -> None:
+    """Ray lost (`serving` False) or back: readiness, health and the gate follow."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else (
+        health_pb2.HealthCheckResponse.NOT_SERVING)
+    if serving:
+        running.gate.reopen()
+        running.inference.ready.set()
+    else:
+        running.gate.refuse(RAY_LOST)
+        running.inference.ready.clear()
+    for service in services:
+        await running.health.set(service, status)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -84,6 +84,16 @@ class ServerConfig:
         None, flag="--ray-num-cpus", parse=int,
         help="logical CPUs the embedded Ray may schedule (unset: the machine's count, at "
              "least 16, so that small actors fit beside the replicas)")
+    ray_probe_interval_s: float = option(
+        1.0, flag="--ray-probe-interval-s",
+        help="how often the server asks Ray's GCS whether the cluster is still there, in "
+             "seconds (each probe may take as long before it counts as failed)")
+    ray_lost_grace_s: float = option(
+        10.0, flag="--ray-lost-grace-s",
+        help="once the Ray cluster is unreachable, the server reports not ready and answers "
+             "UNAVAILABLE; if it stays unreachable this many seconds, the server exits with "
+             "status 3 so that a supervisor restarts it (Ray's own driver gives up after "
+             "60 s)")
     allow_pickle: bool = option(
         False, flag="--allow-pickle",
         help='allow `platform = "pickle"` models (loading a pickle can run arbitrary code '
@@ -147,6 +157,8 @@ class ServerConfig:
                              f"{self.max_inflight_per_client}")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
+        if self.ray_probe_interval_s <= 0 or self.ray_lost_grace_s <= 0:
+            raise ValueError("ray_probe_interval_s and ray_lost_grace_s must be > 0")
         if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
             raise ValueError(f"ray_num_cpus must be >= 1, got {self.ray_num_cpus}")
         self.certificate_files()  # raises ValueError for a missing or unpaired file

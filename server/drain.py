@@ -7,6 +7,9 @@ call is answered UNAVAILABLE (which clients may retry elsewhere), the calls
 already admitted finish, the gate keeps refusing for a short linger (so that a
 call already on the wire is refused cleanly rather than cancelled), and only
 then does the server stop.
+
+The gate also refuses calls, for a while, without draining: `refuse(reason)` while the
+Ray cluster is unreachable (`runtime.RayRuntime.watch`), `reopen()` once it is back.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class DrainGate:
     def __init__(self) -> None:
         """Start open, with no call in flight."""
         self.is_open = True
+        self.refusal: str | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -43,12 +47,20 @@ class DrainGate:
         return method.startswith(EXEMPT_METHOD_PREFIXES)
 
     def admit(self) -> bool:
-        """Count one more call in flight; False (and nothing counted) once closed."""
-        if not self.is_open:
+        """Count one more call in flight; False (and nothing counted) once closed or refusing."""
+        if not self.is_open or self.refusal is not None:
             return False
         self.in_flight += 1
         self._idle.clear()
         return True
+
+    def refuse(self, reason: str) -> None:
+        """Refuse new calls with UNAVAILABLE and `reason` until `reopen()`."""
+        self.refusal = reason
+
+    def reopen(self) -> None:
+        """Admit calls again after `refuse` (a closed gate stays closed)."""
+        self.refusal = None
 
     def release(self) -> None:
         """Mark one admitted call finished."""

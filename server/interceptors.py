@@ -83,7 +83,7 @@ def _wrap_unary(
 ) -> Callable[..., Any]:
     async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
         if not gate.admit():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, gate.refusal or SHUTTING_DOWN)
         try:
             return await behavior(decode(request_or_iterator, context), context)
         except aio.AbortError:
@@ -100,7 +100,7 @@ def _wrap_stream(behavior: Callable[..., Any], method: str, gate: DrainGate, dec
                  ) -> Callable[..., Any]:
     async def wrapper(request_or_iterator: Any, context: aio.ServicerContext) -> Any:
         if not gate.admit():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, gate.refusal or SHUTTING_DOWN)
         try:
             async for response in behavior(decode(request_or_iterator, context), context):
                 yield response

@@ -2,12 +2,26 @@
 
 The server owns an embedded Ray and shuts it down on exit; a cluster it joined
 with `--ray-address` is left running.
+
+Losing the cluster. `RayRuntime.watch` asks the GCS a trivial question every
+`ray_probe_interval_s`. When a probe fails (the head is gone) the server reports not
+ready and refuses new calls with UNAVAILABLE at once (its `on_lost`), rather than
+letting them wait on actors that cannot be created; if a probe succeeds again within
+`ray_lost_grace_s` it serves again (`on_back`), else the process exits with
+`RAY_LOST_EXIT` so that a supervisor restarts it against a cluster that works. It
+does not reconnect in place: a Ray driver cannot rejoin a new GCS (a head restarted
+without GCS fault tolerance is a new cluster), and Ray's core worker ends the driver
+itself after 60 s without one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
 
 import ray
 
@@ -17,6 +31,7 @@ log = logging.getLogger(__name__)
 # workers set their own thread counts. An embedded Ray therefore advertises at least
 # this many logical CPUs, so that several small models fit on a 2-core machine.
 MIN_EMBEDDED_LOGICAL_CPUS = 16
+RAY_LOST_EXIT = 3  # the exit status once the cluster stayed unreachable past the grace
 
 
 class RayRuntime:
@@ -46,3 +61,46 @@ class RayRuntime:
         if self.started_here and ray.is_initialized():
             ray.shutdown()
             self.started_here = False
+
+    @staticmethod
+    def probe(timeout_s: float) -> bool:
+        """Whether the GCS answers a trivial key-value read within `timeout_s`."""
+        try:
+            gcs = ray._private.worker.global_worker.gcs_client
+            gcs.internal_kv_get(b"augserve-probe", None, timeout=timeout_s)
+        except Exception:  # any failure to answer is the cluster being gone
+            return False
+        return True
+
+    async def watch(self, on_lost: Callable[[], Awaitable[None]],
+                    on_back: Callable[[], Awaitable[None]],
+                    interval_s: float, grace_s: float,
+                    exit_process: Callable[[int], object] = os._exit) -> None:
+        """Probe Ray every `interval_s` until cancelled; see the module docstring.
+
+        `on_lost` runs once when a probe fails, `on_back` when one succeeds again;
+        `exit_process(RAY_LOST_EXIT)` once probes have failed for `grace_s`. The default
+        is `os._exit`: with the GCS gone, a clean shutdown would wait on Ray.
+        """
+        lost_since: float | None = None
+        while True:
+            alive = await asyncio.to_thread(self.probe, interval_s)
+            now = time.monotonic()
+            if not alive and lost_since is None:
+                lost_since = now
+                log.error("the Ray cluster is unreachable; refusing calls, exiting in %.0f s "
+                          "unless it answers again", grace_s)
+                await on_lost()
+            elif alive and lost_since is not None:
+                lost_since = None
+                log.warning("the Ray cluster answers again; serving")
+                await on_back()
+            if lost_since is not None and now - lost_since >= grace_s:
+                log.critical("the Ray cluster stayed unreachable for %.0f s; exiting %d",
+                             grace_s, RAY_LOST_EXIT)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                sys.stderr.flush()
+                exit_process(RAY_LOST_EXIT)
+                return
+            await asyncio.sleep(interval_s if alive else min(interval_s, 0.5))

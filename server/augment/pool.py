@@ -69,12 +69,14 @@ class AugmentPool(ActorPool[AugmentWorker]):
     """
 
     def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
-                 chunk_size: int = 64, num_gpus: float = 0.0, max_retries: int = 3) -> None:
+                 chunk_size: int = 64, num_gpus: float = 0.0, max_retries: int = 3,
+                 placement: str = "spread") -> None:
         """Describe the pool; the actors start on first use (Ray must be initialised).
 
-        `max_retries`: how many times a chunk is made again after its actor died.
+        `max_retries`: how many times a chunk is made again after its actor died;
+        `placement`: see `actors.placement_options`.
         """
-        super().__init__(AugmentWorker, size, (backend, 1), num_cpus, num_gpus)
+        super().__init__(AugmentWorker, size, (backend, 1), num_cpus, num_gpus, placement)
         self.backend = backend
         self.chunk_size = chunk_size
         self.max_retries = max_retries

@@ -93,7 +93,8 @@ def add_augment_service(server: aio.Server, settings: AugmentSettings,
         "augserve.v1.AugmentService".
     """
     pool = pool or AugmentPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
-                               settings.chunk_size, settings.actor_num_gpus)
+                               settings.chunk_size, settings.actor_num_gpus,
+                               placement=settings.actor_placement)
     pb_grpc.add_AugmentServiceServicer_to_server(AugmentServicer(settings, pool), server)
     return SERVICE_NAME
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from augserve.server.actors import check_placement
 from augserve.server.options import option
 
 
@@ -49,6 +50,11 @@ class AugmentSettings:
         0.0, flag="--augment-actor-num-gpus",
         help="GPUs (or a fraction) each augment actor reserves; Ray hides GPUs from actors "
              "that reserve none, so set it (e.g. 0.25) for kornia on CUDA")
+    actor_placement: str = option(
+        "spread", flag="--augment-actor-placement",
+        help='where the augment actors run on a Ray cluster: "spread" over the nodes, '
+             '"pack" (Ray\'s default: this node first) or the name of a custom resource '
+             "that the chosen nodes advertise")
     chunk_size: int = option(
         64, flag="--augment-chunk-size",
         help="images per actor task; a request is cut into chunks that run in parallel")
@@ -71,5 +77,6 @@ class AugmentSettings:
             raise ValueError("augment settings: actor_num_cpus and actor_num_gpus must be >= 0")
         if self.pool_size < 0:
             raise ValueError("augment settings: pool_size must be >= 0")
+        check_placement(self.actor_placement, "augment settings: actor_placement")
         if self.backend not in ("auto", "fast", "kornia"):
             raise ValueError("augment settings: backend must be auto, fast or kornia")

@@ -17,4 +17,5 @@ BENCHMARKS: dict[str, str] = {
     "kernels": "augserve.server.bench.kernels",
     "stream": "augserve.server.bench.stream",
     "preprocess": "augserve.server.bench.preprocess",
+    "chaos": "augserve.server.bench.chaos",
 }

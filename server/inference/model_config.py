@@ -36,6 +36,7 @@ Example `config.toml`:
     num_threads = 0                    # torch threads per replica; 0 = Ray's CPU share
     single_thread_max_rows = 4         # batches this small run on one thread (lower latency)
     transport = "auto"                 # auto: a Unix socket to same-node replicas | ray
+    placement = "spread"               # spread over the Ray nodes | pack | a node resource
     env = { OMP_WAIT_POLICY = "PASSIVE" }   # over default_replica_env (OpenMP, malloc)
     nice = 10                          # added niceness: the front end preempts replicas
 
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from augserve.clients.datatypes import DATATYPES
+from augserve.server.actors import check_placement
 from augserve.server.errors import InvalidArgument
 from augserve.server.paths import inside
 
@@ -161,6 +163,10 @@ class InstanceGroup:
         transport: how batches reach the replicas: "auto" sends them over a Unix socket
             to replicas on the server's node (`inference.channel`) and through Ray actor
             calls to the others; "ray" always uses Ray actor calls.
+        placement: where the replicas run on a Ray cluster: "spread" over the nodes (the
+            default: losing a node costs a share of the replicas, not all of them),
+            "pack" (Ray's default, this node first) or the name of a custom resource
+            that the chosen nodes advertise (`augserve.server.actors.placement_options`).
         env: environment variables of the replica's process, over
             `default_replica_env` (see `replica_env`).
         nice: niceness the replica's threads add to the server's (0-19). Above 0 the
@@ -180,6 +186,7 @@ class InstanceGroup:
     num_cpus: float = 1.0
     single_thread_max_rows: int = 4
     transport: str = "auto"
+    placement: str = "spread"
     env: dict[str, str] = field(default_factory=dict)
     nice: int = 10
 
@@ -311,6 +318,7 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
         num_cpus=float(group_raw.get("num_cpus", 1.0)),
         single_thread_max_rows=int(group_raw.get("single_thread_max_rows", 4)),
         transport=group_raw.get("transport", "auto"),
+        placement=str(group_raw.get("placement", "spread")),
         env={k: str(v) for k, v in group_raw.get("env", {}).items()},
         nice=int(group_raw.get("nice", 10)),
     )
@@ -320,6 +328,10 @@ def parse_model_config(raw: dict[str, Any], folder_name: str) -> ModelSettings:
         raise InvalidArgument(
             f"model {name!r}: instance_group.nice must lie in 0..19, got {group.nice}"
         )
+    try:
+        check_placement(group.placement, f"model {name!r}: instance_group.placement")
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None
     if group.transport not in TRANSPORTS:
         raise InvalidArgument(
             f"model {name!r}: instance_group.transport must be one of {TRANSPORTS}, "

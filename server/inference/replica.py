@@ -126,6 +126,10 @@ class ModelReplica:
         self.load_finished = time.monotonic()
         self._channel: ReplicaChannelServer | None = None
 
+    def node(self) -> str:
+        """The Ray node id this replica runs on."""
+        return ray.get_runtime_context().get_node_id()
+
     def open_channel(self) -> tuple[str, str]:
         """Start the direct batch channel; returns (this replica's Ray node id, socket path)."""
         if self._channel is None:

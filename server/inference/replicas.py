@@ -19,6 +19,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from augserve.kernels.resolve import AllowList
+from augserve.server.actors import placement_options
 from augserve.server.errors import AugserveError, Internal, ReplicaDied
 from augserve.server.inference.channel import ReplicaChannel
 from augserve.server.inference.model_config import ModelSettings
@@ -107,13 +108,18 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
             num_cpus=group.num_cpus,
             num_gpus=1 if group.kind == "gpu" else 0,
             runtime_env={"env_vars": group.replica_env},
+            **placement_options(group.placement),
         )
         .remote(settings, str(folder), allow_pickle, imports)
     )
     try:
         await actor.ready.remote()
+        node = await actor.node.remote()
         channel = await _open_channel(actor, settings)
     except (RayTaskError, RayActorError) as error:
         ray.kill(actor)
         raise unwrap_ray_error(error, settings.name) from None
+    # Where it runs, in the log: placement is Ray's, and a node loss re-places replicas.
+    log.info("model %s: replica on node %s (%s)", settings.name, node,
+             "socket" if channel is not None else "Ray calls")
     return ReplicaHandle(actor, settings.name, channel)

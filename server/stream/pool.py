@@ -150,9 +150,14 @@ class StreamPool(ActorPool[StreamWorker]):
     """
 
     def __init__(self, size: int = 2, backend: str = "auto", num_cpus: float = 1.0,
-                 cache_bytes: int = 0, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-        """Describe the pool; actors start on first use (Ray must be initialised)."""
-        super().__init__(StreamWorker, size, (backend, 1, cache_bytes, max_pixels), num_cpus)
+                 cache_bytes: int = 0, max_pixels: int = MAX_IMAGE_PIXELS,
+                 placement: str = "spread") -> None:
+        """Describe the pool; actors start on first use (Ray must be initialised).
+
+        `placement`: see `actors.placement_options`.
+        """
+        super().__init__(StreamWorker, size, (backend, 1, cache_bytes, max_pixels), num_cpus,
+                         placement=placement)
         self.backend = backend
         self.cache_bytes = cache_bytes
 

@@ -343,7 +343,8 @@ def add_stream_service(server: aio.Server, settings: StreamSettings,
         The servicer; `await servicer.aclose()` once the server has stopped.
     """
     pool = pool or StreamPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
-                              settings.cache_bytes, settings.max_image_pixels)
+                              settings.cache_bytes, settings.max_image_pixels,
+                              settings.actor_placement)
     servicer = StreamServicer(settings, pool, pipelines, max_ops)
     register_servicer(server, servicer)
     return servicer

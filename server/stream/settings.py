@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from augserve.clients.ring import MAX_SLOTS
+from augserve.server.actors import check_placement
 from augserve.server.data.datasets import DatasetSpec
 from augserve.server.images import MAX_IMAGE_PIXELS
 from augserve.server.options import option
@@ -65,6 +66,11 @@ class StreamSettings:
     actor_num_cpus: float = option(
         1.0, flag="--stream-actor-num-cpus",
         help="CPUs each stream actor reserves (its kernels run on one thread)")
+    actor_placement: str = option(
+        "spread", flag="--stream-actor-placement",
+        help='where the stream actors run on a Ray cluster: "spread" over the nodes, '
+             '"pack" (Ray\'s default: this node first) or the name of a custom resource '
+             "that the chosen nodes advertise")
     backend: str = option(
         "auto", flag="--stream-backend", choices=("auto", "fast", "kornia"),
         help='augmentation backend of the stream workers: "auto", "fast" or "kornia"')
@@ -111,6 +117,7 @@ class StreamSettings:
                 raise ValueError(f"stream settings: {name} must be >= 0")
         if self.backend not in ("auto", "fast", "kornia"):
             raise ValueError("stream settings: backend must be auto, fast or kornia")
+        check_placement(self.actor_placement, "stream settings: actor_placement")
         if self.on_corrupt not in CORRUPT_POLICIES:
             raise ValueError(f"stream settings: on_corrupt must be one of {CORRUPT_POLICIES}")
         specs = dict(BUILTIN_DATASETS)

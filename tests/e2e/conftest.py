@@ -121,8 +121,9 @@ async def server(ray_session, model_repository):
 class ServeProcess:
     """`augserve serve` in a process group of its own, on a free port."""
 
-    def __init__(self, repository: Path | None, workdir: Path, *extra: str) -> None:
-        """Start it on `repository`; None serves the demo repository (the test cache's)."""
+    def __init__(self, repository: Path | None, workdir: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
+        """Start it on `repository` (None: the demo repository) with `env` (default: ours)."""
         self.ready_file = workdir / "port"
         self.log = workdir / "serve.log"
         where = (
@@ -136,7 +137,8 @@ class ServeProcess:
         ]  # fmt: skip
         with self.log.open("w") as out:
             self.group = ProcessGroup(
-                command, dict(os.environ), stdout=out, stderr=subprocess.STDOUT
+                command, dict(os.environ) if env is None else env, stdout=out,
+                stderr=subprocess.STDOUT,
             )
         try:
             wait_for(

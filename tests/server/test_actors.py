@@ -10,8 +10,9 @@ import pytest
 import torch
 from ray.exceptions import RayTaskError
 
-from augserve.server.actors import ActorPool
+from augserve.server.actors import ActorPool, check_placement, placement_options
 from augserve.server.augment.pool import AugmentPool
+from augserve.server.augment.settings import AugmentSettings
 from augserve.server.errors import Unavailable
 from augserve.server.stream.pool import StreamPool
 
@@ -118,3 +119,18 @@ def test_both_pools_workers_pin_threads_and_make_cudnn_deterministic(pool_class,
     assert torch.backends.cudnn.benchmark is False
     assert torch.get_num_threads() == 1
     pool.shutdown()
+
+
+@pytest.mark.parametrize(("placement", "options"), [
+    ("spread", {"scheduling_strategy": "SPREAD"}),
+    ("pack", {}),
+    ("augserve_worker", {"resources": {"augserve_worker": 0.001}}),
+])
+def test_placement_options(placement, options):
+    assert placement_options(check_placement(placement, "p")) == options
+
+
+@pytest.mark.parametrize("placement", ["", "1node", "a b", "node:x"])
+def test_bad_placement_is_named(placement):
+    with pytest.raises(ValueError, match="augment settings: actor_placement must be one of"):
+        AugmentSettings(actor_placement=placement)

@@ -89,6 +89,13 @@ def test_an_unknown_transport_names_the_field():
         parse_model_config(_config(transport="carrier-pigeon"), "m")
 
 
+def test_replicas_spread_by_default_and_placement_is_checked():
+    assert parse_model_config(_config(), "m").instance_group.placement == "spread"
+    assert parse_model_config(_config(placement="pack"), "m").instance_group.placement == "pack"
+    with pytest.raises(InvalidArgument, match=r"instance_group\.placement must be one of"):
+        parse_model_config(_config(placement="every where"), "m")
+
+
 def test_replicas_yield_to_the_front_end_by_default_and_nice_is_checked():
     assert parse_model_config(_config(), "m").instance_group.nice == 10
     assert parse_model_config(_config(nice=0), "m").instance_group.nice == 0

@@ -1,0 +1,55 @@
+"""RayRuntime.watch: a lost cluster turns readiness off at once, then exits after the grace."""
+
+from __future__ import annotations
+
+import asyncio
+
+from augserve.server.runtime import RAY_LOST_EXIT, RayRuntime
+
+
+class ScriptedRuntime(RayRuntime):
+    """Probes answer from a script (True: the GCS answered), then keep the last answer."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        super().__init__()
+        self.answers = answers
+
+    def probe(self, timeout_s: float) -> bool:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+async def _watch(answers: list[bool], grace_s: float) -> tuple[list[str], list[int]]:
+    events: list[str] = []
+    exits: list[int] = []
+
+    async def lost() -> None:
+        events.append("lost")
+
+    async def back() -> None:
+        events.append("back")
+
+    await asyncio.wait_for(
+        ScriptedRuntime(answers).watch(lost, back, 0.001, grace_s, exits.append), 5)
+    return events, exits
+
+
+async def test_a_cluster_that_stays_away_ends_the_process_with_its_status():
+    events, exits = await _watch([True, False, True, False, False], grace_s=0.05)
+    assert events == ["lost", "back", "lost"]
+    assert exits == [RAY_LOST_EXIT]
+
+
+async def test_a_cluster_that_answers_again_within_the_grace_is_served_again():
+    events: list[str] = []
+    exits: list[int] = []
+
+    async def note(what: str) -> None:
+        events.append(what)
+
+    runtime = ScriptedRuntime([False, False, True])
+    task = asyncio.create_task(runtime.watch(lambda: note("lost"), lambda: note("back"),
+                                             0.001, 60.0, exits.append))
+    while events != ["lost", "back"]:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    assert exits == []
