@@ -46,6 +46,8 @@ def _common(parser: argparse.ArgumentParser, needs_source: bool = True) -> None:
     parser.add_argument("--local", action="store_true", help="run in this process, not Ray")
     parser.add_argument("--ray-address", help="existing Ray cluster (default: embedded)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the job")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray Train workers (DDP) for the training loops, 1 CPU each")
     parser.add_argument("--json", type=Path, help="write the result (version, card) here")
 
 
@@ -128,7 +130,7 @@ def build_spec(args: argparse.Namespace) -> Any:
     elif action == "run":
         steps = [specs.Transfer(args.method, args.epochs, args.lr, args.backbone_lr_scale)]
     return specs.JobSpec(source, tuple(steps), args.dataset, str(args.repository), args.name,
-                         args.seed, not args.no_latency)
+                         args.seed, not args.no_latency, args.workers)
 
 
 class ProgressBar:
@@ -178,6 +180,11 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.local:
             import torch
+
+            from augserve.server.errors import InvalidArgument
+
+            if spec.workers > 1:
+                raise InvalidArgument("--workers > 1 runs on Ray Train: drop --local")
 
             from augserve.server.jobs.execute import check_spec, execute
             from augserve.server.jobs.progress import Context

@@ -206,6 +206,9 @@ class JobSpec:
         output_name: the model (folder) that gets the new version.
         seed: seeds initialisation, shuffling and augmentation.
         measure_latency: time the models at batch 1 and 32 for the model card.
+        workers: training loops run on this many Ray Train workers (DDP, each on its own
+            shard of the training set; `augserve.server.jobs.distributed`); 1 trains in
+            the job's own process.
     """
 
     source: ModelRef
@@ -215,9 +218,12 @@ class JobSpec:
     output_name: str = ""
     seed: int = 0
     measure_latency: bool = True
+    workers: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise JobSpecError(f"workers must be an integer >= 1, got {self.workers!r}")
         if not self.steps:
             raise JobSpecError("a job needs at least one step")
         for index, step in enumerate(self.steps):
