@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import shutil
 import tempfile
 from typing import Any
@@ -35,7 +36,7 @@ import ray
 import torch
 from torch import nn
 
-from augserve.server.errors import AugserveError, Internal, InvalidArgument
+from augserve.server.errors import AugserveError, FailedPrecondition, Internal, InvalidArgument
 from augserve.server.jobs.data import Dataset
 from augserve.server.jobs.progress import Context, JobCancelled, ProgressEvent
 from augserve.server.limits import over_limit
@@ -175,6 +176,7 @@ def fit_on_ray(model: nn.Module, data: Dataset, ctx: Context, stage: str, epochs
     removed when the run ends, however it ends.
 
     Raises:
+        FailedPrecondition: Ray Train V2 is switched off (RAY_TRAIN_V2_ENABLED=0).
         InvalidArgument: no job channel (the job is not running as a Ray job).
         ResourceExhausted: more workers than free CPUs (GPUs).
         JobCancelled: the job was cancelled (every worker stopped).
@@ -183,6 +185,9 @@ def fit_on_ray(model: nn.Module, data: Dataset, ctx: Context, stage: str, epochs
     from ray.train import RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
+    if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):
+        raise FailedPrecondition("workers > 1 needs Ray Train V2 (the train function's return "
+                                 "value): unset RAY_TRAIN_V2_ENABLED=0")
     if ctx.channel is None:
         raise InvalidArgument(f"workers: {ctx.workers} trains on Ray Train, which reports "
                               "through a job's channel: submit the job (not --local)")
