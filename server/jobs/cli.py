@@ -67,6 +67,8 @@ def _common(parser: argparse.ArgumentParser, needs_source: bool = True) -> None:
     parser.add_argument("--local", action="store_true", help="run in this process, not Ray")
     parser.add_argument("--ray-address", help="existing Ray cluster (default: embedded)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the job")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray Train workers (DDP) for the training loops, 1 CPU each")
     parser.add_argument("--json", type=Path, help="write the result (version, card) here")
 
 
@@ -167,7 +169,8 @@ def build_spec(args: argparse.Namespace) -> Any:
     return specs.JobSpec(source, tuple(steps), dataset, str(args.repository), args.name,
                          args.seed, not args.no_latency, validation_dataset=validation,
                          validation_fraction=args.validation_fraction,
-                         max_accuracy_drop=args.max_accuracy_drop)
+                         max_accuracy_drop=args.max_accuracy_drop,
+                         workers=args.workers)
 
 
 class ProgressBar:
@@ -217,6 +220,11 @@ def _run_job(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.local:
             import torch
+
+            from augserve.server.errors import InvalidArgument
+
+            if spec.workers > 1:
+                raise InvalidArgument("--workers > 1 runs on Ray Train: drop --local")
 
             from augserve.server.jobs.execute import check_spec, execute
             from augserve.server.jobs.progress import Context

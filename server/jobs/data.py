@@ -14,7 +14,9 @@ world)`, `test_x` / `test_y` (validation) and `calibration_images(count, seed)`.
 | `digits_0_4` | the train split's digits 0-4 | the test split's 0-4 | 5 |
 | `digits_5_9_few` | 20 train-split images of each of 5-9 | every other 5-9 image | 5 (5->0) |
 
-`augmented_batches` streams a training set through `augserve.server.augment.pipeline`.
+`augmented_batches` streams a training set through `augserve.server.augment.pipeline`; both
+it and `batches` follow the stream service's epoch plan (`augserve.server.data.epoch`), one
+shard of it per Ray Train worker.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from augserve.server.data.epoch import EpochPlan
 from augserve.server.errors import FailedPrecondition, NotFound
 
 #: Mild, label-preserving augmentation for 8x8 digits (no flips: digits are not symmetric).
@@ -66,7 +69,7 @@ class Dataset:
         self, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
         augment: bool = False, spec: dict | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """A shuffled epoch of training batches: this rank's `rank::world` share of it.
+        """A shuffled epoch of training batches: shard `rank` of `world` of it (`epoch_plan`).
 
         `augment` streams them through the pipeline `spec` (default DIGITS_PIPELINE).
         """
@@ -139,17 +142,24 @@ def load_dataset(name: str) -> Dataset:
     return DATASETS[name]()
 
 
-def batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int = 0,
-    world: int = 1,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """A shuffled epoch of (images, labels) tensors; the order depends on (seed, epoch).
+def epoch_plan(size: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
+               world: int = 1) -> EpochPlan:
+    """Shard `rank` of `world` of a shuffled epoch: the stream service's `EpochPlan`.
 
-    `rank` / `world` take every world-th sample of the order, from position `rank`.
+    One shard (`world` 1) is the whole permutation, its last batch short; several drop
+    the tail so that every shard has the same number of full batches (DDP steps in
+    lockstep).
     """
-    order = np.random.default_rng([seed, epoch]).permutation(len(y))[rank::world]
-    for start in range(0, len(y), batch_size):
-        index = order[start : start + batch_size]
+    return EpochPlan(size, batch_size, seed, epoch, num_shards=world, shard_index=rank,
+                     drop_last=world > 1)
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
+    rank: int = 0, world: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shard `rank` of `world` of a shuffled epoch of (images, labels), seeded by (seed, epoch)."""
+    for index in epoch_plan(len(y), batch_size, seed, epoch, rank, world).batches():
         yield torch.from_numpy(x[index]), torch.from_numpy(y[index])
 
 
@@ -160,14 +170,12 @@ def augmented_batches(
     """Like `batches`, each batch augmented by the pipeline `spec` (default DIGITS_PIPELINE).
 
     Every sample is augmented with keys (seed, epoch, sample index), so an epoch is
-    reproducible whatever the batch size.
+    reproducible whatever the batch size, and a sample gets the same draws in any shard.
     """
     from augserve.server.augment.pipeline import Pipeline
 
     pipeline = Pipeline.from_spec(spec or DIGITS_PIPELINE, backend="fast")
-    order = np.random.default_rng([seed, epoch]).permutation(len(y))[rank::world]
-    for start in range(0, len(y), batch_size):
-        index = order[start : start + batch_size]
+    for index in epoch_plan(len(y), batch_size, seed, epoch, rank, world).batches():
         images = np.ascontiguousarray((x[index].transpose(0, 2, 3, 1) * 255).round())
         out = pipeline(images.astype(np.uint8), seed=seed, epoch=epoch, sample_indices=index)
         yield out.images, torch.from_numpy(y[index])

@@ -54,7 +54,7 @@ def run_distill(
 
     def loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = teacher(images)
+            target = teacher.to(images.device)(images)  # a GPU Ray Train worker's device
         return hinton_loss(logits, target, labels, step.temperature, step.alpha)
 
     fit(student, data, ctx, "distill", step.epochs, step.lr, loss=loss, augment=step.augment)

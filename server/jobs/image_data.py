@@ -32,6 +32,7 @@ import torch
 
 from augserve.server.data.datasets import Dataset as Images
 from augserve.server.errors import FailedPrecondition, InvalidArgument
+from augserve.server.jobs.data import epoch_plan
 
 #: Bytes of decoded images a job keeps (the training split's, across epochs).
 CACHE_BYTES = 512 << 20
@@ -148,17 +149,16 @@ class ImageData:
         self, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
         augment: bool = True,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """A shuffled epoch of (images, labels), this rank's `rank::world` share of it.
+        """A shuffled epoch of (images, labels): shard `rank` of `world` (`data.epoch_plan`).
 
         The order depends on (seed, epoch) only. Every batch goes through the training
         pipeline (keys: seed, epoch, sample position), whatever `augment` says (it is the
         digits' opt-in): a job that wants no augmentation gives an evaluation-like
         `train_pipeline`.
         """
-        order = np.random.default_rng([seed, epoch]).permutation(len(self.train_y))[rank::world]
         pipeline = self._train_pipe
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
+        plan = epoch_plan(len(self.train_y), batch_size, seed, epoch, rank, world)
+        for index in plan.batches():
             x = self._preprocess(self._train, self._train_index[index], pipeline, seed, epoch,
                                  keys=index)
             yield x, torch.from_numpy(self.train_y[index])

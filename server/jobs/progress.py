@@ -66,11 +66,17 @@ class Context:
         report: called with every event; returns True when the job is cancelled.
         min_interval_s: in-epoch events closer together than this are dropped (epoch
             ends, stage changes and final events always go out).
+        workers: Ray Train workers each training loop runs on (`train.fit`; > 1 needs
+            `channel`).
+        channel: the job's `runner.JobChannel` actor, through which Ray Train's rank 0
+            reports and every rank polls for cancel (None outside a Ray job).
     """
 
     seed: int = 0
     report: Callable[[ProgressEvent], bool] = field(default=lambda event: False)
     min_interval_s: float = 0.2
+    workers: int = 1
+    channel: Any = None
     _last: float = 0.0
     _cancelled: bool = False
     _stage: str = ""

@@ -9,6 +9,9 @@
 Cancellation is cooperative: the task polls the channel between batches and steps and
 raises `JobCancelled` (nothing is written). A task that dies is reported as failed.
 
+A spec with `workers` > 1 runs its training loops on Ray Train (`distributed`): rank 0
+reports through the job's channel and every rank polls it for cancel.
+
 Every job is journaled (`journal`): a thread per live job writes its record at submit, at
 each stage or epoch change and at the end. A new manager loads the journal, so jobs of an
 earlier server answer Watch (a replay), Result and Cancel (a no-op) from their records; a
@@ -90,8 +93,8 @@ def _run(spec_dict: dict[str, Any], channel: Any, threads: int, cache_dir: str,
     try:
         if report(ProgressEvent(message="poll")):  # cancelled while it was queued
             raise JobCancelled("the job was cancelled while queued; nothing was written")
-        return execute(spec, Context(spec.seed, report), cache_dir or None, imports,
-                       datasets).as_dict()
+        ctx = Context(spec.seed, report, workers=spec.workers, channel=channel)
+        return execute(spec, ctx, cache_dir or None, imports, datasets).as_dict()
     except JobCancelled as error:
         report(ProgressEvent(state=CANCELLED, stage="cancelled", message=str(error)))
         raise
@@ -186,11 +189,16 @@ class JobManager:
         one ends, in submission order, and its first event says so (stage "queued").
 
         Raises:
-            ResourceExhausted: `max_running` jobs run and `max_queued` wait already.
+            ResourceExhausted: `max_running` jobs run and `max_queued` wait already, or
+                `spec.workers` > 1 is more than the cluster's free CPUs (or GPUs).
         """
         from augserve.server.jobs.execute import check_spec
 
         check_spec(spec, self.imports, self.datasets)
+        if spec.workers > 1:
+            from augserve.server.jobs.distributed import check_room
+
+            check_room(spec.workers)
         job_id = uuid.uuid4().hex[:16]
         turn, ahead = self.slots.admit(job_id)
         channel = JobChannel.remote()

@@ -241,6 +241,9 @@ class JobSpec:
         max_accuracy_drop: the gate of a compression job (prune, quantize, distill): the
             validation top-1 may fall at most this much (0.01 = 1 point) below the
             source's, else the job fails and writes nothing.
+        workers: training loops run on this many Ray Train workers (DDP, each on its own
+            shard of the training set; `augserve.server.jobs.distributed`); 1 trains in
+            the job's own process.
     """
 
     source: ModelRef
@@ -255,9 +258,12 @@ class JobSpec:
     train_pipeline: Mapping[str, Any] | None = None
     eval_pipeline: Mapping[str, Any] | None = None
     max_accuracy_drop: float = 0.01
+    workers: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise JobSpecError(f"workers must be an integer >= 1, got {self.workers!r}")
         if not self.steps:
             raise JobSpecError("a job needs at least one step")
         for index, step in enumerate(self.steps):

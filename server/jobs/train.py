@@ -1,4 +1,10 @@
-"""The training loop every step shares: Adam, progress events per batch, cancel checks."""
+"""The training loop every step shares: Adam, progress events per batch, cancel checks.
+
+`fit` is the one loop. With `ctx.workers` > 1 it hands itself to
+`augserve.server.jobs.distributed.fit_on_ray`, which runs this same `fit` in each Ray Train
+worker on that worker's shard (`shard=(rank, world)`) of the epoch plan, the model wrapped
+in DistributedDataParallel, and loads rank 0's weights back into `model`.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +15,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augserve.server.jobs.data import Dataset
+from augserve.server.jobs.data import Dataset, epoch_plan
 from augserve.server.jobs.progress import Context
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
-    """Top-1 accuracy of `model` on (x, y), in eval mode, in batches."""
+    """Top-1 accuracy of `model` on (x, y), in eval mode, in batches, on the model's device."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
+    device = _device(model)
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(y), batch_size):
-            logits = model(torch.from_numpy(x[start : start + batch_size]))
-            correct += int((logits.argmax(1).numpy() == y[start : start + batch_size]).sum())
+            logits = model(torch.from_numpy(x[start : start + batch_size]).to(device))
+            correct += int((logits.argmax(1).cpu().numpy() == y[start : start + batch_size]).sum())
     if was_training:
         model.train()
     return correct / max(len(y), 1)
+
+
+def _device(model: nn.Module) -> torch.device:
+    parameters = model.parameters() if hasattr(model, "parameters") else iter(())
+    return next(parameters, torch.empty(0)).device
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
@@ -39,7 +51,7 @@ def fit(
     model: nn.Module, data: Dataset, ctx: Context, stage: str, epochs: int, lr: float,
     param_groups: Iterable[dict] | None = None, loss: Loss = cross_entropy,
     augment: bool = False, batch_size: int = 64, after_step: Callable[[], None] | None = None,
-    salt: int = 0, frozen: nn.Module | None = None,
+    salt: int = 0, frozen: nn.Module | None = None, shard: tuple[int, int] = (0, 1),
 ) -> float:
     """Train `model` on `data.train_*`; return its final held-out accuracy.
 
@@ -57,13 +69,23 @@ def fit(
         after_step: called after every optimizer step (e.g. to re-apply pruning masks).
         salt: varies the shuffling between stages of one job.
         frozen: a submodule kept in eval mode while training (a frozen backbone's BN).
+        shard: (rank, world): train on that shard of each epoch (set by the Ray Train
+            workers of `distributed.fit_on_ray`, whose `model` is DDP-wrapped).
     """
+    if ctx.workers > 1:
+        from augserve.server.jobs.distributed import fit_on_ray
+
+        return fit_on_ray(model, data, ctx, stage, epochs, lr, param_groups=param_groups,
+                          loss=loss, augment=augment, batch_size=batch_size,
+                          after_step=after_step, salt=salt, frozen=frozen)
+    rank, world = shard
     groups = list(param_groups) if param_groups is not None else [
         {"params": [p for p in model.parameters() if p.requires_grad]}
     ]
     optimizer = torch.optim.Adam(groups, lr=lr)
-    steps = -(-len(data.train_y) // batch_size)
+    steps = epoch_plan(len(data.train_y), batch_size, 0, 0, rank, world).num_batches()
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs * steps, 1))
+    device, held_out = _device(model), getattr(model, "module", model)  # DDP's own module
     acc = -1.0
     for epoch in range(epochs):
         model.train()
@@ -72,8 +94,9 @@ def fit(
         total, seen = 0.0, 0
         seed = ctx.seed * 7919 + salt
         for step, (x, y) in enumerate(
-            data.train_batches(batch_size, seed, epoch, augment=augment), 1
+            data.train_batches(batch_size, seed, epoch, rank, world, augment=augment), 1
         ):
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             value = loss(model(x), y, x)
             value.backward()
@@ -85,7 +108,7 @@ def fit(
             if ctx.emit(stage=stage, epoch=epoch + 1, epochs=epochs, step=step, steps=steps,
                         loss=total / seen, accuracy=acc):
                 ctx.check()
-        acc = evaluate(model, data.test_x, data.test_y)
+        acc = evaluate(held_out, data.test_x, data.test_y)
         ctx.emit(force=True, stage=stage, epoch=epoch + 1, epochs=epochs, step=steps,
                  steps=steps, loss=total / max(seen, 1), accuracy=acc)
         ctx.check()
