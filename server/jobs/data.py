@@ -165,7 +165,7 @@ def batches(
 
 def augmented_batches(
     x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
-    spec: dict | None = None, rank: int = 0, world: int = 1,
+    rank: int = 0, world: int = 1, spec: dict | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Like `batches`, each batch augmented by the pipeline `spec` (default DIGITS_PIPELINE).
 
