@@ -160,17 +160,13 @@ void check_x(const at::Tensor& x, int64_t k) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == k, "x must be (M, ", k, "), got ", x.sizes());
 }
 
-// The whole linear on fbgemm: quantize, GEMM to int32, epilogue in place.
-at::Tensor fbgemm_linear(const at::Tensor& x, const c10::intrusive_ptr<FbgemmWeight>& w,
-                         const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
-                         bool relu, int64_t levels) {
-  check_x(x, w->k);
-  TORCH_CHECK(w_scale.scalar_type() == at::kFloat && w_scale.is_contiguous() &&
-                  w_scale.numel() == w->n, "w_scale must be contiguous float32 (", w->n, ")");
-  const float* bp = bias_ptr(bias, w->n);
-  auto [q, x_scale] = quantize_per_token_u8(x, levels);
-  const int64_t m = x.size(0), n = w->n;
-  at::Tensor acc = at::empty({m, n}, x.options().dtype(at::kInt));
+// The bare GEMM: int32 (M, N) = q (M, K) uint8 @ W^T, split across fbgemm's thread tasks.
+at::Tensor fbgemm_gemm(const at::Tensor& q_in, const c10::intrusive_ptr<FbgemmWeight>& w) {
+  TORCH_CHECK(q_in.scalar_type() == at::kByte, "q must be uint8");
+  check_x(q_in, w->k);
+  at::Tensor q = q_in.contiguous();
+  const int64_t m = q.size(0), n = w->n;
+  at::Tensor acc = at::empty({m, n}, q.options().dtype(at::kInt));
   int32_t* cp = acc.data_ptr<int32_t>();
   const uint8_t* qp = q.data_ptr<uint8_t>();
   const int tasks = at::get_num_threads();
@@ -183,6 +179,21 @@ at::Tensor fbgemm_linear(const at::Tensor& x, const c10::intrusive_ptr<FbgemmWei
       fbgemm::fbgemmPacked(pack_a, *w->packed, cp, cp, n, copy, task, tasks);
     }
   });
+  return acc;
+}
+
+// The whole linear on fbgemm: quantize, GEMM to int32, epilogue in place.
+at::Tensor fbgemm_linear(const at::Tensor& x, const c10::intrusive_ptr<FbgemmWeight>& w,
+                         const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
+                         bool relu, int64_t levels) {
+  check_x(x, w->k);
+  TORCH_CHECK(w_scale.scalar_type() == at::kFloat && w_scale.is_contiguous() &&
+                  w_scale.numel() == w->n, "w_scale must be contiguous float32 (", w->n, ")");
+  const float* bp = bias_ptr(bias, w->n);
+  auto [q, x_scale] = quantize_per_token_u8(x, levels);
+  const int64_t m = x.size(0), n = w->n;
+  at::Tensor acc = fbgemm_gemm(q, w);
+  int32_t* cp = acc.data_ptr<int32_t>();
   epilogue_int32(cp, m, n, static_cast<int32_t>(levels + 1), w->colsum.data(),
                  w_scale.data_ptr<float>(), x_scale.data_ptr<float>(), bp, relu);
   return acc.view(at::kFloat);
@@ -216,6 +227,8 @@ TORCH_LIBRARY(augserve_int8, m) {
   m.def("quantize_per_token_u8(Tensor x, int levels) -> (Tensor, Tensor)", &quantize_per_token_u8);
   m.def("fbgemm_pack(Tensor qweight) -> __torch__.torch.classes.augserve_int8.FbgemmWeight",
         &fbgemm_pack);
+  m.def("fbgemm_gemm(Tensor q, __torch__.torch.classes.augserve_int8.FbgemmWeight w) -> Tensor",
+        &fbgemm_gemm);
   m.def("fbgemm_linear(Tensor x, __torch__.torch.classes.augserve_int8.FbgemmWeight w, "
         "Tensor w_scale, Tensor? bias, bool relu, int levels) -> Tensor", &fbgemm_linear);
   m.def("onednn_linear(Tensor x, Tensor packed, Tensor w_scale, Tensor w_zeros, Tensor? bias, "
