@@ -68,6 +68,16 @@ void quantize_row(const float* p, uint8_t* q, int64_t k, float r, float c) {
   }
 }
 
+void quantize_rows(const float* xp, uint8_t* qp, float* sp, int64_t begin, int64_t end,
+                   int64_t k, int64_t levels) {
+  const float lv = static_cast<float>(levels), c = static_cast<float>(levels + 1) + 0.5f;
+  for (int64_t row = begin; row < end; ++row) {
+    const float amax = std::max(row_amax(xp + row * k, k), kEps);
+    quantize_row(xp + row * k, qp + row * k, k, lv / amax, c);
+    sp[row] = amax / lv;
+  }
+}
+
 // x (M, K) float32 -> (uint8 (M, K), float32 scales (M, 1)).
 std::tuple<at::Tensor, at::Tensor> quantize_per_token_u8(const at::Tensor& x_in, int64_t levels) {
   TORCH_CHECK(x_in.dim() == 2, "x must be 2-D (M, K)");
@@ -79,34 +89,28 @@ std::tuple<at::Tensor, at::Tensor> quantize_per_token_u8(const at::Tensor& x_in,
   const float* xp = x.data_ptr<float>();
   uint8_t* qp = q.data_ptr<uint8_t>();
   float* sp = scale.data_ptr<float>();
-  const float lv = static_cast<float>(levels), c = static_cast<float>(levels + 1) + 0.5f;
   at::parallel_for(0, m, grain_rows(k), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const float amax = std::max(row_amax(xp + row * k, k), kEps);
-      quantize_row(xp + row * k, qp + row * k, k, lv / amax, c);
-      sp[row] = amax / lv;
-    }
+    quantize_rows(xp, qp, sp, begin, end, k, levels);
   });
   return {q, scale};
 }
 
-// out[m, n] = relu?(float(acc[m, n] - zp * colsum[n]) * w_scale[n] * x_scale[m] + bias[n]),
-// written over acc (int32 and float32 have one size; compiled with -fno-strict-aliasing).
-void epilogue_int32(int32_t* acc, int64_t m, int64_t n, int32_t zp, const int32_t* colsum,
-                    const float* w_scale, const float* x_scale, const float* bias, bool relu) {
-  float* out = reinterpret_cast<float*>(acc);
-  at::parallel_for(0, m, grain_rows(n), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      int32_t* a = acc + row * n;
-      float* o = out + row * n;
-      const float s = x_scale[row];
-      for (int64_t j = 0; j < n; ++j) {
-        float v = static_cast<float>(a[j] - zp * colsum[j]) * w_scale[j] * s;
-        if (bias) v = v + bias[j];
-        o[j] = relu ? std::max(v, 0.0f) : v;
-      }
+// out[m, n] = relu?(float(acc[m, n] - zp * colsum[n]) * w_scale[n] * x_scale[m] + bias[n])
+// for rows [begin, end), written over acc (int32 and float32 have one size; compiled with
+// -fno-strict-aliasing).
+void epilogue_int32_rows(int32_t* acc, int64_t begin, int64_t end, int64_t n, int32_t zp,
+                         const int32_t* colsum, const float* w_scale, const float* x_scale,
+                         const float* bias, bool relu) {
+  for (int64_t row = begin; row < end; ++row) {
+    int32_t* a = acc + row * n;
+    float* o = reinterpret_cast<float*>(a);
+    const float s = x_scale[row];
+    for (int64_t j = 0; j < n; ++j) {
+      float v = static_cast<float>(a[j] - zp * colsum[j]) * w_scale[j] * s;
+      if (bias) v = v + bias[j];
+      o[j] = relu ? std::max(v, 0.0f) : v;
     }
-  });
+  }
 }
 
 // out[m, n] = relu?(out[m, n] * x_scale[m] + bias[n]) in place (oneDNN applied w_scale).
@@ -160,42 +164,66 @@ void check_x(const at::Tensor& x, int64_t k) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == k, "x must be (M, ", k, "), got ", x.sizes());
 }
 
-// The bare GEMM: int32 (M, N) = q (M, K) uint8 @ W^T, split across fbgemm's thread tasks.
+// int32 C[begin:end] = q[begin:end] @ W^T on this thread (fbgemm packs A panel by panel).
+void fbgemm_rows(const uint8_t* qp, int32_t* cp, int64_t begin, int64_t end,
+                 const FbgemmWeight& w) {
+  if (end <= begin) return;
+  fbgemm::PackAMatrix<uint8_t> pack_a(fbgemm::matrix_op_t::NoTranspose, end - begin, w.k,
+                                      qp + begin * w.k, w.k, nullptr, 1);
+  fbgemm::DoNothing<int32_t, int32_t> nothing;
+  fbgemm::memCopy<> copy(nothing);
+  fbgemm::fbgemmPacked(pack_a, *w.packed, cp + begin * w.n, cp + begin * w.n, w.n, copy, 0, 1);
+}
+
+// Rows per thread: the rows split evenly over the threads (each thread then runs its rows
+// through all three steps with no barrier between them), or one thread for small problems.
+int64_t rows_per_task(int64_t m, int64_t k, int64_t n) {
+  if (m * k * n < (int64_t{1} << 21)) return m;
+  const int64_t tasks = at::get_num_threads();
+  return std::max<int64_t>(1, (m + tasks - 1) / tasks);
+}
+
+// The bare GEMM: int32 (M, N) = q (M, K) uint8 @ W^T, rows split over the threads.
 at::Tensor fbgemm_gemm(const at::Tensor& q_in, const c10::intrusive_ptr<FbgemmWeight>& w) {
   TORCH_CHECK(q_in.scalar_type() == at::kByte, "q must be uint8");
   check_x(q_in, w->k);
   at::Tensor q = q_in.contiguous();
-  const int64_t m = q.size(0), n = w->n;
-  at::Tensor acc = at::empty({m, n}, q.options().dtype(at::kInt));
+  const int64_t m = q.size(0);
+  at::Tensor acc = at::empty({m, w->n}, q.options().dtype(at::kInt));
   int32_t* cp = acc.data_ptr<int32_t>();
   const uint8_t* qp = q.data_ptr<uint8_t>();
-  const int tasks = at::get_num_threads();
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      fbgemm::PackAMatrix<uint8_t> pack_a(fbgemm::matrix_op_t::NoTranspose, m, w->k, qp, w->k,
-                                          nullptr, 1);
-      fbgemm::DoNothing<int32_t, int32_t> nothing;
-      fbgemm::memCopy<> copy(nothing);
-      fbgemm::fbgemmPacked(pack_a, *w->packed, cp, cp, n, copy, task, tasks);
-    }
+  at::parallel_for(0, m, rows_per_task(m, w->k, w->n), [&](int64_t begin, int64_t end) {
+    fbgemm_rows(qp, cp, begin, end, *w);
   });
   return acc;
 }
 
-// The whole linear on fbgemm: quantize, GEMM to int32, epilogue in place.
-at::Tensor fbgemm_linear(const at::Tensor& x, const c10::intrusive_ptr<FbgemmWeight>& w,
+// The whole linear on fbgemm, one parallel region: each thread quantizes its rows, runs
+// them through the GEMM and the epilogue (in place), while they are in its caches.
+at::Tensor fbgemm_linear(const at::Tensor& x_in, const c10::intrusive_ptr<FbgemmWeight>& w,
                          const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
                          bool relu, int64_t levels) {
-  check_x(x, w->k);
+  check_x(x_in, w->k);
+  TORCH_CHECK(levels == 63 || levels == 127, "levels must be 63 or 127, got ", levels);
   TORCH_CHECK(w_scale.scalar_type() == at::kFloat && w_scale.is_contiguous() &&
                   w_scale.numel() == w->n, "w_scale must be contiguous float32 (", w->n, ")");
   const float* bp = bias_ptr(bias, w->n);
-  auto [q, x_scale] = quantize_per_token_u8(x, levels);
-  const int64_t m = x.size(0), n = w->n;
-  at::Tensor acc = fbgemm_gemm(q, w);
+  at::Tensor x = x_in.to(at::kFloat).contiguous();
+  const int64_t m = x.size(0), k = w->k, n = w->n;
+  at::Tensor q = at::empty({m, k}, x.options().dtype(at::kByte));
+  at::Tensor x_scale = at::empty({m}, x.options());
+  at::Tensor acc = at::empty({m, n}, x.options().dtype(at::kInt));
+  const float* xp = x.data_ptr<float>();
+  uint8_t* qp = q.data_ptr<uint8_t>();
+  float* sp = x_scale.data_ptr<float>();
   int32_t* cp = acc.data_ptr<int32_t>();
-  epilogue_int32(cp, m, n, static_cast<int32_t>(levels + 1), w->colsum.data(),
-                 w_scale.data_ptr<float>(), x_scale.data_ptr<float>(), bp, relu);
+  const float* wsp = w_scale.data_ptr<float>();
+  const auto zp = static_cast<int32_t>(levels + 1);
+  at::parallel_for(0, m, rows_per_task(m, k, n), [&](int64_t begin, int64_t end) {
+    quantize_rows(xp, qp, sp, begin, end, k, levels);
+    fbgemm_rows(qp, cp, begin, end, *w);
+    epilogue_int32_rows(cp, begin, end, n, zp, w->colsum.data(), wsp, sp, bp, relu);
+  });
   return acc.view(at::kFloat);
 }
 
