@@ -60,7 +60,8 @@ def _load_locked() -> ModuleType | None:
         from torch.utils import cpp_extension
 
         cpp_extension.load(
-            name="augserve_int8", sources=[str(_SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+            name="augserve_int8", sources=[str(_SOURCE)], extra_cflags=_FLAGS,
+            extra_ldflags=["-fopenmp"],
             build_directory=str(_build_dir()), is_python_module=False, verbose=False,
         )
     except (OSError, RuntimeError, ImportError) as exc:  # no compiler, failed build

@@ -1,9 +1,9 @@
 """Int8 matmul GOP/s and whole-model latency: ours vs torch fp32/bf16/torch.ao and PT2E peers.
 
 `augserve bench kernels [--quick] [--json FILE]` prints, from one run:
-- GOP/s of int8 linear (ours: the fused C++ op: quantize, fbgemm or oneDNN GEMM, epilogue), fp32 and bf16
-  torch matmul and torch.ao's dynamic-quantized Linear, for M in {1, 32, 256} and
-  K = N in {512, 2048};
+- GOP/s of int8 linear (ours: the fused C++ op: quantize, fbgemm or oneDNN GEMM,
+  epilogue), fp32 and bf16 torch matmul and torch.ao's dynamic-quantized Linear, for
+  M in {1, 32, 256} and K = N in {512, 2048};
 - batch-1 and batch-32 latency of ResNet-20 (CIFAR) and ResNet-18 (224) as fp32, int8,
   50%-channel-pruned and pruned + int8, beside the peers bf16 autocast + channels_last and
   PT2E + Inductor int8 with freezing;
@@ -29,7 +29,6 @@ from typing import Any
 from augserve.server.bench.kernels_cpu import TARGETS_BY_ISA, cpu_report
 from augserve.server.bench.kernels_models import PAIRS
 from augserve.server.bench.report import BenchReport
-
 
 
 @dataclass
