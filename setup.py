@@ -19,4 +19,6 @@ for folder, name in FOLDERS.items():
     package_dir[name] = folder
     packages += [name] + [f"{name}.{sub}" for sub in find_packages(folder)]
 
-setup(packages=packages, package_dir=package_dir, package_data={"augserve.clients": ["py.typed"]})
+# The C++ source of the int8 ops ships with the package: it is compiled on first use.
+package_data = {"augserve.clients": ["py.typed"], "augserve.kernels.quant": ["csrc/*.cpp"]}
+setup(packages=packages, package_dir=package_dir, package_data=package_data)

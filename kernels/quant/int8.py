@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from augserve.kernels.backend import Backend, resolve
+from augserve.kernels.quant import native
 
 #: The relative Frobenius error of `int8_linear` against fp32 that the tests hold.
 INT8_REL_ERROR_BOUND = 0.02
@@ -37,6 +38,9 @@ VNNI = bool(torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
 ACTIVATION_LEVELS = 127 if VNNI else 63
 #: The zero point of activations shifted into uint8 for oneDNN: [1, 255] or [1, 127].
 U8_ZERO_POINT = ACTIVATION_LEVELS + 1
+#: The int8 GEMM under the C++ `int8_linear`: oneDNN where AMX tiles beat everything, else
+#: fbgemm (its AVX2 / AVX-512 kernels are faster than oneDNN's there, measured on an EPYC).
+ENGINE = "onednn" if torch.cpu._is_amx_tile_supported() else "fbgemm"
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +99,9 @@ class Int8Weight:
 
     qweight: torch.Tensor
     scale: torch.Tensor
-    _packed: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _packed: dict[str, object] = field(default_factory=dict, repr=False)
+    #: Whether the C++ ops run this weight: None until `prepare` has been tried.
+    native: bool | None = field(default=None, repr=False)
 
     @classmethod
     def from_float(cls, weight: torch.Tensor) -> Int8Weight:
@@ -107,6 +113,30 @@ class Int8Weight:
         if "onednn" not in self._packed:
             self._packed["onednn"] = torch.ops.onednn.qlinear_prepack(self.qweight, None)
         return self._packed["onednn"]
+
+    def fbgemm_packed(self) -> object:
+        """The weight packed for fbgemm by the C++ ops, with its column sums (packed once)."""
+        if "fbgemm" not in self._packed:
+            self._packed["fbgemm"] = native.load().fbgemm_pack(self.qweight.contiguous())
+        return self._packed["fbgemm"]
+
+    def onednn_zeros(self) -> torch.Tensor:
+        """The all-zero weight zero points oneDNN's `qlinear` takes (symmetric weights)."""
+        zeros = self._packed.get("zeros")
+        if zeros is None or zeros.numel() != self.scale.numel():
+            zeros = self._packed["zeros"] = torch.zeros(self.scale.numel(), dtype=torch.int64)
+        return zeros
+
+    def prepare(self) -> bool:
+        """Build (first time on a machine) the C++ ops and pack for `ENGINE`; False: no ops.
+
+        Called when `Int8Linear` builds its weight, so neither the compile nor the packing
+        happens inside a timed call.
+        """
+        self.native = self.qweight.device.type == "cpu" and native.load() is not None
+        if self.native:
+            self.onednn_packed() if ENGINE == "onednn" else self.fbgemm_packed()
+        return self.native
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight qweight * scale."""
@@ -186,11 +216,8 @@ def onednn_int8_gemm(xu8: torch.Tensor, weight: Int8Weight,
     (see the module docstring). `augserve bench kernels` times it alone as the roof of
     our int8 linear.
     """
-    zeros = weight._packed.get("zeros")
-    if zeros is None or zeros.numel() != weight.scale.numel():
-        zeros = weight._packed["zeros"] = torch.zeros(weight.scale.numel(), dtype=torch.int64)
     return torch.ops.onednn.qlinear_pointwise(
-        xu8, 1.0, zero_point, weight.onednn_packed(), weight.scale, zeros,
+        xu8, 1.0, zero_point, weight.onednn_packed(), weight.scale, weight.onednn_zeros(),
         None, 1.0, 0, torch.float32, "none", [], "",
     )
 
@@ -236,10 +263,31 @@ def int8_linear(
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     chosen = resolve(backend, x.device)
-    if chosen is Backend.TORCH and x.device.type == "cpu":
+    fused = _fused_cpu(x2, weight, bias, relu) if chosen is Backend.TORCH else None
+    if fused is not None:
+        out = fused
+    elif chosen is Backend.TORCH and x.device.type == "cpu":
         xu8, scale = quantize_per_token_u8(x2)
         out = _onednn_u8(xu8, scale, weight, bias, relu)
     else:
         xq, scale = quantize_per_token(x2)
         out = int8_matmul(xq, scale, weight, bias, relu, chosen)
     return out.reshape(*lead, out.shape[-1])
+
+
+def _fused_cpu(
+    x2: torch.Tensor, weight: Int8Weight, bias: torch.Tensor | None, relu: bool
+) -> torch.Tensor | None:
+    """The C++ op: quantization, `ENGINE`'s GEMM and the epilogue in one call; None if absent."""
+    if x2.device.type != "cpu" or x2.shape[0] == 0:
+        return None
+    if not (weight.prepare() if weight.native is None else weight.native):
+        return None
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        bias = bias.float().contiguous()
+    ops = torch.ops.augserve_int8
+    if ENGINE == "onednn":
+        return ops.onednn_linear(x2, weight.onednn_packed(), weight.scale, weight.onednn_zeros(),
+                                 bias, relu, ACTIVATION_LEVELS)
+    return ops.fbgemm_linear(x2, weight.fbgemm_packed(), weight.scale, bias, relu,
+                             ACTIVATION_LEVELS)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augserve.kernels.backend import Backend
+from augserve.kernels.backend import Backend, resolve
 from augserve.kernels.quant.int8 import Int8Weight, int8_linear, quantize_weight_per_channel
 
 
@@ -58,6 +58,8 @@ class Int8Linear(nn.Module):
         """The packed weight, rebuilt after a state_dict load."""
         if self._weight is None or self._weight.qweight is not self.qweight:
             self._weight = Int8Weight(self.qweight, self.scale)
+            if resolve(self.backend, self.qweight.device) is Backend.TORCH:
+                self._weight.prepare()  # build / pack now, not inside the first timed call
         return self._weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

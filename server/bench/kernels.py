@@ -1,13 +1,17 @@
 """Int8 matmul GOP/s and whole-model latency: ours vs torch fp32/bf16/torch.ao and PT2E peers.
 
 `augserve bench kernels [--quick] [--json FILE]` prints, from one run:
-- GOP/s of int8 linear (ours: quantize + oneDNN VNNI GEMM + epilogue), fp32 and bf16
-  torch matmul and torch.ao's dynamic-quantized Linear, for M in {1, 32, 256} and
-  K = N in {512, 2048};
+- GOP/s of int8 linear (ours: the fused C++ op: quantize, fbgemm or oneDNN GEMM,
+  epilogue), fp32 and bf16 torch matmul and torch.ao's dynamic-quantized Linear, for
+  M in {1, 32, 256} and K = N in {512, 2048};
 - batch-1 and batch-32 latency of ResNet-20 (CIFAR) and ResNet-18 (224) as fp32, int8,
   50%-channel-pruned and pruned + int8, beside the peers bf16 autocast + channels_last and
   PT2E + Inductor int8 with freezing;
 - load-until-ready seconds of the int8 models, compile included (first) and cached (warm).
+
+The report's `cpu` object names the CPU (model, AMX-INT8, AVX-512 VNNI), the ISA and matmul
+implementation oneDNN dispatches to, and which column of targets applies: `amx_int8` on
+CPUs with AMX-INT8, `without_amx` elsewhere (`kernels_cpu.TARGETS_BY_ISA`).
 
 Ratios are paired: the median over interleaved rounds of baseline time / our time. The
 headline keys take the worse case (over K for the linears, over the two models for the
@@ -19,19 +23,27 @@ pruned50_int8_vs_pt2e_b32, pruned50_vs_fp32_b32, int8_model_vs_fp32_b32.
 from __future__ import annotations
 
 import argparse
-import platform
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
+from augserve.server.bench.kernels_cpu import TARGETS_BY_ISA, cpu_report
 from augserve.server.bench.kernels_models import PAIRS
 from augserve.server.bench.report import BenchReport
 
-TARGETS: dict[str, tuple[str, float]] = {
-    "int8_linear_vs_torchao_m32": (">=", 1.5),
-    "int8_linear_vs_torchao_m256": (">=", 1.5),
-    "int8_model_vs_pt2e_b32": (">=", 1.0),
-    "pruned50_int8_vs_pt2e_b32": (">=", 2.0),
-    "pruned50_vs_fp32_b32": (">=", 1.8),
-}
+
+@dataclass
+class KernelsReport(BenchReport):
+    """The kernels report with the `cpu` object (`kernels_cpu.cpu_report`) beside the figures."""
+
+    cpu: dict[str, Any] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """The CPU lines and the column of targets first, then the figures and ratios."""
+        head = [f"  cpu.{key}: {value}" for key, value in self.cpu.items()]
+        column = self.cpu.get("targets_column", "?")
+        head.append(f"  targets: the {column!r} column of issue 21")
+        first, *rest = super().render().split("\n")
+        return "\n".join([first, *head, *rest])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,25 +92,14 @@ def run(args: argparse.Namespace) -> BenchReport:
     figures, linear = run_matmul((1, 32, 256), ks, repeats * 2)
     model_figures, model_ratios = run_models(models, (1, 32), repeats, args.cache_dir)
     figures.update(model_figures)
-    report = BenchReport(
-        name="kernels", figures=figures, ratios=_ratios(linear, model_ratios, models)
+    cpu = cpu_report()
+    report = KernelsReport(
+        name="kernels", figures=figures, ratios=_ratios(linear, model_ratios, models), cpu=cpu
     )
-    report.targets = dict(TARGETS)
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    report.targets = dict(TARGETS_BY_ISA[cpu["targets_column"]])
     report.environment = {
         "threads": args.threads,
         "quick": bool(args.quick),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_amx": "amx_int8" in flags,
-        "cpu_avx512_vnni": "avx512_vnni" in flags,
-        "onednn_isa": _onednn_isa(),
     }
     return report
-
-
-def _onednn_isa() -> str:
-    import torch
-
-    return str(torch.backends.cpu.get_cpu_capability())

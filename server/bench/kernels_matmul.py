@@ -1,14 +1,17 @@
 """Int8 matmul GOP/s for `augserve bench kernels`: ours vs fp32, bf16 and torch.ao dynamic.
 
-Beside them, the bare int8 GEMM ours is built on (`onednn_int8_gemm` on activations
-quantized beforehand: no quantization, no epilogue), timed in the same rounds: the roof
-our int8 linear could reach with free quantization, paired against torch.ao as
-`int8_gemm_only_vs_torchao_m<M>_k<K>`.
+Beside them, the bare int8 GEMM ours is built on (`quant.int8.ENGINE`'s: fbgemm's
+int32-output GEMM, or `onednn_int8_gemm`, on activations quantized beforehand: no
+quantization, no epilogue), timed in the same rounds: the roof our int8 linear could reach
+with free quantization, paired against torch.ao as `int8_gemm_only_vs_torchao_m<M>_k<K>`.
+`int8_linear_extra_over_gemm_share_m<M>_k<K>` is the share of our linear's time spent
+outside that GEMM (quantization, epilogue, dispatch): 1 - gemm / ours, median of rounds.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -38,8 +41,6 @@ def run_matmul(
         Int4WeightOnlyLinear,
         Int8Linear,
         Int8WeightOnlyLinear,
-        onednn_int8_gemm,
-        quantize_per_token_u8,
     )
 
     figures: dict[str, Any] = {}
@@ -60,10 +61,9 @@ def run_matmul(
             x = torch.randn(m, k)
             x_bf16 = x.bfloat16()
             with torch.inference_mode():
-                x_u8, _ = quantize_per_token_u8(x)
                 calls = {
                     "int8_ours": partial(ours, x),
-                    "int8_gemm_only": partial(onednn_int8_gemm, x_u8, ours.int8_weight()),
+                    "int8_gemm_only": _bare_gemm(x, ours.int8_weight()),
                     "fp32_torch": partial(torch.nn.functional.linear, x, w, b),
                     "bf16_torch": partial(torch.nn.functional.linear, x_bf16, w_bf16, b_bf16),
                     "torchao_dynamic": partial(dynamic, x),
@@ -77,7 +77,23 @@ def run_matmul(
             if m > 1:
                 figures[f"int8_gemm_only_vs_torchao_m{m}_k{k}"] = paired_ratio(
                     samples, "torchao_dynamic", "int8_gemm_only")
+                figures[f"int8_linear_extra_over_gemm_share_m{m}_k{k}"] = 1.0 - paired_ratio(
+                    samples, "int8_ours", "int8_gemm_only")
             ops = 2.0 * m * k * k
             for name, value in seconds.items():
                 figures[f"matmul_gops_{name}_m{m}_k{k}"] = ops / value / 1e9
     return figures, paired
+
+
+def _bare_gemm(x: Any, weight: Any) -> Callable[[], Any]:
+    """The GEMM alone under `int8_linear` for this CPU, on `x` quantized beforehand."""
+    import torch
+
+    from augserve.kernels.quant import onednn_int8_gemm, quantize_per_token_u8
+    from augserve.kernels.quant.int8 import ACTIVATION_LEVELS, ENGINE
+
+    if weight.native and ENGINE == "fbgemm":
+        x_u8, _ = torch.ops.augserve_int8.quantize_per_token_u8(x, ACTIVATION_LEVELS)
+        return partial(torch.ops.augserve_int8.fbgemm_gemm, x_u8, weight.fbgemm_packed())
+    x_u8, _ = quantize_per_token_u8(x)
+    return partial(onednn_int8_gemm, x_u8, weight)

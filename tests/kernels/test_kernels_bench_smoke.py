@@ -42,6 +42,13 @@ def test_bench_kernels_quick_json(tmp_path):
     figures = report["figures"]
     assert figures["load_resnet20_int8_restart_cache_hit"] is True
     assert figures["load_resnet20_int8_warm_s"] < figures["load_resnet20_int8_first_s"]
+    cpu = report["cpu"]  # which CPU, and so which column of targets
+    assert cpu["model"] and isinstance(cpu["amx_int8"], bool)
+    assert isinstance(cpu["avx512_vnni"], bool) and cpu["onednn_isa"] != "unknown"
+    column = "amx_int8" if cpu["amx_int8"] else "without_amx"
+    assert cpu["targets_column"] == column and f"{column!r} column" in done.stdout
+    assert report["targets"]["int8_model_vs_pt2e_b32"][1] == (1.1 if cpu["amx_int8"] else 1.0)
     for m in (32, 256):  # the bare GEMM's roof, beside ours
+        assert figures[f"int8_linear_extra_over_gemm_share_m{m}_k512"] < 1
         assert figures[f"matmul_gops_int8_gemm_only_m{m}_k512"] > 0
         assert figures[f"int8_gemm_only_vs_torchao_m{m}_k512"] > 0

@@ -58,8 +58,9 @@ def test_narrow_model_compiles_batch_folded_and_serves_odd_batches(tmp_path):
     torch.manual_seed(0)
     model = compress_(resnet20().eval(), ChannelPruneConfig(0.5, (1, 3, 32, 32)))
     calibration = torch.randn(7, 3, 32, 32)  # odd: padded to the fold
-    compiled = quantize_model(model, (calibration,), ModelInt8Config(cache_dir=str(tmp_path)))
-    assert compiled.batch_fold == 2  # 8-channel convs: folded by the auto rule
+    config = ModelInt8Config(cache_dir=str(tmp_path), batch_fold=2)  # auto: AVX-512 only
+    compiled = quantize_model(model, (calibration,), config)
+    assert compiled.batch_fold == 2
     for n in (1, 3, 32):
         x = torch.randn(n, 3, 32, 32)
         ref, got = model(x), compiled(x)
