@@ -58,18 +58,11 @@ def load_photos(size: int = 256) -> list[Any]:
 
 
 def _albumentations(batch: list[Any]) -> Callable[[], Any]:
-    import albumentations as A
     import numpy as np
 
-    transform = A.Compose(
-        [
-            A.RandomResizedCrop(size=(224, 224), scale=(0.08, 1.0)),
-            A.HorizontalFlip(p=0.5),
-            A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
-            A.ToGray(num_output_channels=3, p=0.2),
-            A.Normalize(mean=MEAN, std=STD),
-        ]
-    )
+    from augserve.server.bench.albumentations_pipeline import imagenet_train
+
+    transform = imagenet_train(MEAN, STD)
     return lambda: np.stack([transform(image=im)["image"].transpose(2, 0, 1) for im in batch])
 
 

@@ -87,15 +87,12 @@ class AlbumentationsPhotos:
 
     def __getitem__(self, index: int) -> Any:
         if self.transform is None:  # built in the worker process
-            import albumentations as A
             import cv2
 
+            from augserve.server.bench.albumentations_pipeline import imagenet_train
+
             cv2.setNumThreads(1)
-            self.transform = A.Compose([
-                A.RandomResizedCrop(size=(224, 224), scale=(0.08, 1.0)),
-                A.HorizontalFlip(p=0.5),
-                A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
-                A.ToGray(num_output_channels=3, p=0.2)])
+            self.transform = imagenet_train()
         image = self.transform(image=self.dataset.load(index))["image"]
         return image.transpose(2, 0, 1).copy(), int(self.dataset.labels[index])
 

@@ -39,14 +39,10 @@ class AlbumentationsFolder:
         import numpy as np
 
         if self.transform is None:
-            import albumentations as A
+            from augserve.server.bench.albumentations_pipeline import imagenet_train
 
             cv2.setNumThreads(1)
-            self.transform = A.Compose([
-                A.RandomResizedCrop(size=(224, 224), scale=(0.08, 1.0)),
-                A.HorizontalFlip(p=0.5),
-                A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
-                A.ToGray(num_output_channels=3, p=0.2)])
+            self.transform = imagenet_train()
         encoded = np.fromfile(self.files[index], np.uint8)
         image = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         image = self.transform(image=image)["image"]
