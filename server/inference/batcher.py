@@ -21,7 +21,9 @@ While no replica is left the queue holds its requests for at most
 and those that arrive until a replica is back get UNAVAILABLE at once, naming the model
 and the replicas it lost, so that a caller learns it in seconds and may retry
 elsewhere rather than wait out its deadline behind a restart that a loaded host
-stretches to a minute. If a restart fails they get UNAVAILABLE too. Errors that are
+stretches to a minute. If a restart fails they get UNAVAILABLE too (a replacement that
+itself dies while it starts, killed or on a lost node, is tried again, up to
+`RESTART_ATTEMPTS` times). Errors that are
 not augserve's reach the caller as INTERNAL.
 """
 
@@ -60,6 +62,9 @@ BatchAnswer = Awaitable[tuple[list[np.ndarray], BatchTiming]]
 RunBatch = Callable[[list[list[np.ndarray]]], BatchAnswer]
 # Replaces the dead replica at an index with a fresh one; returns its RunBatch.
 RestartReplica = Callable[[int], Awaitable[RunBatch]]
+# Replacements tried for one dead replica when each dies while starting (killed, or its node
+# lost): a fault of the host, not of the model, so the model is not given up at the first.
+RESTART_ATTEMPTS = 3
 
 @dataclass
 class _Replica:
@@ -347,14 +352,24 @@ class BatchQueue:
 
     async def _revive(self, replica: _Replica) -> None:
         assert self._restart is not None
-        try:
-            replica.run = await self._restart(self._replicas.index(replica))
-        except Exception as error:  # the model no longer starts: say so to every caller
-            log.exception("a replica could not be restarted")
-            self._give_up_if_none_alive(
-                Unavailable(f"a replica died and could not be restarted: {error}")
-            )
-            return
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            try:
+                replica.run = await self._restart(self._replicas.index(replica))
+                break
+            except ReplicaDied as error:  # the replacement's own process died (killed, its
+                # node lost) while it started: the model itself may be fine, start another
+                if attempt == RESTART_ATTEMPTS or self._closed:
+                    self._give_up_if_none_alive(Unavailable(
+                        f"a replica died and {attempt} replacements died while starting: {error}"))
+                    return
+                log.warning("a replacement replica died while starting (%s); starting another",
+                            error)
+            except Exception as error:  # the model no longer starts: say so to every caller
+                log.exception("a replica could not be restarted")
+                self._give_up_if_none_alive(
+                    Unavailable(f"a replica died and could not be restarted: {error}")
+                )
+                return
         replica.alive = True
         self._down = None
         if self._down_timer is not None:

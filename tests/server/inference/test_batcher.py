@@ -397,3 +397,21 @@ async def test_with_every_replica_down_past_the_wait_requests_get_unavailable_at
     restarted.set()
     await async_wait_until(lambda: queue._down is None)
     np.testing.assert_array_equal((await queue.submit(rows(3.0), 5))[0], [[6.0]])
+
+
+async def test_a_replacement_that_dies_while_starting_is_started_again():
+    dying = DyingReplica()
+    dying.dead = True
+    fresh = GatedReplica()
+    fresh.gate.set()
+    attempts = []
+
+    async def restart(index):
+        attempts.append(index)
+        if len(attempts) == 1:  # the first replacement's process is killed as it starts
+            raise ReplicaDied("a replica of model 'm' died: killed while starting")
+        return fresh
+
+    queue = BatchQueue([dying], 8, BatchingSettings(), ModelStats("m", "1"), restart=restart)
+    np.testing.assert_array_equal((await queue.submit(rows(1.0), 5))[0], [[2.0]])
+    assert attempts == [0, 0]
