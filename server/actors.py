@@ -13,7 +13,11 @@ ActorPools, so both follow the same rules:
   most `max_retries` times; then it fails with UNAVAILABLE. Calls are idempotent
   (augmentation keys depend only on seed, epoch, sample index and op), so a call made
   again gives what the first would have.
-- Each call goes to the least busy actor.
+- Each call goes to the least busy actor that has started; only while none has does it
+  go to one still starting. A call made again after its actor died thus goes to a
+  surviving actor rather than to the replacement, whose new process (importing torch,
+  OpenCV) may take tens of seconds on a loaded host: the caller waits for one call, not
+  for a process start.
 - Placement (`placement_options`): by default the actors spread over the cluster's
   nodes (Ray's SPREAD strategy), so losing a node costs a share of each pool, not a
   whole pool; a replacement goes to a node that is still alive.
@@ -123,8 +127,8 @@ class ActorPool(Generic[Worker]):
         num_gpus: Ray GPUs per actor.
         placement: where the actors go (`placement_options`).
 
-    Counters (`busy` per actor, `in_flight`, `resubmitted`) let tests and metrics see
-    inside. Actors start on first use (Ray must be initialised).
+    Counters (`busy` and `started` per actor, `in_flight`, `resubmitted`) let tests and
+    metrics see inside. Actors start on first use (Ray must be initialised).
     """
 
     def __init__(self, worker: type[Worker], size: int, worker_args: tuple[Any, ...] = (),
@@ -138,17 +142,28 @@ class ActorPool(Generic[Worker]):
         self.num_gpus = num_gpus
         self.actors: list[Any] = []
         self.busy: list[int] = []
+        self.started: list[bool] = []  # set from a Ray thread once the actor's constructor ran
         self.in_flight = 0
         self.resubmitted = 0
         self._local: Worker | None = None
 
-    def _new_actor(self) -> Any:
+    def _put_actor(self, slot: int) -> None:
+        """Put a fresh actor in `slot`; `started[slot]` turns true once its constructor ran."""
         import ray
 
         remote = ray.remote(self.worker).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
                                                  max_restarts=0, max_task_retries=0,
                                                  **placement_options(self.placement))
-        return remote.remote(*self.worker_args)
+        actor = remote.remote(*self.worker_args)
+        self.actors[slot], self.started[slot] = actor, False
+
+        def up(ready: Any) -> None:
+            # Ray's thread calls this; a slot whose actor was replaced meanwhile keeps its flag.
+            if not ready.cancelled() and ready.exception() is None \
+                    and slot < len(self.actors) and self.actors[slot] is actor:
+                self.started[slot] = True
+
+        actor.__ray_ready__.remote().future().add_done_callback(up)
 
     def start(self) -> None:
         """Create the actors (or the in-process worker) if not done yet."""
@@ -156,11 +171,13 @@ class ActorPool(Generic[Worker]):
             if self._local is None:
                 self._local = self.worker(*self.worker_args)
         elif not self.actors:
-            self.actors = [self._new_actor() for _ in range(self.size)]
-            self.busy = [0] * self.size
+            self.busy, self.started = [0] * self.size, [False] * self.size
+            self.actors = [None] * self.size
+            for slot in range(self.size):
+                self._put_actor(slot)
 
     def call(self, method: str, *args: Any) -> ActorCall:
-        """Call `method` with `args` on the least busy actor; returns at once."""
+        """Call `method` with `args` on the least busy started actor; returns at once."""
         self.start()
         self.in_flight += 1
         if self._local is not None:
@@ -168,7 +185,7 @@ class ActorPool(Generic[Worker]):
             future = asyncio.ensure_future(local)
             future.add_done_callback(lambda _: self._done(-1))
             return ActorCall(method, args, -1, None, future)
-        slot = min(range(len(self.actors)), key=self.busy.__getitem__)
+        slot = min(range(len(self.actors)), key=lambda s: (not self.started[s], self.busy[s]))
         self.busy[slot] += 1
         actor = self.actors[slot]
         future = asyncio.wrap_future(getattr(actor, method).remote(*args).future())
@@ -214,7 +231,7 @@ class ActorPool(Generic[Worker]):
             return
         log.warning("%s %d died; starting a new one", self.worker.__name__, dead.slot)
         ray.kill(dead.actor)
-        self.actors[dead.slot] = self._new_actor()
+        self._put_actor(dead.slot)
 
     def shutdown(self) -> None:
         """Stop the actors."""
@@ -223,4 +240,4 @@ class ActorPool(Generic[Worker]):
 
             for actor in self.actors:
                 ray.kill(actor)
-        self.actors, self.busy, self._local = [], [], None
+        self.actors, self.busy, self.started, self._local = [], [], [], None

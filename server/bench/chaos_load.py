@@ -10,14 +10,15 @@
   must hold each sample of the dataset once, and each batch the bytes of the first pass.
 
 Every call is recorded as (kind, status, start, latency); `allowed_error` tells the
-expected failures (RESOURCE_EXHAUSTED past a limit, UNAVAILABLE for a batch that lost its
-replicas) from the unexpected ones.
+expected failures (RESOURCE_EXHAUSTED past a limit, UNAVAILABLE for a call that lost two
+or more replicas or workers, as the server's message says) from the unexpected ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -60,8 +61,16 @@ class Record:
 
 
 def allowed_error(status: str, details: str) -> bool:
-    """RESOURCE_EXHAUSTED past a limit, or UNAVAILABLE for a batch that lost its replicas."""
-    return status == "RESOURCE_EXHAUSTED" or (status == "UNAVAILABLE" and "lost" in details)
+    """RESOURCE_EXHAUSTED past a limit, or UNAVAILABLE for a call that lost two replicas.
+
+    The server says how many it lost: "this request's batch lost 2 replicas" (two deaths
+    under one batch), "it lost 2 of its 2 replicas" (every replica of the model down past
+    `--inference-no-replica-wait-s`), "lost 2 workers" (an Augment or stream call).
+    """
+    if status == "RESOURCE_EXHAUSTED":
+        return True
+    lost = re.search(r"\blost (\d+) (?:of its \d+ )?(?:replicas|workers)", details)
+    return status == "UNAVAILABLE" and lost is not None and int(lost.group(1)) >= 2
 
 
 async def infer_client(url: str, seed: int, stop: asyncio.Event, record: Record) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -98,8 +99,8 @@ class RayCluster:
         return child_env(None, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_file),
                          **HEALTH_CHECK_ENV)
 
-    def _node(self, name: str, *args: str) -> ProcessGroup:
-        """Start one node's `ray start --block`; return once it says it runs."""
+    def _spawn(self, name: str, *args: str) -> tuple[ProcessGroup, Path]:
+        """Start one node's `ray start --block`; its group and log."""
         temp = self._temp / name
         temp.mkdir(parents=True, exist_ok=True)
         resources = json.dumps({node_resource(name.split("-")[0]): self.resources})
@@ -112,6 +113,11 @@ class RayCluster:
         log = self.root / f"{name}.log"
         with log.open("w") as out:
             group = ProcessGroup(command, self.env(), stdout=out, stderr=subprocess.STDOUT)
+        return group, log
+
+    @staticmethod
+    def _wait_started(name: str, group: ProcessGroup, log: Path) -> None:
+        """Return once the node says it runs; stop it if it does not."""
         try:
             # `ray start` prints this once its raylet has registered with the GCS.
             wait_for(lambda: "Ray runtime started" in log.read_text(), START_TIMEOUT_S,
@@ -120,19 +126,43 @@ class RayCluster:
         except BaseException:
             group.stop(5.0)
             raise
-        return group
+
+    def _gcs_listens(self) -> bool:
+        with suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.5):
+            return True
+        return False
 
     def start(self) -> None:
-        """Start the head, then one worker node."""
+        """Start the head and one worker node.
+
+        The worker's `ray start` begins as soon as the head's GCS listens, not once the
+        whole head is up: the two nodes' start-up (Python imports, raylets, agents) then
+        overlaps, which saves about a third of the cluster's start on a 2-core host.
+        """
         self.port = free_port()
-        self.head = self._node("head", "--head", "--port", str(self.port),
-                               "--include-dashboard=false")
-        self.start_worker()
+        head, head_log = self._spawn("head", "--head", "--port", str(self.port),
+                                     "--include-dashboard=false")
+        self.head = head
+        try:
+            wait_for(self._gcs_listens, START_TIMEOUT_S, lambda: head.process.poll() is not None,
+                     "the head's GCS", head_log, interval_s=0.2)  # fmt: skip
+        except BaseException:
+            head.stop(5.0)
+            raise
+        self._workers_started += 1
+        name = f"worker-{self._workers_started}"
+        worker, worker_log = self._spawn(name, "--address", self.address)
+        self.worker = worker
+        self._wait_started("head", head, head_log)
+        self._wait_started(name, worker, worker_log)
 
     def start_worker(self) -> None:
         """Start a worker node (again, after `kill_worker`)."""
         self._workers_started += 1
-        self.worker = self._node(f"worker-{self._workers_started}", "--address", self.address)
+        name = f"worker-{self._workers_started}"
+        group, log = self._spawn(name, "--address", self.address)
+        self._wait_started(name, group, log)
+        self.worker = group
 
     def alive_nodes(self) -> int:
         """How many nodes the GCS holds alive (0 when it cannot be asked); about 2 s of CPU."""

@@ -16,9 +16,15 @@ process died (`ReplicaDied`) leaves the rotation and is restarted, and its batch
 goes back to the head of the queue for another replica (inference is idempotent).
 A request whose batch loses `max_replica_deaths` replicas fails with UNAVAILABLE,
 so an input that crashes the model process costs at most that many restarts.
-While no replica is left the queue holds its requests (bounded by their deadlines
-and `max_queue_size`), and if a restart fails they get UNAVAILABLE. Errors that
-are not augserve's reach the caller as INTERNAL.
+While no replica is left the queue holds its requests for at most
+`no_replica_wait_s` (the time a restart usually takes); past it, the queued requests
+and those that arrive until a replica is back get UNAVAILABLE at once, naming the model
+and the replicas it lost, so that a caller learns it in seconds and may retry
+elsewhere rather than wait out its deadline behind a restart that a loaded host
+stretches to a minute. If a restart fails they get UNAVAILABLE too (a replacement that
+itself dies while it starts, killed or on a lost node, is tried again, up to
+`RESTART_ATTEMPTS` times). Errors that are
+not augserve's reach the caller as INTERNAL.
 """
 
 from __future__ import annotations
@@ -56,6 +62,9 @@ BatchAnswer = Awaitable[tuple[list[np.ndarray], BatchTiming]]
 RunBatch = Callable[[list[list[np.ndarray]]], BatchAnswer]
 # Replaces the dead replica at an index with a fresh one; returns its RunBatch.
 RestartReplica = Callable[[int], Awaitable[RunBatch]]
+# Replacements tried for one dead replica when each dies while starting (killed, or its node
+# lost): a fault of the host, not of the model, so the model is not given up at the first.
+RESTART_ATTEMPTS = 3
 
 @dataclass
 class _Replica:
@@ -77,6 +86,8 @@ class BatchQueue:
             replica simply leaves the rotation.
         max_replica_deaths: replica deaths a request may ride through before it fails
             (`InferenceSettings.max_replica_deaths`).
+        no_replica_wait_s: how long requests wait while every replica is down
+            (`InferenceSettings.no_replica_wait_s`).
 
     """
 
@@ -89,10 +100,14 @@ class BatchQueue:
         max_in_flight: int = 1,
         restart: RestartReplica | None = None,
         max_replica_deaths: int = InferenceSettings.max_replica_deaths,
+        no_replica_wait_s: float = InferenceSettings.no_replica_wait_s,
     ) -> None:
         self._replicas = [_Replica(run) for run in replicas]
         self._restart = restart
         self._broken: Unavailable | None = None
+        self._no_replica_wait_s = no_replica_wait_s
+        self._down: Unavailable | None = None  # set once every replica has been down too long
+        self._down_timer: asyncio.Task[None] | None = None
         self._max_batch_size = max_batch_size
         self._batching = batching
         self._stats = stats
@@ -125,13 +140,16 @@ class BatchQueue:
             ResourceExhausted: the queue is full.
             DeadlineExceeded: the model's `default_timeout_microseconds` passed, or the
                 caller's deadline passed while the request was queued.
-            Unavailable: the model is being unloaded.
+            Unavailable: the model is being unloaded, or every replica has been down
+                for `no_replica_wait_s`.
 
         """
         if self._closed:
             raise Unavailable("the model is being unloaded")
         if self._broken is not None:
             raise self._broken
+        if self._down is not None:
+            raise self._down
         if len(self._former) >= self._batching.max_queue_size:
             raise ResourceExhausted(
                 f"the model's queue is full ({self._batching.max_queue_size} requests); retry later"
@@ -162,6 +180,8 @@ class BatchQueue:
     async def close(self) -> None:
         """Stop taking requests, let queued and running batches finish, stop the dispatcher."""
         self._closed = True
+        if self._down_timer is not None:
+            self._down_timer.cancel()
         self._dispatch_now()
         self._note_if_drained()
         await self._drained.wait()
@@ -324,22 +344,53 @@ class BatchQueue:
         if self._restart is None or self._closed:
             self._give_up_if_none_alive(error)
             return
+        if not any(r.alive for r in self._replicas) and self._down_timer is None:
+            self._down_timer = asyncio.create_task(self._fail_while_down())
         task = asyncio.create_task(self._revive(replica))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _revive(self, replica: _Replica) -> None:
         assert self._restart is not None
-        try:
-            replica.run = await self._restart(self._replicas.index(replica))
-        except Exception as error:  # the model no longer starts: say so to every caller
-            log.exception("a replica could not be restarted")
-            self._give_up_if_none_alive(
-                Unavailable(f"a replica died and could not be restarted: {error}")
-            )
-            return
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            try:
+                replica.run = await self._restart(self._replicas.index(replica))
+                break
+            except ReplicaDied as error:  # the replacement's own process died (killed, its
+                # node lost) while it started: the model itself may be fine, start another
+                if attempt == RESTART_ATTEMPTS or self._closed:
+                    self._give_up_if_none_alive(Unavailable(
+                        f"a replica died and {attempt} replacements died while starting: {error}"))
+                    return
+                log.warning("a replacement replica died while starting (%s); starting another",
+                            error)
+            except Exception as error:  # the model no longer starts: say so to every caller
+                log.exception("a replica could not be restarted")
+                self._give_up_if_none_alive(
+                    Unavailable(f"a replica died and could not be restarted: {error}")
+                )
+                return
         replica.alive = True
+        self._down = None
+        if self._down_timer is not None:
+            self._down_timer.cancel()
+            self._down_timer = None
         self._wake.set()
+
+    async def _fail_while_down(self) -> None:
+        """Every replica is down: past the wait, fail queued and new requests until one is back."""
+        await asyncio.sleep(self._no_replica_wait_s)
+        self._down_timer = None
+        if any(r.alive for r in self._replicas):
+            return
+        total = len(self._replicas)
+        self._down = Unavailable(
+            f"model {self._stats.name!r} version {self._stats.version} has no live replica: "
+            f"it lost {total} of its {total} replicas and none has restarted within "
+            f"{self._no_replica_wait_s:g}s; retry later"
+        )
+        self._former.fail_all(self._down)
+        self._note_if_drained()
 
     def _give_up_if_none_alive(self, error: Unavailable) -> None:
         if any(r.alive for r in self._replicas):

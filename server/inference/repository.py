@@ -193,6 +193,7 @@ class ModelRepository:
             self.settings.replica_max_in_flight,
             restart,
             self.settings.max_replica_deaths,
+            self.settings.no_replica_wait_s,
         )
         return LoadedVersion(settings, version, replicas, queue, stats)
 

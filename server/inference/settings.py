@@ -21,6 +21,12 @@ class InferenceSettings:
         help="replica deaths one request may ride through (its batch is requeued on a fresh "
              "replica) before it fails with UNAVAILABLE, so an input that crashes replicas "
              "cannot take the model down")
+    no_replica_wait_s: float = option(
+        10.0, flag="--inference-no-replica-wait-s",
+        help="seconds requests wait for a restart while every replica of their model is "
+             "down (the batches of the dead ones requeued, newcomers queued); past it they, "
+             "and those that come until a replica is back, get UNAVAILABLE at once, naming "
+             "the model and the replicas lost, rather than wait out their deadline")
     max_tensor_elements: int = option(
         1 << 27, flag="--inference-max-tensor-elements", shown="134217728 (2^27)",
         help="elements one input tensor may declare (its shape's product, empty dimensions "
@@ -41,5 +47,6 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) < 1:
-                raise ValueError(f"inference settings: {f.name} must be >= 1")
+            least = 0 if f.name == "no_replica_wait_s" else 1
+            if getattr(self, f.name) < least:
+                raise ValueError(f"inference settings: {f.name} must be >= {least}")

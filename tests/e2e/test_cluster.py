@@ -26,6 +26,7 @@ from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from augserve.server.bench.cluster import RayCluster
 from augserve.server.runtime import RAY_LOST_EXIT
 from tests.e2e.conftest import ServeProcess
+from tests.waiting import async_wait_until
 
 PIPELINE = {"ops": [{"randomResizedCrop": {"size": [16, 16], "scale": [0.5, 1]}},
                     {"horizontalFlip": {}, "p": 0.5}]}
@@ -155,8 +156,10 @@ async def test_losing_the_worker_node_under_load_loses_and_duplicates_nothing(cl
     indices = [i for _, batch, _ in during for i in batch]
     assert sorted(indices) == list(range(1797)), "samples lost or duplicated"
     assert during == await asyncio.to_thread(_epoch, served.url), "not the same bytes"
-    # the dead node's replica was re-placed on the head
-    assert len(_replica_nodes(served, "double")) >= 3, served.log.read_text()[-3000:]
+    # the dead node's replica is re-placed on the head (its restart may still be running:
+    # the load rode on the surviving replica meanwhile)
+    await async_wait_until(lambda: len(_replica_nodes(served, "double")) >= 3, 120,
+                           "the dead node's replica re-placed", interval_s=0.2)
 
 
 async def _compute_s(stub) -> tuple[int, float]:

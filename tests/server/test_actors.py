@@ -16,7 +16,7 @@ from augserve.server.augment.settings import AugmentSettings
 from augserve.server.errors import Unavailable
 from augserve.server.stream.pool import StreamPool
 
-from ..waiting import let_ready_tasks_run
+from ..waiting import async_wait_until, let_ready_tasks_run
 
 
 def flaky_worker_class() -> type:
@@ -58,7 +58,7 @@ def flaky_pool(ray_session, tmp_path):
     pool.shutdown()
 
 
-async def test_a_call_whose_actor_dies_is_made_again_on_a_fresh_actor(flaky_pool):
+async def test_a_call_whose_actor_dies_is_made_again_and_its_actor_replaced(flaky_pool):
     call = flaky_pool.call("echo", 7, 1)
     assert await flaky_pool.result(call, max_retries=3) == 7
     assert flaky_pool.resubmitted == 1
@@ -86,6 +86,33 @@ async def test_an_error_of_the_call_itself_is_not_retried(flaky_pool):
     with pytest.raises(RayTaskError, match="the call itself is wrong"):
         await flaky_pool.result(flaky_pool.call("fail"), max_retries=3)
     assert flaky_pool.resubmitted == 0
+
+
+async def test_a_call_made_again_goes_to_a_started_actor_not_the_starting_replacement(
+        flaky_pool):
+    flaky_pool.start()
+    await async_wait_until(lambda: all(flaky_pool.started), 120)
+    made, call_once = [], flaky_pool.call
+
+    def recorded(*args):
+        made.append(call_once(*args))
+        return made[-1]
+
+    flaky_pool.call = recorded
+    assert await flaky_pool.result(recorded("echo", 7, 1), max_retries=3) == 7
+    first, again = made
+    # the replacement of the first's actor was still starting: the survivor took the call
+    assert again.slot != first.slot and again.actor is flaky_pool.actors[again.slot]
+    await async_wait_until(lambda: all(flaky_pool.started), 120)  # the replacement came up
+
+
+async def test_a_started_actor_is_preferred_even_when_busier(flaky_pool):
+    flaky_pool.start()
+    await async_wait_until(lambda: all(flaky_pool.started), 120)
+    flaky_pool.started[0] = False  # as if slot 0 held a replacement still starting
+    calls = [flaky_pool.call("echo", v, 0) for v in range(3)]
+    assert [c.slot for c in calls] == [1, 1, 1]
+    assert [await flaky_pool.result(c, 0) for c in calls] == [0, 1, 2]
 
 
 async def test_calls_go_to_the_least_busy_actor(flaky_pool):

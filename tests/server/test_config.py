@@ -81,6 +81,7 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
     ('import_prefixes = ["not a module"]\n', "dotted module names"),
     ("max_inflight_per_client = 0\n", "max_inflight_per_client must be >= 1, got 0"),
     ("[inference]\nmax_tensor_elements = 0\n", "max_tensor_elements must be >= 1"),
+    ("[inference]\nno_replica_wait_s = -1\n", "no_replica_wait_s must be >= 0"),
     ("[stream]\nmax_image_pixels = 0\n", "max_image_pixels must be >= 1"),
     ("[jobs]\nmax_queued = -1\n", "max_queued must be >= 0"),
 ])

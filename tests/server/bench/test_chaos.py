@@ -21,6 +21,11 @@ def test_a_fault_throughput_never_recovers_from_counts_to_the_end():
 def test_only_shedding_and_lost_replicas_are_expected_errors():
     assert allowed_error("RESOURCE_EXHAUSTED", "queue full")
     assert allowed_error("UNAVAILABLE", "this request's batch lost 2 replicas")
+    assert allowed_error("UNAVAILABLE", "model 'double' version 1 has no live replica: "
+                                        "it lost 2 of its 2 replicas and none has restarted")
+    assert allowed_error("UNAVAILABLE", "augment lost 3 workers: ActorDiedError")
+    assert not allowed_error("UNAVAILABLE", "this request's batch lost 1 replicas")
+    assert not allowed_error("UNAVAILABLE", "it lost 1 of its 1 replicas")
     assert not allowed_error("UNAVAILABLE", "the Ray cluster is unreachable")
     assert not allowed_error("INTERNAL", "lost")
 

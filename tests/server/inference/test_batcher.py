@@ -371,3 +371,47 @@ async def test_a_freed_replica_takes_its_next_batch_before_the_last_one_is_answe
     assert first_answered_at_second_send == [False]
     replica.answer(1)
     np.testing.assert_array_equal((await second)[0], [[4.0]])
+
+
+async def test_with_every_replica_down_past_the_wait_requests_get_unavailable_at_once():
+    replicas = [DyingReplica(), DyingReplica()]
+    fresh = GatedReplica()
+    fresh.gate.set()
+    restarted = asyncio.Event()
+
+    async def restart(index):
+        await restarted.wait()  # a restart that a loaded host stretches past the wait
+        return fresh
+
+    queue = BatchQueue(replicas, 8, BatchingSettings(), ModelStats("m", "1"), restart=restart,
+                       max_replica_deaths=3, no_replica_wait_s=0.2)
+    for replica in replicas:
+        replica.dead = True
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="model 'm' version 1 has no live replica: "
+                                          "it lost 2 of its 2 replicas"):
+        await queue.submit(rows(1.0), 30)  # its batch killed both, then waited 0.2 s
+    assert time.monotonic() - started < 5
+    with pytest.raises(Unavailable, match="no live replica"):  # at once, not queued
+        await asyncio.wait_for(queue.submit(rows(2.0), 30), 0.05)
+    restarted.set()
+    await async_wait_until(lambda: queue._down is None)
+    np.testing.assert_array_equal((await queue.submit(rows(3.0), 5))[0], [[6.0]])
+
+
+async def test_a_replacement_that_dies_while_starting_is_started_again():
+    dying = DyingReplica()
+    dying.dead = True
+    fresh = GatedReplica()
+    fresh.gate.set()
+    attempts = []
+
+    async def restart(index):
+        attempts.append(index)
+        if len(attempts) == 1:  # the first replacement's process is killed as it starts
+            raise ReplicaDied("a replica of model 'm' died: killed while starting")
+        return fresh
+
+    queue = BatchQueue([dying], 8, BatchingSettings(), ModelStats("m", "1"), restart=restart)
+    np.testing.assert_array_equal((await queue.submit(rows(1.0), 5))[0], [[2.0]])
+    assert attempts == [0, 0]
