@@ -232,8 +232,9 @@ def resnet18_table(case: dict[str, Any]) -> list[str]:
             f"{case['macs'][which]:>14,} {case['size_bytes'][key] / 1024:>9.1f} "
             f"{lat.get('batch_1', -1.0):>8.2f} {lat.get('batch_32', -1.0):>9.2f}")
     gate = case["gate"]
+    verdict = "passed" if gate["passed"] else "missed"
     lines.append(f"resnet18 gate: drop {100 * gate['measured_drop']:.2f} points, max "
-                 f"{100 * gate['max_accuracy_drop']:.0f}, {'passed' if gate['passed'] else 'missed'}")
+                 f"{100 * gate['max_accuracy_drop']:.0f}, {verdict}")
     return lines
 
 

@@ -77,8 +77,7 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Finetune:
-    """Train the current model: `epochs` of Adam at `lr`, `batch_size` images a step (also:
-    train a fresh baseline)."""
+    """Train the current model (or a fresh baseline): `epochs` of Adam, batches of `batch_size`."""
 
     epochs: int = 3
     lr: float = 1e-3
