@@ -75,7 +75,9 @@ def latency_ms(address: str, models: list[str], rounds: int) -> dict[str, dict[s
 
 
 async def main(args: argparse.Namespace) -> dict:
-    """Run the case end to end; returns the report."""
+    """Run the case end to end; returns the report ({"error": ...} if the gate refuses)."""
+    import grpc
+
     from augserve.server.app import start_server
     from augserve.server.config import ServerConfig
     from augserve.server.jobs.resnet18_case import write_crops
@@ -100,7 +102,11 @@ async def main(args: argparse.Namespace) -> dict:
     try:
         print(f"crops in {crops}; server at {address}", flush=True)
         fp32 = await asyncio.to_thread(run_job, address, train, stages)
-        compressed = await asyncio.to_thread(run_job, address, small, stages)
+        try:
+            compressed = await asyncio.to_thread(run_job, address, small, stages)
+        except grpc.RpcError as error:  # the gate refused it: FAILED_PRECONDITION, nothing written
+            return {"error": f"{error.code().name}: {error.details()}", "finetune_top1": stages,
+                    "fp32_top1": fp32["card"]["accuracy"]["after"]}
         for name in (FP32, SMALL):  # what the reload after a job does, awaited here
             await server.repository.load(name)
         served = await asyncio.to_thread(latency_ms, address, [FP32, SMALL], args.rounds)
@@ -116,7 +122,7 @@ if __name__ == "__main__":
     defaults = CaseSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=defaults.per_class,
-                        help="JPEG crops per photo (half held out)")
+                        help="JPEG crops per photo (60%% held out)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="fp32 training")
     parser.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs,
                         help="after pruning")
@@ -126,7 +132,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=10, help="latency rounds per model")
     parser.add_argument("--json", type=Path, help="also write the report here")
     options = parser.parse_args()
-    text = json.dumps(asyncio.run(main(options)), indent=2)
+    outcome = asyncio.run(main(options))
+    text = json.dumps(outcome, indent=2)
     print(text)
     if options.json:
         options.json.write_text(text + "\n")
+    raise SystemExit(1 if "error" in outcome else 0)

@@ -11,8 +11,8 @@ The data: `write_crops` cuts random square crops (a third to all of the short si
 random position, saved as 256 px JPEGs) from six photos that scikit-image ships, one class
 per photo (a portrait, a cup of coffee, a cat, a rocket, a stained tissue slide, a deep
 field of galaxies). Their colours and textures differ, so a ResNet-18 without pretrained
-weights learns them in a few dozen small steps; half of each class is held out for the
-gate, so one image is 1/`held_out` of the accuracy, not a whole point or more.
+weights learns them in a few dozen small steps. 18 of each class's 30 crops are held out
+for the gate (108 images), so one image is 0.93 points, within the 1-point gate.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ class CaseSettings:
         seed: crops, split, initialisation and shuffling.
     """
 
-    per_class: int = 24
-    validation_fraction: float = 0.5
-    epochs: int = 3
+    per_class: int = 30
+    validation_fraction: float = 0.6
+    epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-3
-    finetune_epochs: int = 3
-    calibration_images: int = 32
+    finetune_epochs: int = 8
+    calibration_images: int = 64
     max_accuracy_drop: float = 0.01
     input_size: int = 224
     seed: int = 0
