@@ -222,7 +222,8 @@ def resnet18_table(case: dict[str, Any]) -> list[str]:
     """The ResNet-18 rows: fp32 and pruned int8 at 224 x 224, the gate, latency."""
     if "error" in case:
         return [f"resnet18: {case['error']}"]
-    lines = [f"ResNet-18 3x224x224, {case['dataset']}",
+    shape = "x".join(map(str, case["dataset"]["input_shape"]))
+    lines = [f"ResNet-18 {shape}, {case['dataset']['description']}",
              f"{'model':<20} {'top-1':>7} {'params':>11} {'MACs':>14} {'size KiB':>9} "
              f"{'b1 ms':>8} {'b32 ms':>9}"]
     for key, which in (("fp32", "before"), ("pruned_int8", "after")):

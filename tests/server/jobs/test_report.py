@@ -59,7 +59,8 @@ def test_table_adds_the_resnet18_rows_and_the_case_specs_keep_the_default_gate(t
     from augserve.server.jobs.resnet18_case import PHOTOS, CaseSettings, case_specs, write_crops
     from augserve.server.jobs.specs import JobSpec, Prune
 
-    case = {"dataset": "folder crops", "top1": {"fp32": 0.9, "pruned_int8": 0.95},
+    case = {"dataset": {"description": "folder crops", "input_shape": [3, 224, 224]},
+            "top1": {"fp32": 0.9, "pruned_int8": 0.95},
             "params": {"before": 11_000_000, "after": 2_800_000},
             "macs": {"before": 1_800_000_000, "after": 470_000_000},
             "size_bytes": {"fp32": 44 << 20, "pruned_int8": 11 << 20},
