@@ -71,7 +71,8 @@ def run_prune(model: nn.Module, step: Prune, data: Dataset, ctx: Context) -> nn.
             if ratio > 1e-6:
                 model = compress_(model, ChannelPruneConfig(min(ratio, 0.99), shape))
             kept = 1 - fraction
-            fit(model, data, ctx, f"{stage} finetune", step.finetune_epochs, step.lr, salt=index)
+            fit(model, data, ctx, f"{stage} finetune", step.finetune_epochs, step.lr,
+                batch_size=step.batch_size, salt=index)
         return model
     weights = _weights(model)
     masks: dict[str, torch.Tensor] = {}
@@ -90,7 +91,7 @@ def run_prune(model: nn.Module, step: Prune, data: Dataset, ctx: Context) -> nn.
             masks = {n: magnitude_mask(w, fraction) for n, w in weights.items()}
         apply_masks()
         fit(model, data, ctx, f"{stage} finetune", step.finetune_epochs, step.lr,
-            after_step=apply_masks, salt=index)
+            after_step=apply_masks, batch_size=step.batch_size, salt=index)
     return model
 
 

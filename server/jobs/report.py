@@ -64,13 +64,18 @@ def _job(
 
 def compression_report(
     repository: Path, settings: ReportSettings = ReportSettings(),
-    report: Callable[..., bool] | None = None,
+    report: Callable[..., bool] | None = None, resnet18: bool = False,
 ) -> dict[str, Any]:
     """Run the five-model report, writing each model as a version into `repository`.
 
+    `resnet18` adds the ResNet-18 rows (`augserve.server.jobs.resnet18_case`, a few
+    minutes more): fp32 and pruned 50% + int8 at 224 x 224, behind the jobs' 1-point gate.
+
     Returns:
         {"models": {key: card}, "int8_top1_drop", "pruned_top1_drop",
-        "student_over_teacher_accuracy", "student_over_teacher_macs", "targets": {...}}.
+        "student_over_teacher_accuracy", "student_over_teacher_macs", "targets": {...}}
+        and, with `resnet18`, "resnet18" (the case's summary, or {"error": why} where the
+        gate refused the compressed model) and the target "resnet18_gate_passed".
     """
     ctx = Context(0, report or (lambda event: False))
     fp32 = ModelRef(architecture_kwargs={"width": settings.width})
@@ -104,6 +109,17 @@ def compression_report(
         "student_97_percent_accuracy": out["student_over_teacher_accuracy"] >= 0.97,
         "student_quarter_flops": out["student_over_teacher_macs"] <= 0.25,
     }
+    if resnet18:
+        from augserve.server.errors import FailedPrecondition
+        from augserve.server.jobs.resnet18_case import resnet18_rows
+
+        try:
+            out["resnet18"] = resnet18_rows(repository / "resnet18", report=report,
+                                            latency=settings.latency)
+        except FailedPrecondition as error:  # the gate refused it: report that, honestly
+            out["resnet18"] = {"error": str(error)}
+        out["targets"]["resnet18_gate_passed"] = bool(
+            out["resnet18"].get("gate", {}).get("passed"))
     return out
 
 
@@ -160,8 +176,31 @@ def compression_table(result: dict[str, Any]) -> str:
     for key in ("int8_top1_drop", "pruned_top1_drop", "pruned_int8_top1_drop",
                 "student_over_teacher_accuracy", "student_over_teacher_macs"):
         lines.append(f"{key:<32} {result[key]}")
+    if "resnet18" in result:
+        lines += resnet18_table(result["resnet18"])
     lines += [f"target {k:<30} {'met' if v else 'NOT met'}" for k, v in result["targets"].items()]
     return "\n".join(lines)
+
+
+def resnet18_table(case: dict[str, Any]) -> list[str]:
+    """The ResNet-18 rows: fp32 and pruned int8 at 224 x 224, the gate, latency."""
+    if "error" in case:
+        return [f"resnet18: {case['error']}"]
+    shape = "x".join(map(str, case["dataset"]["input_shape"]))
+    lines = [f"ResNet-18 {shape}, {case['dataset']['description']}",
+             f"{'model':<20} {'top-1':>7} {'params':>11} {'MACs':>14} {'size KiB':>9} "
+             f"{'b1 ms':>8} {'b32 ms':>9}"]
+    for key, which in (("fp32", "before"), ("pruned_int8", "after")):
+        lat = case["latency_ms"].get(key, {})
+        lines.append(
+            f"resnet18_{key:<11} {100 * case['top1'][key]:>6.2f}% {case['params'][which]:>11,} "
+            f"{case['macs'][which]:>14,} {case['size_bytes'][key] / 1024:>9.1f} "
+            f"{lat.get('batch_1', -1.0):>8.2f} {lat.get('batch_32', -1.0):>9.2f}")
+    gate = case["gate"]
+    verdict = "passed" if gate["passed"] else "missed"
+    lines.append(f"resnet18 gate: drop {100 * gate['measured_drop']:.2f} points, max "
+                 f"{100 * gate['max_accuracy_drop']:.0f}, {verdict}")
+    return lines
 
 
 def write_outputs(result: dict[str, Any], json_path: Path | None, png_path: Path | None) -> None:

@@ -77,14 +77,15 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Finetune:
-    """Train the current model: `epochs` of Adam at `lr` (also: train a fresh baseline)."""
+    """Train the current model (or a fresh baseline): `epochs` of Adam, batches of `batch_size`."""
 
     epochs: int = 3
     lr: float = 1e-3
     augment: bool = False
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "lr")
+        _positive(self, "epochs", "lr", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Prune:
             cubic schedule (Zhu & Gupta), so the last stage reaches the target.
         finetune_epochs: epochs of fine-tuning after each stage.
         lr: fine-tuning learning rate.
+        batch_size: fine-tuning images per step.
     """
 
     method: str = "channel"
@@ -109,6 +111,7 @@ class Prune:
     stages: int = 1
     finetune_epochs: int = 3
     lr: float = 1e-3
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
         if self.method not in ("channel", "global", "layer"):
@@ -120,6 +123,7 @@ class Prune:
             raise JobSpecError(f"prune.target_flops must be in [0, 1), got {self.target_flops}")
         if self.target_flops and self.method != "channel":
             raise JobSpecError("prune.target_flops needs method 'channel'")
+        _positive(self, "batch_size")
         if self.stages < 1 or self.finetune_epochs < 0 or self.lr <= 0:
             raise JobSpecError("prune: stages >= 1, finetune_epochs >= 0 and lr > 0")
 

@@ -49,3 +49,28 @@ def test_tiny_report_runs_end_to_end_and_reloaded_versions_match_their_cards(tmp
     assert result["models"]["int8"]["int8_package_bytes"] > 0
     assert set(result["targets"]) == {"int8_within_1_point", "pruned_within_1_point",
                                       "student_97_percent_accuracy", "student_quarter_flops"}
+
+
+def test_table_adds_the_resnet18_rows_and_the_case_specs_keep_the_default_gate(tmp_path):
+    from augserve.server.jobs.resnet18_case import PHOTOS, CaseSettings, case_specs, write_crops
+    from augserve.server.jobs.specs import JobSpec, Prune
+
+    case = {"dataset": {"description": "folder crops", "input_shape": [3, 224, 224]},
+            "top1": {"fp32": 0.9, "pruned_int8": 0.95},
+            "params": {"before": 11_000_000, "after": 2_800_000},
+            "macs": {"before": 1_800_000_000, "after": 470_000_000},
+            "size_bytes": {"fp32": 44 << 20, "pruned_int8": 11 << 20},
+            "latency_ms": {"fp32": {"batch_1": 30.0, "batch_32": 900.0},
+                           "pruned_int8": {"batch_1": 8.0, "batch_32": 200.0}},
+            "gate": {"max_accuracy_drop": 0.01, "measured_drop": -0.05, "passed": True}}
+    table = compression_table({**_result(), "resnet18": case})
+    assert "resnet18_fp32" in table and "resnet18_pruned_int8" in table
+    assert "passed" in table
+    assert "resnet18: accuracy gate missed" in compression_table(
+        {**_result(), "resnet18": {"error": "accuracy gate missed: ..."}})
+    train, small = (JobSpec.from_dict(s) for s in case_specs(str(tmp_path), "crops",
+                                                             CaseSettings()))
+    assert train.source.zoo == "resnet18" and train.steps[0].batch_size == 8
+    assert small.max_accuracy_drop == 0.01 and isinstance(small.steps[0], Prune)
+    write_crops(tmp_path / "crops", 2, photos=PHOTOS[:2], size=32)
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == sorted(PHOTOS[:2])
