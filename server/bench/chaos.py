@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=Path("chaos.png"),
                         help="the timeline PNG")
     parser.add_argument("--seed", type=int, default=0, help="seeds the faults")
+    parser.add_argument("--warm-spares", type=int, default=1,
+                        help="the server's --inference-warm-spares (per model version)")
 
 
 def _repository(root: Path) -> Path:
@@ -224,6 +226,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             "--augment-pool-size", "2", "--augment-actor-num-cpus", "0.1",
             "--stream-pool-size", "2", "--stream-actor-num-cpus", "0.1",
             "--max-inflight-per-client", str(max(256, 2 * args.clients)),
+            "--inference-warm-spares", str(args.warm_spares),
         ]  # fmt: skip
         with lifecycle.serving(command, Path(tmp) / "port", Path(tmp) / "serve.log",
                                cluster.env(), "the chaos server") as (port, group):
@@ -298,5 +301,5 @@ def _report(record: chaos_load.Record, faults: list[tuple[float, str]],
                  "duplicated_samples": ("<=", 0), "unexpected_errors": ("<=", 0),
                  "max_recovery_s": ("<=", 10.0)},
         environment={**host_environment(), "clients": args.clients, "trainers": args.trainers,
-                     "duration_s": args.duration},
+                     "duration_s": args.duration, "warm_spares": args.warm_spares},
     )

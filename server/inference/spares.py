@@ -1,0 +1,135 @@
+"""Warm spares: started, warmed-up replicas of one model version, kept out of rotation.
+
+A replacement replica is a new Ray worker process that imports torch and loads the
+model: seconds on a quiet host, 15-50 s on a loaded one, while the model serves on the
+replicas it has left (or on none). A `SparePool` keeps `size` such replicas ready, so
+that the batcher's restart of a dead replica promotes one at once and a new spare
+starts in the background. A spare is a whole replica of its model (its own process,
+model copy and Ray resources), built by the same `start_replica`; promoting it changes
+nothing in how batches are sent, requeued or answered.
+
+A spare can die while idle (killed, its node lost): every `check_every_s` the pool asks
+each spare its node, drops those that do not answer within `answer_within_s` and
+starts others; `take` asks again before it hands one out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from augserve.server.inference.replicas import ReplicaHandle
+
+log = logging.getLogger(__name__)
+
+# A start that failed (the model no longer loads, no node has room) is retried after this
+# wait, not at once: the pool must not spin on a model that cannot start.
+RETRY_AFTER_S = 5.0
+
+
+class SparePool:
+    """Up to `size` ready replicas of one model version for the batcher's restarts.
+
+    Args:
+        name: the model, for the log.
+        size: spares kept ready (0: none, `take` always answers None).
+        start: starts, warms up and connects one replica (`replicas.start_replica`).
+        check_every_s: seconds between liveness checks of the idle spares.
+        answer_within_s: a spare that does not answer a call within it counts as dead.
+
+    """
+
+    def __init__(self, name: str, size: int, start: Callable[[], Awaitable[ReplicaHandle]],
+                 check_every_s: float = 2.0, answer_within_s: float = 2.0) -> None:
+        self._name = name
+        self._size = size
+        self._start = start
+        self._check_every_s = check_every_s
+        self._answer_within_s = answer_within_s
+        self._ready: list[ReplicaHandle] = []
+        self._starting: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._watcher: asyncio.Task[None] | None = None
+        if size:
+            self._fill()
+            self._watcher = asyncio.create_task(self._watch())
+
+    @property
+    def ready(self) -> int:
+        """Spares started and warmed up, not yet handed out."""
+        return len(self._ready)
+
+    async def take(self) -> ReplicaHandle | None:
+        """A live spare, out of the pool (a new one starts in its place); None if none is ready."""
+        while self._ready and not self._closed:
+            spare = self._ready.pop(0)
+            self._fill()
+            if await self._alive(spare):
+                log.warning("model %s: a warm spare replica takes over", self._name)
+                return spare
+            await _stop(spare)
+        return None
+
+    async def close(self) -> None:
+        """Stop the watcher and the starts in progress, and the ready spares."""
+        self._closed = True
+        tasks = [*self._starting, *([self._watcher] if self._watcher else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        spares, self._ready = self._ready, []
+        await asyncio.gather(*(_stop(spare) for spare in spares))
+
+    def _fill(self) -> None:
+        """Start spares until ready and starting ones make `size`."""
+        while not self._closed and len(self._ready) + len(self._starting) < self._size:
+            task = asyncio.create_task(self._start_one())
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    async def _start_one(self) -> None:
+        while True:
+            try:
+                spare = await self._start()
+                break
+            except Exception as error:  # any failure: log it, try again later
+                log.warning("model %s: a warm spare did not start (%s); retrying in %gs",
+                            self._name, error, RETRY_AFTER_S)
+                await asyncio.sleep(RETRY_AFTER_S)
+        # Counted as ready from here, not as starting: a `take` before this task's end
+        # must see the pool short of one and start its replacement.
+        self._starting.discard(asyncio.current_task())  # type: ignore[arg-type]
+        if self._closed:
+            await _stop(spare)
+            return
+        self._ready.append(spare)
+
+    async def _alive(self, spare: ReplicaHandle) -> bool:
+        """Whether `spare`'s actor answers a call in time (its process and node are up)."""
+        try:
+            await asyncio.wait_for(spare.actor.node.remote(), self._answer_within_s)
+        except Exception:  # dead, unreachable or slow: no spare to rely on
+            return False
+        return True
+
+    async def _watch(self) -> None:
+        """Drop spares that died while idle, and start others in their place."""
+        while True:
+            await asyncio.sleep(self._check_every_s)
+            for spare in list(self._ready):
+                if not await self._alive(spare) and spare in self._ready:
+                    log.warning("model %s: a warm spare replica died; starting another",
+                                self._name)
+                    self._ready.remove(spare)
+                    await _stop(spare)
+            self._fill()
+
+
+async def _stop(spare: ReplicaHandle) -> None:
+    """Stop `spare`, dead or alive (closing a dead one's channel may fail: nothing is lost)."""
+    with contextlib.suppress(Exception):
+        await spare.stop()
