@@ -185,13 +185,10 @@ class ModelRepository:
 
         async def restart(index: int) -> RunBatch:
             await replicas[index].stop()
-            spare = await spares.take()
-            if spare is None:
-                log.warning("model %s version %d: restarting replica %d", settings.name,
-                            version, index)
-                spare = await start()
-            replicas[index] = spare
-            return spare.run
+            log.warning("model %s version %d: replacing replica %d", settings.name, version,
+                        index)
+            replicas[index] = await spares.replacement()
+            return replicas[index].run
 
         stats = ModelStats(settings.name, str(version))
         queue = BatchQueue(

@@ -50,6 +50,8 @@ class SparePool:
         self._answer_within_s = answer_within_s
         self._ready: list[ReplicaHandle] = []
         self._starting: set[asyncio.Task[None]] = set()
+        self._waiters: list[asyncio.Future[ReplicaHandle]] = []  # replacements awaiting a spare
+        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
         if size:
@@ -72,9 +74,50 @@ class SparePool:
             await _stop(spare)
         return None
 
+    async def replacement(self) -> ReplicaHandle:
+        """A replica to take a dead one's place: a ready spare, else the first one up.
+
+        With no spare ready, a new replica starts and races the pool's own starts in
+        progress: the first up is returned, and a replica started for the other joins
+        the pool. Without spares (size 0) this is one plain start.
+
+        Raises:
+            AugserveError: the new replica failed to start (as `start_replica` raises).
+        """
+        spare = await self.take()
+        if spare is not None:
+            return spare
+        log.warning("model %s: no warm spare ready; starting a replica", self._name)
+        if not self._size or self._closed:
+            return await self._start()
+        waiter: asyncio.Future[ReplicaHandle] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        fresh = asyncio.create_task(self._start())
+        await asyncio.wait({fresh, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done() and not waiter.cancelled():
+            fresh.add_done_callback(self._adopt)
+            return waiter.result()
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        waiter.cancel()
+        return await fresh
+
+    def _adopt(self, fresh: asyncio.Task[ReplicaHandle]) -> None:
+        """A replica started for a replacement that a spare served first: a spare now."""
+        if fresh.cancelled() or fresh.exception() is not None:
+            return
+        if self._closed or len(self._ready) >= self._size:
+            task = asyncio.create_task(_stop(fresh.result()))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            self._ready.append(fresh.result())
+
     async def close(self) -> None:
         """Stop the watcher and the starts in progress, and the ready spares."""
         self._closed = True
+        for waiter in self._waiters:
+            waiter.cancel()
         tasks = [*self._starting, *([self._watcher] if self._watcher else [])]
         for task in tasks:
             task.cancel()
@@ -103,9 +146,16 @@ class SparePool:
         # Counted as ready from here, not as starting: a `take` before this task's end
         # must see the pool short of one and start its replacement.
         self._starting.discard(asyncio.current_task())  # type: ignore[arg-type]
-        if self._closed:
-            await _stop(spare)
+        if self._closed or (len(self._ready) >= self._size and not self._waiters):
+            await _stop(spare)  # closed, or a replacement's own start filled the pool
             return
+        while self._waiters:  # a replacement waits: it gets this spare now
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                log.warning("model %s: a warm spare replica takes over", self._name)
+                waiter.set_result(spare)
+                self._fill()
+                return
         self._ready.append(spare)
 
     async def _alive(self, spare: ReplicaHandle) -> bool:

@@ -73,7 +73,7 @@ async def test_a_dead_spare_is_not_handed_out():
     try:
         await async_wait_until(lambda: pool.ready == 1, what="the spare started")
         start.started[0].actor.dead = True
-        assert await pool.take() is None  # its replacement is still starting
+        assert await pool.take() is not start.started[0]  # None, or the one started after
         assert start.started[0].stopped
     finally:
         await pool.close()
@@ -132,3 +132,49 @@ async def test_close_cancels_starts_in_progress(size):
     gate.set()
     await asyncio.sleep(0)
     assert not made and pool.ready == 0
+
+
+async def test_a_replacement_takes_a_ready_spare_without_starting_one():
+    start = Starter()
+    pool = SparePool("m", 1, start, check_every_s=60)
+    try:
+        await async_wait_until(lambda: pool.ready == 1, what="the spare started")
+        assert await pool.replacement() is start.started[0]
+    finally:
+        await pool.close()
+
+
+async def test_a_replacement_takes_the_first_up_and_the_other_becomes_a_spare():
+    gates = [asyncio.Event() for _ in range(3)]
+    made: list[FakeReplica] = []
+
+    async def gated_start() -> FakeReplica:
+        gate = gates[len(made)]
+        made.append(FakeReplica(len(made)))
+        replica = made[-1]
+        await gate.wait()
+        return replica
+
+    pool = SparePool("m", 1, gated_start, check_every_s=60)
+    try:
+        await asyncio.sleep(0)  # the pool's spare (0) is starting, not ready
+        replacement = asyncio.create_task(pool.replacement())
+        await async_wait_until(lambda: len(made) == 2, what="a fresh start raced the spare")
+        gates[0].set()  # the pool's start comes up first: the replacement gets it
+        assert await replacement is made[0]
+        gates[1].set()  # the fresh one, later, is kept as the pool's spare
+        await async_wait_until(lambda: pool.ready == 1, what="the fresh replica kept")
+        assert pool._ready == [made[1]] and not made[1].stopped
+        gates[2].set()  # the pool's next start finds it full: stopped, not kept
+        await async_wait_until(lambda: made[2].stopped, what="the extra spare stopped")
+        assert pool._ready == [made[1]]
+    finally:
+        await pool.close()
+
+
+async def test_without_spares_a_replacement_is_one_start():
+    start = Starter()
+    pool = SparePool("m", 0, start)
+    assert await pool.replacement() is not None
+    assert len(start.started) == 1
+    await pool.close()
