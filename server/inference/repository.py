@@ -30,7 +30,7 @@ from augserve.server.inference.loading import architecture_field
 from augserve.server.inference.model_config import ModelSettings, read_model_config
 from augserve.server.inference.replicas import ReplicaHandle, start_replica
 from augserve.server.inference.settings import InferenceSettings
-from augserve.server.inference.spares import SparePool
+from augserve.server.inference.spares import SparePool, StartGate
 from augserve.server.inference.statistics import ModelStats
 from augserve.server.paths import check_name, check_version, inside, is_name
 
@@ -88,6 +88,7 @@ class ModelRepository:
         self.settings = settings or InferenceSettings()
         self.imports = imports or allow_list()
         self._models: dict[str, _Model] = {}
+        self._gate = StartGate()  # replacements before spare starts, across every model
 
     def names_on_disk(self) -> list[str]:
         """Model folders under the root that have a config file (valid names, not escaping)."""
@@ -181,7 +182,7 @@ class ModelRepository:
             await asyncio.gather(*(replica.stop() for replica in replicas))
             raise failure
         # Spares start once the version serves, in the background: loading waits for none.
-        spares = SparePool(settings.name, self.settings.warm_spares, start)
+        spares = SparePool(settings.name, self.settings.warm_spares, start, gate=self._gate)
 
         async def restart(index: int) -> RunBatch:
             await replicas[index].stop()

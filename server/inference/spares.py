@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from augserve.server.inference.replicas import ReplicaHandle
 
@@ -27,6 +27,48 @@ log = logging.getLogger(__name__)
 # A start that failed (the model no longer loads, no node has room) is retried after this
 # wait, not at once: the pool must not spin on a model that cannot start.
 RETRY_AFTER_S = 5.0
+
+
+class StartGate:
+    """Orders the replica starts of one server: replacements first, spares one at a time.
+
+    Starting a process that imports torch is mostly CPU; after a node loss every model
+    replaces replicas and refills spares at once, and on a small host each start then
+    takes as long as all of them. A spare start waits until no replacement is under way
+    (one for a model that is short of a replica) and runs alone among spare starts.
+    """
+
+    def __init__(self) -> None:
+        self._replacing = 0
+        self._calm = asyncio.Event()
+        self._calm.set()
+        self._one_spare = asyncio.Lock()
+
+    @contextlib.contextmanager
+    def replacing(self) -> Iterator[None]:
+        """Marks a replacement under way for the duration of the block."""
+        self._replacing += 1
+        self._calm.clear()
+        try:
+            yield
+        finally:
+            self._replacing -= 1
+            if not self._replacing:
+                self._calm.set()
+
+    @contextlib.asynccontextmanager
+    async def spare_start(self) -> AsyncIterator[None]:
+        """Holds a spare start until no replacement is under way and no other spare starts."""
+        while True:
+            await self._calm.wait()
+            await self._one_spare.acquire()
+            if self._calm.is_set():
+                break
+            self._one_spare.release()  # a replacement began meanwhile: it goes first
+        try:
+            yield
+        finally:
+            self._one_spare.release()
 
 
 class SparePool:
@@ -38,12 +80,15 @@ class SparePool:
         start: starts, warms up and connects one replica (`replicas.start_replica`).
         check_every_s: seconds between liveness checks of the idle spares.
         answer_within_s: a spare that does not answer a call within it counts as dead.
+        gate: orders the starts among the server's pools (default: this pool's own).
 
     """
 
     def __init__(self, name: str, size: int, start: Callable[[], Awaitable[ReplicaHandle]],
-                 check_every_s: float = 2.0, answer_within_s: float = 2.0) -> None:
+                 check_every_s: float = 2.0, answer_within_s: float = 2.0,
+                 gate: StartGate | None = None) -> None:
         self._name = name
+        self._gate = gate or StartGate()
         self._size = size
         self._start = start
         self._check_every_s = check_every_s
@@ -84,12 +129,17 @@ class SparePool:
         Raises:
             AugserveError: the new replica failed to start (as `start_replica` raises).
         """
-        spare = await self.take()
-        if spare is not None:
-            return spare
-        log.warning("model %s: no warm spare ready; starting a replica", self._name)
-        if not self._size or self._closed:
-            return await self._start()
+        with self._gate.replacing():
+            spare = await self.take()
+            if spare is not None:
+                return spare
+            log.warning("model %s: no warm spare ready; starting a replica", self._name)
+            if not self._size or self._closed:
+                return await self._start()
+            return await self._first_up()
+
+    async def _first_up(self) -> ReplicaHandle:
+        """A fresh start against the pool's starts in progress: the first replica up."""
         waiter: asyncio.Future[ReplicaHandle] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         fresh = asyncio.create_task(self._start())
@@ -137,7 +187,8 @@ class SparePool:
     async def _start_one(self) -> None:
         while True:
             try:
-                spare = await self._start()
+                async with self._gate.spare_start():
+                    spare = await self._start()
                 break
             except Exception as error:  # any failure: log it, try again later
                 log.warning("model %s: a warm spare did not start (%s); retrying in %gs",

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from augserve.server.inference import spares as spares_module
-from augserve.server.inference.spares import SparePool
+from augserve.server.inference.spares import SparePool, StartGate
 
-from ...waiting import async_wait_until
+from ...waiting import async_wait_until, let_ready_tasks_run
 
 
 class FakeActor:
@@ -178,3 +178,24 @@ async def test_without_spares_a_replacement_is_one_start():
     assert await pool.replacement() is not None
     assert len(start.started) == 1
     await pool.close()
+
+
+async def test_spare_starts_wait_for_replacements_and_go_one_at_a_time():
+    gate = StartGate()
+    running: list[str] = []
+    most = 0
+
+    async def spare(name: str) -> None:
+        nonlocal most
+        async with gate.spare_start():
+            running.append(name)
+            most = max(most, len(running))
+            await asyncio.sleep(0.01)
+            running.remove(name)
+
+    with gate.replacing():
+        spares = [asyncio.create_task(spare(n)) for n in "abc"]
+        await let_ready_tasks_run()
+        assert not any(task.done() for task in spares) and not running  # held back
+    await asyncio.gather(*spares)
+    assert most == 1
