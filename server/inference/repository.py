@@ -170,8 +170,9 @@ class ModelRepository:
     async def _start_version(
         self, settings: ModelSettings, folder: Path, version: int
     ) -> LoadedVersion:
-        def start() -> Awaitable[ReplicaHandle]:
-            return start_replica(settings, folder, self.allow_pickle, self.imports)
+        def start(near_server: bool = False) -> Awaitable[ReplicaHandle]:
+            return start_replica(settings, folder, self.allow_pickle, self.imports,
+                                 near_server)
 
         started = await asyncio.gather(
             *(start() for _ in range(settings.instance_group.count)), return_exceptions=True
@@ -182,7 +183,8 @@ class ModelRepository:
             await asyncio.gather(*(replica.stop() for replica in replicas))
             raise failure
         # Spares start once the version serves, in the background: loading waits for none.
-        spares = SparePool(settings.name, self.settings.warm_spares, start, gate=self._gate)
+        spares = SparePool(settings.name, self.settings.warm_spares, start,
+                           lambda: start(near_server=True), gate=self._gate)
 
         async def restart(index: int) -> RunBatch:
             await replicas[index].stop()

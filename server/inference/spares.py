@@ -77,7 +77,10 @@ class SparePool:
     Args:
         name: the model, for the log.
         size: spares kept ready (0: none, `take` always answers None).
-        start: starts, warms up and connects one replica (`replicas.start_replica`).
+        start: starts, warms up and connects one replica (`replicas.start_replica`): the
+            replacement's own start.
+        start_spare: the same for a spare (default `start`); the repository's puts spares
+            on the server's node, which no node loss takes without taking the server.
         check_every_s: seconds between liveness checks of the idle spares.
         answer_within_s: a spare that does not answer a call within it counts as dead.
         gate: orders the starts among the server's pools (default: this pool's own).
@@ -85,9 +88,11 @@ class SparePool:
     """
 
     def __init__(self, name: str, size: int, start: Callable[[], Awaitable[ReplicaHandle]],
+                 start_spare: Callable[[], Awaitable[ReplicaHandle]] | None = None,
                  check_every_s: float = 2.0, answer_within_s: float = 2.0,
                  gate: StartGate | None = None) -> None:
         self._name = name
+        self._start_spare = start_spare or start
         self._gate = gate or StartGate()
         self._size = size
         self._start = start
@@ -188,7 +193,7 @@ class SparePool:
         while True:
             try:
                 async with self._gate.spare_start():
-                    spare = await self._start()
+                    spare = await self._start_spare()
                 break
             except Exception as error:  # any failure: log it, try again later
                 log.warning("model %s: a warm spare did not start (%s); retrying in %gs",
