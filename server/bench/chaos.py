@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=Path("chaos.png"),
                         help="the timeline PNG")
     parser.add_argument("--seed", type=int, default=0, help="seeds the faults")
+    parser.add_argument("--server-log", type=Path, default=None,
+                        help="keep the server's log there (default: a temporary folder)")
+    parser.add_argument("--warm-spares", type=int, default=1,
+                        help="the server's --inference-warm-spares (per model version)")
 
 
 def _repository(root: Path) -> Path:
@@ -166,11 +170,12 @@ def _channel(url: str):  # type: ignore[no-untyped-def]
                                                     64 << 20)])
 
 
-def _timeline(record: chaos_load.Record, seconds: int) -> list[int]:
+def _timeline(record: chaos_load.Record, seconds: int, ok: bool = True) -> list[int]:
+    """ModelInfer answers per second: the OK ones, or (`ok` False) the others."""
     per_second = [0] * seconds
     for kind, status, start, latency in record.calls:
         second = int(start + latency)
-        if kind == "infer" and status == "OK" and 0 <= second < seconds:
+        if kind == "infer" and (status == "OK") == ok and 0 <= second < seconds:
             per_second[second] += 1
     return per_second
 
@@ -224,8 +229,10 @@ def run(args: argparse.Namespace) -> BenchReport:
             "--augment-pool-size", "2", "--augment-actor-num-cpus", "0.1",
             "--stream-pool-size", "2", "--stream-actor-num-cpus", "0.1",
             "--max-inflight-per-client", str(max(256, 2 * args.clients)),
+            "--inference-warm-spares", str(args.warm_spares),
         ]  # fmt: skip
-        with lifecycle.serving(command, Path(tmp) / "port", Path(tmp) / "serve.log",
+        log = args.server_log or Path(tmp) / "serve.log"
+        with lifecycle.serving(command, Path(tmp) / "port", log,
                                cluster.env(), "the chaos server") as (port, group):
             return _measure(f"127.0.0.1:{port}", psutil.Process(group.pid), cluster, args)
 
@@ -276,7 +283,10 @@ def _report(record: chaos_load.Record, faults: list[tuple[float, str]],
                                   "recovery_s": [round(r, 1) for r in recoveries],
                                   "infer_per_second": timeline,
                                   "server_rss_mib": [round(m, 1) for _, m in rss],
-                                  "unexpected": record.unexpected[:20]}
+                                  "unexpected": record.unexpected[:20],
+                                  "expected_errors": dict(record.expected.most_common(8)),
+                                  "infer_errors_per_second": _timeline(record, seconds,
+                                                                       ok=False)}
     for kind in ("infer", "augment", "stream_batch"):
         latencies = [lat for k, s, _, lat in record.calls if k == kind and s == "OK"]
         if latencies:
@@ -298,5 +308,5 @@ def _report(record: chaos_load.Record, faults: list[tuple[float, str]],
                  "duplicated_samples": ("<=", 0), "unexpected_errors": ("<=", 0),
                  "max_recovery_s": ("<=", 10.0)},
         environment={**host_environment(), "clients": args.clients, "trainers": args.trainers,
-                     "duration_s": args.duration},
+                     "duration_s": args.duration, "warm_spares": args.warm_spares},
     )

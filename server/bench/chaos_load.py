@@ -21,6 +21,7 @@ import hashlib
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ class Record:
     lost: int = 0
     duplicated: int = 0
     passes: int = 0
+    expected: Counter[str] = field(default_factory=Counter)  # the allowed errors, by message
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def call(self, kind: str, status: str, started: float, details: str = "") -> None:
@@ -58,6 +60,9 @@ class Record:
             self.calls.append((kind, status, started - self.started, now - started))
             if status != "OK" and not allowed_error(status, details):
                 self.unexpected.append(f"{kind} {status}: {details[:200]}")
+            elif status != "OK":  # ids and counts masked, so that one cause is one key
+                self.expected[f"{kind} {status}: " + re.sub(
+                    r"[0-9a-f]{16,}|\d+(?:\.\d+)?", "#", details)[:160]] += 1
 
 
 def allowed_error(status: str, details: str) -> bool:

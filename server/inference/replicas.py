@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from augserve.kernels.resolve import AllowList
 from augserve.server.actors import placement_options
@@ -93,22 +94,29 @@ async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel |
 
 
 async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: bool,
-                        imports: AllowList | None = None) -> ReplicaHandle:
+                        imports: AllowList | None = None,
+                        near_server: bool = False) -> ReplicaHandle:
     """Start, warm up and connect one replica of the version in `folder`.
 
-    `imports` bounds where the model's architecture may be imported from.
+    `imports` bounds where the model's architecture may be imported from. `near_server`
+    puts it on the server's node if that node has room (else where its placement allows):
+    the warm spares' place, since losing that node ends the server anyway.
 
     Raises:
         AugserveError: the replica failed to load or warm up (it is killed).
     """
     group = settings.instance_group
+    placement = placement_options(group.placement)
+    if near_server:  # the placement's resources still apply; only the node is preferred
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True)
     actor = (
         ray.remote(ModelReplica)
         .options(
             num_cpus=group.num_cpus,
             num_gpus=1 if group.kind == "gpu" else 0,
             runtime_env={"env_vars": group.replica_env},
-            **placement_options(group.placement),
+            **placement,
         )
         .remote(settings, str(folder), allow_pickle, imports)
     )

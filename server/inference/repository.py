@@ -4,13 +4,16 @@ Disk layout: `<root>/<model>/config.toml|json` and numbered version folders
 `<root>/<model>/<n>/<model file>`. Loading a model starts its replicas (Ray
 actors, `inference.replicas`) for every version its policy selects, warms them
 up, and only then swaps them in, so a reload never drops requests to the old
-versions. A replica that dies is restarted by its batcher.
+versions. A replica that dies is restarted by its batcher: a warm spare of its version
+(`inference.spares`, `InferenceSettings.warm_spares`) takes its place if one is ready,
+else a new replica starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from augserve.server.inference.loading import architecture_field
 from augserve.server.inference.model_config import ModelSettings, read_model_config
 from augserve.server.inference.replicas import ReplicaHandle, start_replica
 from augserve.server.inference.settings import InferenceSettings
+from augserve.server.inference.spares import SparePool, StartGate
 from augserve.server.inference.statistics import ModelStats
 from augserve.server.paths import check_name, check_version, inside, is_name
 
@@ -42,6 +46,7 @@ class LoadedVersion:
     replicas: list[ReplicaHandle]
     queue: BatchQueue
     stats: ModelStats
+    spares: SparePool
 
 
 @dataclass
@@ -83,6 +88,7 @@ class ModelRepository:
         self.settings = settings or InferenceSettings()
         self.imports = imports or allow_list()
         self._models: dict[str, _Model] = {}
+        self._gate = StartGate()  # replacements before spare starts, across every model
 
     def names_on_disk(self) -> list[str]:
         """Model folders under the root that have a config file (valid names, not escaping)."""
@@ -164,24 +170,27 @@ class ModelRepository:
     async def _start_version(
         self, settings: ModelSettings, folder: Path, version: int
     ) -> LoadedVersion:
+        def start(near_server: bool = False) -> Awaitable[ReplicaHandle]:
+            return start_replica(settings, folder, self.allow_pickle, self.imports,
+                                 near_server)
+
         started = await asyncio.gather(
-            *(
-                start_replica(settings, folder, self.allow_pickle, self.imports)
-                for _ in range(settings.instance_group.count)
-            ),
-            return_exceptions=True,
+            *(start() for _ in range(settings.instance_group.count)), return_exceptions=True
         )
         replicas = [r for r in started if isinstance(r, ReplicaHandle)]
         failure = next((r for r in started if isinstance(r, BaseException)), None)
         if failure is not None:
             await asyncio.gather(*(replica.stop() for replica in replicas))
             raise failure
+        # Spares start once the version serves, in the background: loading waits for none.
+        spares = SparePool(settings.name, self.settings.warm_spares, start,
+                           lambda: start(near_server=True), gate=self._gate)
 
         async def restart(index: int) -> RunBatch:
             await replicas[index].stop()
-            log.warning("model %s version %d: restarting replica %d", settings.name, version, index)
-            replicas[index] = await start_replica(settings, folder, self.allow_pickle,
-                                                  self.imports)
+            log.warning("model %s version %d: replacing replica %d", settings.name, version,
+                        index)
+            replicas[index] = await spares.replacement()
             return replicas[index].run
 
         stats = ModelStats(settings.name, str(version))
@@ -195,10 +204,11 @@ class ModelRepository:
             self.settings.max_replica_deaths,
             self.settings.no_replica_wait_s,
         )
-        return LoadedVersion(settings, version, replicas, queue, stats)
+        return LoadedVersion(settings, version, replicas, queue, stats, spares)
 
     async def _stop_version(self, loaded: LoadedVersion) -> None:
         await loaded.queue.close()
+        await loaded.spares.close()
         await asyncio.gather(*(replica.stop() for replica in loaded.replicas))
 
     async def unload(self, name: str) -> None:

@@ -27,6 +27,13 @@ class InferenceSettings:
              "down (the batches of the dead ones requeued, newcomers queued); past it they, "
              "and those that come until a replica is back, get UNAVAILABLE at once, naming "
              "the model and the replicas lost, rather than wait out their deadline")
+    warm_spares: int = option(
+        0, flag="--inference-warm-spares",
+        help="replicas per model version kept started and warmed up out of rotation; when "
+             "a replica dies one takes its place at once and another starts in the "
+             "background, so a death costs no restart (a new process importing torch, "
+             "15-50 s on a loaded host). Each spare holds what a replica holds (a process, "
+             "the model, its num_cpus and GPU), hence 0 by default")
     max_tensor_elements: int = option(
         1 << 27, flag="--inference-max-tensor-elements", shown="134217728 (2^27)",
         help="elements one input tensor may declare (its shape's product, empty dimensions "
@@ -47,6 +54,6 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            least = 0 if f.name == "no_replica_wait_s" else 1
+            least = 0 if f.name in ("no_replica_wait_s", "warm_spares") else 1
             if getattr(self, f.name) < least:
                 raise ValueError(f"inference settings: {f.name} must be >= {least}")
