@@ -35,6 +35,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from augserve.kernels.resolve import AllowList
+from augserve.server.actors import placement_options
 from augserve.server.errors import AugserveError, Cancelled, Internal, NotFound
 from augserve.server.imports import allow_list
 from augserve.server.jobs.journal import Journal, Record, state_dir
@@ -206,7 +207,8 @@ class JobManager:
             channel.report.remote(ProgressEvent(
                 stage="queued", message=f"queued behind {ahead} job(s); "
                                         f"{self.settings.max_running} run at once").as_dict())
-        ref = run_job.options(num_cpus=self.settings.task_num_cpus).remote(
+        ref = run_job.options(num_cpus=self.settings.task_num_cpus,
+                              **placement_options(self.settings.placement)).remote(
             spec.to_dict(), channel, self.settings.torch_threads, self.settings.cache_dir,
             self.imports, turn, self.datasets,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from augserve.server.actors import check_placement
 from augserve.server.options import option
 
 
@@ -13,6 +14,11 @@ class JobSettings:
 
     task_num_cpus: float = option(
         1.0, flag="--jobs-task-num-cpus", help="CPUs each job's Ray task reserves")
+    placement: str = option(
+        "pack", flag="--jobs-placement",
+        help='where each job\'s Ray task runs: "pack" (this node first, Ray\'s default), '
+             '"spread", or the name of a custom node resource (e.g. a training node started '
+             "with `ray start --resources '{\"train_box\": 1}'`)")
     torch_threads: int = option(
         1, flag="--jobs-torch-threads", help="torch intra-op threads inside a job")
     max_running: int = option(
@@ -41,5 +47,6 @@ class JobSettings:
             raise ValueError("jobs settings: task_num_cpus > 0 and torch_threads >= 1")
         if self.max_running < 1 or self.keep_finished < 1:
             raise ValueError("jobs settings: max_running and keep_finished must be >= 1")
+        check_placement(self.placement, "jobs settings: placement")
         if self.max_queued < 0:
             raise ValueError("jobs settings: max_queued must be >= 0")

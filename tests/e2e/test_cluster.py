@@ -21,9 +21,10 @@ from torch import nn
 
 from augserve.clients import RemoteLoader
 from augserve.clients.infer import AsyncInferClient
+from augserve.clients.proto.augserve.v1 import jobs_pb2, jobs_pb2_grpc
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from augserve.server.bench.cluster import RayCluster
+from augserve.server.bench.cluster import RayCluster, node_resource
 from augserve.server.runtime import RAY_LOST_EXIT
 from tests.e2e.conftest import ServeProcess
 from tests.waiting import async_wait_until
@@ -86,8 +87,12 @@ def served(cluster, tmp_path_factory):
         "--augment-pool-size", "2", "--augment-actor-num-cpus", "0.1",
         "--stream-pool-size", "2", "--stream-actor-num-cpus", "0.1",
         "--ray-probe-interval-s", "0.5", "--ray-lost-grace-s", "4",
+        # jobs on the worker node, which the node-loss test kills under a running job
+        "--jobs-placement", node_resource("worker"), "--jobs-task-num-cpus", "0.2",
+        "--jobs-state-dir", str(tmp_path_factory.mktemp("cluster-jobs")),
         env=cluster.env(),
     )
+    serve.repository = root
     yield serve
     serve.terminate(10)
 
@@ -119,6 +124,27 @@ async def _double_load(url: str, stop: asyncio.Event, answers: list, errors: lis
                 errors.append((error.code(), error.details()))
 
 
+async def _job_events(url: str, job: str, events: list, running: asyncio.Event) -> None:
+    """Collect the job's events; set `running` once it reports a finished epoch."""
+    async with grpc.aio.insecure_channel(url) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        async for event in stub.Watch(jobs_pb2.WatchJobRequest(job_id=job)):
+            events.append(event)
+            if event.epoch >= 1:
+                running.set()
+
+
+async def _submit_long_job(url: str, repository) -> str:
+    """A fine-tune far longer than the test: it is still running when the node goes."""
+    spec = {"source": {"zoo": "digits_net"}, "steps": [{"finetune": {"epochs": 500}}],
+            "dataset": "digits", "output_repository": str(repository),
+            "output_name": "never_written", "measure_latency": False}
+    async with grpc.aio.insecure_channel(url) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        reply = await stub.Submit(jobs_pb2.SubmitJobRequest(spec_json=json.dumps(spec)))
+    return reply.job_id
+
+
 async def test_replicas_spread_over_both_nodes_and_the_far_one_is_called_through_ray(served):
     nodes = _replica_nodes(served, "double")
     assert len(set(nodes)) == 2, served.log.read_text()[-3000:]
@@ -127,6 +153,10 @@ async def test_replicas_spread_over_both_nodes_and_the_far_one_is_called_through
 
 
 async def test_losing_the_worker_node_under_load_loses_and_duplicates_nothing(cluster, served):
+    job = await _submit_long_job(served.url, served.repository)
+    job_events, job_running = [], asyncio.Event()
+    watching = asyncio.create_task(_job_events(served.url, job, job_events, job_running))
+    await asyncio.wait_for(job_running.wait(), 120)  # on the worker node (--jobs-placement)
     stop, answers, errors = asyncio.Event(), [], []
     load = [asyncio.create_task(_double_load(served.url, stop, answers, errors))
             for _ in range(6)]
@@ -156,6 +186,12 @@ async def test_losing_the_worker_node_under_load_loses_and_duplicates_nothing(cl
     indices = [i for _, batch, _ in during for i in batch]
     assert sorted(indices) == list(range(1797)), "samples lost or duplicated"
     assert during == await asyncio.to_thread(_epoch, served.url), "not the same bytes"
+    # the job on the lost node ends FAILED with Ray's reason, and writes no version
+    await asyncio.wait_for(watching, 60)
+    final = job_events[-1]
+    assert final.state == jobs_pb2.JobEvent.FAILED, final
+    assert re.search(r"node|died|worker|crash", final.message, re.I), final.message
+    assert not (served.repository / "never_written").exists()
     # the dead node's replica is re-placed on the head (its restart may still be running:
     # the load rode on the surviving replica meanwhile)
     await async_wait_until(lambda: len(_replica_nodes(served, "double")) >= 3, 120,
