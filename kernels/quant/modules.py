@@ -7,12 +7,19 @@ lowers the convolution to a GEMM by im2col, with one activation scale per output
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from augserve.kernels.backend import Backend, resolve
-from augserve.kernels.quant.int8 import Int8Weight, int8_linear, quantize_weight_per_channel
+from augserve.kernels.quant.int8 import (
+    Int8Weight,
+    fused_cpu_op,
+    int8_linear,
+    quantize_weight_per_channel,
+)
 
 
 class Int8Linear(nn.Module):
@@ -35,10 +42,17 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", torch.ones(out_features))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._weight: Int8Weight | None = None
+        # The bound C++ op for CPU 2-D inputs (`fused_cpu_op`); reset with the weight.
+        self._fast: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._register_load_state_dict_pre_hook(self._invalidate)
 
     def _invalidate(self, *args: object) -> None:
-        self._weight = None
+        self._weight = self._fast = None
+
+    def _apply(self, fn: Callable[..., object], recurse: bool = True) -> Int8Linear:
+        # .to() / .cuda() / .half() replace the buffers the bound op holds.
+        self._fast = None
+        return super()._apply(fn, recurse)
 
     @classmethod
     def from_float(
@@ -64,7 +78,13 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float (..., in_features) -> float32 (..., out_features)."""
-        return int8_linear(x, self.int8_weight(), self.bias, self.relu, self.backend)
+        fast = self._fast
+        if fast is not None and x.is_cpu and x.dim() == 2 and x.shape[0] > 0:
+            return fast(x)
+        weight = self.int8_weight()
+        if fast is None and x.is_cpu and resolve(self.backend, x.device) is Backend.TORCH:
+            self._fast = fused_cpu_op(weight, self.bias, self.relu)
+        return int8_linear(x, weight, self.bias, self.relu, self.backend)
 
     def extra_repr(self) -> str:
         """in/out features, relu and backend."""

@@ -13,7 +13,7 @@ from augserve.kernels.quant import (
     Int8WeightOnlyLinear,
     quantize_int4_groupwise,
 )
-from augserve.kernels.quant.int8 import INT8_REL_ERROR_BOUND
+from augserve.kernels.quant.int8 import INT8_REL_ERROR_BOUND, int8_linear
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -54,6 +54,21 @@ def test_int8_linear_state_dict_reload_repacks():
     b(x)  # packs b's weight
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(b(x), a(x))
+
+
+@torch.no_grad()
+def test_int8_linear_bound_op_matches_int8_linear_and_resets_on_apply():
+    linear = nn.Linear(48, 24)
+    module = Int8Linear.from_float(linear, relu=True)
+    x = torch.randn(5, 48)
+    want = int8_linear(x, module.int8_weight(), module.bias, relu=True)
+    first, second = module(x), module(x)  # the second call runs the bound op
+    torch.testing.assert_close(first, want, rtol=0, atol=0)
+    torch.testing.assert_close(second, want, rtol=0, atol=0)
+    torch.testing.assert_close(module(x.view(5, 1, 48)), want.view(5, 1, 24), rtol=0, atol=0)
+    module.to("cpu")
+    assert module._fast is None
+    torch.testing.assert_close(module(x), want, rtol=0, atol=0)
 
 
 @torch.no_grad()

@@ -21,6 +21,8 @@ OPS = native.load()
 needs_ops = pytest.mark.skipif(OPS is None, reason="augserve_int8 could not be built here")
 
 SHAPES = [(1, 7, 3), (5, 33, 17), (32, 512, 256), (67, 100, 130)]
+# K past the 2048 K-block of the AVX2 blocking, M over both threads and not a multiple of 6.
+GEMM_SHAPES = [*SHAPES, (203, 2100, 40)]
 
 
 @needs_ops
@@ -36,7 +38,7 @@ def test_quantization_is_bit_exact_with_the_reference(m, k, n):
 
 
 @needs_ops
-@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("m,k,n", GEMM_SHAPES)
 def test_fbgemm_gemm_is_exact(m, k, n):
     torch.manual_seed(m * k)
     weight = Int8Weight.from_float(torch.randn(n, k))
