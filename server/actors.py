@@ -21,6 +21,11 @@ ActorPools, so both follow the same rules:
 - Placement (`placement_options`): by default the actors spread over the cluster's
   nodes (Ray's SPREAD strategy), so losing a node costs a share of each pool, not a
   whole pool; a replacement goes to a node that is still alive.
+- Spreading back (`ActorPool.rebalance`): when a node joins while one node holds two or
+  more of a spread pool's actors and a live node holds none, one of them moves: a new
+  actor is started on the empty node, takes the old one's slot once it is up, and the
+  old one exits after the calls already sent to it (`__ray_terminate__`), so no call is
+  lost or made twice.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Any, Generic, TypeVar
 
 from augserve.server.errors import Unavailable
@@ -81,6 +87,35 @@ def placement_options(placement: str) -> dict[str, Any]:
     if placement == "pack":
         return {}
     return {"resources": {placement: 0.001}}
+
+
+def node_of_worker(_worker: object) -> str:
+    """The Ray node a worker runs on (run inside its actor through `__ray_call__`)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def rebalance_move(nodes: Sequence[str | None], alive: Collection[str]
+                   ) -> tuple[int, str] | None:
+    """One move that spreads workers back onto a live node that holds none of them.
+
+    Args:
+        nodes: the node of each worker (None: not known yet, e.g. still starting).
+        alive: the cluster's live nodes.
+
+    Returns:
+        (the index of a worker on the most crowded node, the empty node to move it to),
+        or None when no node holds two or more while a live node holds none.
+    """
+    counts = Counter(node for node in nodes if node is not None)
+    empty = sorted(node for node in alive if counts[node] == 0)
+    if not empty or not counts:
+        return None
+    crowded, most = counts.most_common(1)[0]
+    if most < 2:
+        return None
+    return max(i for i, node in enumerate(nodes) if node == crowded), empty[0]
 
 
 def actor_died_errors() -> tuple[type[BaseException], ...]:
@@ -143,25 +178,39 @@ class ActorPool(Generic[Worker]):
         self.actors: list[Any] = []
         self.busy: list[int] = []
         self.started: list[bool] = []  # set from a Ray thread once the actor's constructor ran
+        self.nodes: list[str | None] = []  # each actor's node, once it is up
+        self.moved = 0  # actors moved onto a joining node (`rebalance`)
         self.in_flight = 0
         self.resubmitted = 0
         self._local: Worker | None = None
 
-    def _put_actor(self, slot: int) -> None:
-        """Put a fresh actor in `slot`; `started[slot]` turns true once its constructor ran."""
+    def _new_actor(self, **placement: Any) -> Any:
+        """Start one actor of the pool's worker (`placement`: Ray options that place it)."""
         import ray
 
-        remote = ray.remote(self.worker).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-                                                 max_restarts=0, max_task_retries=0,
-                                                 **placement_options(self.placement))
-        actor = remote.remote(*self.worker_args)
-        self.actors[slot], self.started[slot] = actor, False
+        return ray.remote(self.worker).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0,
+            max_task_retries=0, **(placement or placement_options(self.placement)),
+        ).remote(*self.worker_args)
+
+    def _put_actor(self, slot: int) -> None:
+        """Put a fresh actor in `slot`; `started[slot]` turns true once its constructor ran."""
+        actor = self._new_actor()
+        self.actors[slot], self.started[slot], self.nodes[slot] = actor, False, None
+
+        def holds(future: Any) -> bool:
+            # Ray's thread calls back; a slot whose actor was replaced meanwhile is left alone.
+            return (not future.cancelled() and future.exception() is None
+                    and slot < len(self.actors) and self.actors[slot] is actor)
+
+        def located(node: Any) -> None:
+            if holds(node):
+                self.nodes[slot] = node.result()
 
         def up(ready: Any) -> None:
-            # Ray's thread calls this; a slot whose actor was replaced meanwhile keeps its flag.
-            if not ready.cancelled() and ready.exception() is None \
-                    and slot < len(self.actors) and self.actors[slot] is actor:
+            if holds(ready):
                 self.started[slot] = True
+                actor.__ray_call__.remote(node_of_worker).future().add_done_callback(located)
 
         actor.__ray_ready__.remote().future().add_done_callback(up)
 
@@ -172,7 +221,7 @@ class ActorPool(Generic[Worker]):
                 self._local = self.worker(*self.worker_args)
         elif not self.actors:
             self.busy, self.started = [0] * self.size, [False] * self.size
-            self.actors = [None] * self.size
+            self.actors, self.nodes = [None] * self.size, [None] * self.size
             for slot in range(self.size):
                 self._put_actor(slot)
 
@@ -233,6 +282,47 @@ class ActorPool(Generic[Worker]):
         ray.kill(dead.actor)
         self._put_actor(dead.slot)
 
+    async def rebalance(self, alive: Collection[str]) -> int:
+        """Move actors onto live nodes that hold none (see the module docstring).
+
+        Only a "spread" pool moves. One actor at a time, until no move is left or one
+        fails (its new actor did not come up on the empty node).
+
+        Returns:
+            How many actors moved.
+        """
+        moved = 0
+        while self.placement == "spread" and len(self.actors) > 1:
+            move = rebalance_move(self.nodes, alive)
+            if move is None or not await self._move(*move):
+                break
+            moved += 1
+        return moved
+
+    async def _move(self, slot: int, target: str) -> bool:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        old = self.actors[slot]
+        fresh = self._new_actor(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(target, soft=True))
+        try:
+            await fresh.__ray_ready__.remote()
+            node = await fresh.__ray_call__.remote(node_of_worker)
+        except ray.exceptions.RayError as error:
+            log.warning("%s: a new actor for node %s did not start (%s)",
+                        self.worker.__name__, target, error)
+            ray.kill(fresh)
+            return False
+        if node != target or slot >= len(self.actors) or self.actors[slot] is not old:
+            ray.kill(fresh)  # placed elsewhere, or the slot changed (died, shut down) meanwhile
+            return False
+        self.actors[slot], self.started[slot], self.nodes[slot] = fresh, True, node
+        old.__ray_terminate__.remote()  # exits once the calls already sent to it are done
+        self.moved += 1
+        log.info("%s %d moved to node %s", self.worker.__name__, slot, node)
+        return True
+
     def shutdown(self) -> None:
         """Stop the actors."""
         if self.actors:
@@ -241,3 +331,4 @@ class ActorPool(Generic[Worker]):
             for actor in self.actors:
                 ray.kill(actor)
         self.actors, self.busy, self.started, self._local = [], [], [], None
+        self.nodes = []

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from augserve.clients.proto import POOL
 from augserve.clients.proto.inference import grpc_service_pb2 as pb
 from augserve.clients.proto.inference import grpc_service_pb2_grpc as pb_grpc
-from augserve.server.augment.servicer import add_augment_service
+from augserve.server.augment.servicer import add_augment_service, build_pool
 from augserve.server.auth.interceptor import AuthInterceptor
 from augserve.server.auth.tokens import TokenStore
 from augserve.server.config import ServerConfig, config_from_args
@@ -70,11 +70,13 @@ class RunningServer:
     reload: ReloadHooks
     tls: ServerTls | None = None
     watch: asyncio.Task[None] | None = None
+    nodes: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight calls, unload models, release Ray."""
-        if self.watch is not None:
-            self.watch.cancel()
+        for task in (self.watch, self.nodes):
+            if task is not None:
+                task.cancel()
         self.inference.ready.clear()
         await self.health.enter_graceful_shutdown()
         time_left = await self.gate.close_and_drain(self.config.shutdown_grace_s)
@@ -153,7 +155,8 @@ async def start_server(config: ServerConfig) -> RunningServer:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    augment_service = add_augment_service(server, config.augment)
+    augment_pool = build_pool(config.augment)
+    augment_service = add_augment_service(server, config.augment, augment_pool)
     stream = add_stream_service(server, config.stream, config.augment.pipelines,
                                 max_ops=config.augment.max_ops)
     jobs_service = add_jobs_service(server, repository, config.jobs, imports,
@@ -199,6 +202,14 @@ async def start_server(config: ServerConfig) -> RunningServer:
         lambda: _set_serving(running, services, True),
         config.ray_probe_interval_s, config.ray_lost_grace_s,
     ))  # fmt: skip
+    if config.ray_rebalance_poll_s > 0:
+        async def spread_onto(alive: set[str]) -> None:
+            for pool in (augment_pool, stream.pool):
+                await pool.rebalance(alive)
+            await repository.rebalance(alive)
+
+        running.nodes = asyncio.create_task(
+            runtime.watch_nodes(spread_onto, config.ray_rebalance_poll_s))
     return running
 
 

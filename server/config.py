@@ -94,6 +94,11 @@ class ServerConfig:
              "UNAVAILABLE; if it stays unreachable this many seconds, the server exits with "
              "status 3 so that a supervisor restarts it (Ray's own driver gives up after "
              "60 s)")
+    ray_rebalance_poll_s: float = option(
+        5.0, flag="--ray-rebalance-poll-s",
+        help="how often the server looks for nodes that joined the cluster, in seconds; "
+             "on a join, spread pools and models whose actors crowd one node move some onto "
+             "it (0: never)")
     allow_pickle: bool = option(
         False, flag="--allow-pickle",
         help='allow `platform = "pickle"` models (loading a pickle can run arbitrary code '
@@ -159,6 +164,8 @@ class ServerConfig:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.ray_probe_interval_s <= 0 or self.ray_lost_grace_s <= 0:
             raise ValueError("ray_probe_interval_s and ray_lost_grace_s must be > 0")
+        if self.ray_rebalance_poll_s < 0:
+            raise ValueError(f"ray_rebalance_poll_s must be >= 0, got {self.ray_rebalance_poll_s}")
         if self.ray_num_cpus is not None and self.ray_num_cpus < 1:
             raise ValueError(f"ray_num_cpus must be >= 1, got {self.ray_num_cpus}")
         self.certificate_files()  # raises ValueError for a missing or unpaired file

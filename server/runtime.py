@@ -12,6 +12,11 @@ letting them wait on actors that cannot be created; if a probe succeeds again wi
 does not reconnect in place: a Ray driver cannot rejoin a new GCS (a head restarted
 without GCS fault tolerance is a new cluster), and Ray's core worker ends the driver
 itself after 60 s without one.
+
+A node joining. `RayRuntime.watch_nodes` reads the live nodes every
+`ray_rebalance_poll_s`; when one joins, it calls `on_join` with them, which spreads the
+pools and the models' replicas back onto it (`ActorPool.rebalance`,
+`ModelRepository.rebalance`).
 """
 
 from __future__ import annotations
@@ -71,6 +76,33 @@ class RayRuntime:
         except Exception:  # any failure to answer is the cluster being gone
             return False
         return True
+
+    @staticmethod
+    def alive_nodes() -> set[str]:
+        """The ids of the cluster's live nodes (a GCS read)."""
+        return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+    async def watch_nodes(self, on_join: Callable[[set[str]], Awaitable[object]],
+                          interval_s: float) -> None:
+        """Every `interval_s`, until cancelled: `on_join(live nodes)` when a node has joined.
+
+        A read that fails (the cluster gone: `watch` handles that) counts as no change.
+        """
+        known: set[str] | None = None
+        while True:
+            try:
+                alive = await asyncio.to_thread(self.alive_nodes)
+            except Exception:  # the GCS did not answer; `watch` decides what that means
+                alive = known
+            if known is not None and alive is not None and alive - known:
+                log.info("node(s) %s joined the cluster; spreading work onto them",
+                         ", ".join(sorted(alive - known)))
+                try:
+                    await on_join(alive)
+                except Exception:  # a failed move leaves work where it was; keep watching
+                    log.exception("spreading work onto the joined node(s) failed")
+            known = alive
+            await asyncio.sleep(interval_s)
 
     async def watch(self, on_lost: Callable[[], Awaitable[None]],
                     on_back: Callable[[], Awaitable[None]],

@@ -80,6 +80,13 @@ class AugmentServicer(pb_grpc.AugmentServiceServicer):
         return response
 
 
+def build_pool(settings: AugmentSettings) -> AugmentPool:
+    """The Augment actor pool that `settings` describe (its actors start on first use)."""
+    return AugmentPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
+                       settings.chunk_size, settings.actor_num_gpus,
+                       placement=settings.actor_placement)
+
+
 def add_augment_service(server: aio.Server, settings: AugmentSettings,
                         pool: AugmentPool | None = None) -> str:
     """Register the Augment service on `server`; return its full name.
@@ -92,11 +99,9 @@ def add_augment_service(server: aio.Server, settings: AugmentSettings,
     Returns:
         "augserve.v1.AugmentService".
     """
-    pool = pool or AugmentPool(settings.pool_size, settings.backend, settings.actor_num_cpus,
-                               settings.chunk_size, settings.actor_num_gpus,
-                               placement=settings.actor_placement)
+    pool = pool or build_pool(settings)
     pb_grpc.add_AugmentServiceServicer_to_server(AugmentServicer(settings, pool), server)
     return SERVICE_NAME
 
 
-__all__ = ["SERVICE_NAME", "AugmentServicer", "add_augment_service"]
+__all__ = ["SERVICE_NAME", "AugmentServicer", "add_augment_service", "build_pool"]

@@ -47,11 +47,12 @@ def unwrap_ray_error(error: Exception, model: str) -> AugserveError:
 
 @dataclass
 class ReplicaHandle:
-    """One running replica: its actor and, on this node, its direct channel."""
+    """One running replica: its actor, its node and, on this node, its direct channel."""
 
     actor: Any
     model: str
     channel: ReplicaChannel | None = None
+    node: str = ""
 
     def run(self, parts: list[list[np.ndarray]]
             ) -> Awaitable[tuple[list[np.ndarray], BatchTiming]]:
@@ -130,4 +131,4 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
     # Where it runs, in the log: placement is Ray's, and a node loss re-places replicas.
     log.info("model %s: replica on node %s (%s)", settings.name, node,
              "socket" if channel is not None else "Ray calls")
-    return ReplicaHandle(actor, settings.name, channel)
+    return ReplicaHandle(actor, settings.name, channel, node)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from augserve.kernels.resolve import AllowList
+from augserve.server.actors import rebalance_move
 from augserve.server.errors import (
     AugserveError,
     FailedPrecondition,
@@ -230,6 +231,34 @@ class ModelRepository:
             model.states = {
                 v: VersionState(name, v, "UNAVAILABLE", "unloaded") for v in model.states
             }
+
+    async def rebalance(self, alive: Collection[str]) -> list[str]:
+        """Reload each model whose spread replicas crowd one node while a live node has none.
+
+        The reload starts the new replicas (Ray's SPREAD strategy puts them over every live
+        node), then swaps them in and drains the old ones, as `load` always does: no request
+        is dropped. A model that fails to reload keeps its replicas.
+
+        Returns:
+            The names reloaded.
+        """
+        reloaded = []
+        for name, model in list(self._models.items()):
+            crowded = any(
+                loaded.settings.instance_group.placement == "spread"
+                and rebalance_move([r.node or None for r in loaded.replicas], alive)
+                for loaded in model.versions.values()
+            )
+            if not crowded or model.lock.locked():
+                continue
+            log.info("model %s: replicas crowd one node while another has none; reloading", name)
+            try:
+                await self.load(name)
+            except AugserveError as error:
+                log.warning("model %s kept its replicas: the reload failed (%s)", name, error)
+                continue
+            reloaded.append(name)
+        return reloaded
 
     async def unload_all(self) -> None:
         """Unload every loaded model (used at shutdown)."""

@@ -33,6 +33,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from augserve.kernels.resolve import AllowList
 from augserve.server.actors import placement_options
@@ -202,7 +203,11 @@ class JobManager:
             check_room(spec.workers)
         job_id = uuid.uuid4().hex[:16]
         turn, ahead = self.slots.admit(job_id)
-        channel = JobChannel.remote()
+        # The channel lives on the server's node: Watch and Result must outlive the loss
+        # of the node that runs the job (losing the server's own node ends the server).
+        # Hard affinity: Ray ignores a soft one for an actor that reserves no resources.
+        channel = JobChannel.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)).remote()
         if turn is not None:
             channel.report.remote(ProgressEvent(
                 stage="queued", message=f"queued behind {ahead} job(s); "

@@ -87,6 +87,7 @@ def served(cluster, tmp_path_factory):
         "--augment-pool-size", "2", "--augment-actor-num-cpus", "0.1",
         "--stream-pool-size", "2", "--stream-actor-num-cpus", "0.1",
         "--ray-probe-interval-s", "0.5", "--ray-lost-grace-s", "4",
+        "--ray-rebalance-poll-s", "1",
         # jobs on the worker node, which the node-loss test kills under a running job
         "--jobs-placement", node_resource("worker"), "--jobs-task-num-cpus", "0.2",
         "--jobs-state-dir", str(tmp_path_factory.mktemp("cluster-jobs")),
@@ -196,6 +197,34 @@ async def test_losing_the_worker_node_under_load_loses_and_duplicates_nothing(cl
     # the load rode on the surviving replica meanwhile)
     await async_wait_until(lambda: len(_replica_nodes(served, "double")) >= 3, 120,
                            "the dead node's replica re-placed", interval_s=0.2)
+
+
+async def test_a_returning_node_gets_replicas_and_stream_workers_again(cluster, served):
+    reference = await asyncio.to_thread(_epoch, served.url)
+    stop, answers, errors = asyncio.Event(), [], []
+    load = [asyncio.create_task(_double_load(served.url, stop, answers, errors))
+            for _ in range(4)]
+    await asyncio.to_thread(cluster.start_worker)
+
+    def after_the_join() -> str:
+        log = served.log.read_text()
+        return log[log.find("joined the cluster"):] if "joined the cluster" in log else ""
+
+    def spread_again() -> bool:
+        since = after_the_join()
+        nodes = re.findall(r"model double: replica on node (\w+)", since)
+        return len(set(nodes[-2:])) == 2 and "StreamWorker" in since and "moved to node" in since
+
+    await async_wait_until(spread_again, 120, "double's replicas and a stream worker moved "
+                           "onto the returned node", interval_s=0.5)
+    settled = len(answers)
+    while len(answers) < settled + 20:  # served by the reloaded replicas
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.gather(*load)
+    assert not errors, errors  # the reload swapped the replicas under load, dropping nothing
+    assert all(ok for _, ok in answers)
+    assert await asyncio.to_thread(_epoch, served.url) == reference  # moved: the same bytes
 
 
 async def _compute_s(stub) -> tuple[int, float]:

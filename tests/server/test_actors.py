@@ -10,7 +10,12 @@ import pytest
 import torch
 from ray.exceptions import RayTaskError
 
-from augserve.server.actors import ActorPool, check_placement, placement_options
+from augserve.server.actors import (
+    ActorPool,
+    check_placement,
+    placement_options,
+    rebalance_move,
+)
 from augserve.server.augment.pool import AugmentPool
 from augserve.server.augment.settings import AugmentSettings
 from augserve.server.errors import Unavailable
@@ -47,6 +52,12 @@ def flaky_worker_class() -> type:
 
         def fail(self) -> None:
             raise ValueError("the call itself is wrong")
+
+        def slow(self, value: int, seconds: float) -> int:
+            import time
+
+            time.sleep(seconds)
+            return value
 
     return Flaky
 
@@ -161,3 +172,53 @@ def test_placement_options(placement, options):
 def test_bad_placement_is_named(placement):
     with pytest.raises(ValueError, match="augment settings: actor_placement must be one of"):
         AugmentSettings(actor_placement=placement)
+
+
+@pytest.mark.parametrize(("nodes", "alive", "move"), [
+    (["a", "a"], {"a", "b"}, (1, "b")),  # the last worker of the crowded node moves
+    (["a", "b", "a", "a"], {"a", "b", "c"}, (3, "c")),
+    (["a", "b"], {"a", "b", "c"}, None),  # no node holds two
+    (["a", "a"], {"a"}, None),  # no live node is empty
+    (["a", None], {"a", "b"}, None),  # one still starting: nowhere yet
+    ([None, None], {"a"}, None),
+])
+def test_rebalance_move_takes_one_worker_off_a_crowded_node_onto_an_empty_one(
+        nodes, alive, move):
+    assert rebalance_move(nodes, alive) == move
+
+
+async def test_a_moved_actor_finishes_its_calls_and_its_slot_goes_to_the_new_one(flaky_pool):
+    flaky_pool.start()
+    await async_wait_until(lambda: all(flaky_pool.nodes), 60, "the actors' nodes known")
+    here = flaky_pool.nodes[0]
+    old = flaky_pool.actors[1]
+    running = flaky_pool.call("slow", 7, 1.5)
+    while flaky_pool.busy[1] == 0:  # the slow call went to slot 0: give slot 1 one too
+        running = flaky_pool.call("slow", 7, 1.5)
+    # as if both actors sat on a node that is gone and this one had joined empty
+    flaky_pool.nodes = ["elsewhere", "elsewhere"]
+    assert await flaky_pool.rebalance({here}) == 1
+    assert flaky_pool.actors[1] is not old and flaky_pool.nodes[1] == here
+    assert await flaky_pool.result(running, 0) == 7  # finished on the old actor, once
+    assert flaky_pool.resubmitted == 0
+    await async_wait_until(lambda: _dead(old), 30, "the moved actor's exit by itself")
+    assert await flaky_pool.result(flaky_pool.call("echo", 3, 0), 0) == 3
+
+
+def _dead(actor) -> bool:
+    import ray
+
+    try:
+        ray.get(actor.__ray_ready__.remote(), timeout=5)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
+async def test_a_new_actor_that_lands_off_its_target_is_dropped(flaky_pool):
+    flaky_pool.start()
+    await async_wait_until(lambda: all(flaky_pool.nodes), 60, "the actors' nodes known")
+    before = list(flaky_pool.actors)
+    # a node that does not exist: the soft affinity puts the new actor here instead
+    assert not await flaky_pool._move(1, "ab" * 28)
+    assert flaky_pool.actors == before and flaky_pool.moved == 0
