@@ -38,7 +38,7 @@ def test_fit_evaluates_every_nth_epoch_and_the_last(monkeypatch, every, evaluate
 
 
 def test_evaluate_every_must_be_positive():
-    with pytest.raises(JobSpecError, match="finetune.evaluate_every must be > 0, got 0"):
+    with pytest.raises(JobSpecError, match=r"finetune\.evaluate_every must be > 0, got 0"):
         Finetune(evaluate_every=0)
-    with pytest.raises(JobSpecError, match="prune.evaluate_every must be > 0, got 0"):
+    with pytest.raises(JobSpecError, match=r"prune\.evaluate_every must be > 0, got 0"):
         Prune(evaluate_every=0)
