@@ -53,7 +53,7 @@ class CaseSettings:
     epochs: int = 7
     batch_size: int = 8
     lr: float = 1e-3
-    finetune_epochs: int = 4
+    finetune_epochs: int = 8
     calibration_images: int = 64
     max_accuracy_drop: float = 0.01
     input_size: int = 224
