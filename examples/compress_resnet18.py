@@ -33,18 +33,26 @@ import numpy as np
 from augserve.server.jobs.resnet18_case import FP32, SMALL, CaseSettings, case_specs, summary
 
 
-def run_job(address: str, spec: dict, stages: dict) -> dict:
-    """Submit `spec`; print its stages; record each stage's last held-out top-1 in `stages`."""
+def run_job(address: str, spec: dict, stages: dict, phases: dict) -> dict:
+    """Submit `spec`; print its stages with the time since submission.
+
+    Records each training stage's last held-out top-1 in `stages` and each stage's
+    seconds (from its first event to the next stage's) in `phases`.
+    """
     from augserve.clients.jobs import JobClient
 
     started = time.perf_counter()
     with JobClient(address) as client:
         job = client.submit(spec)
-        stage = None
+        stage, since = None, started
         for event in client.watch(job):
             if event.stage != stage:
-                stage = event.stage
-                print(f"  {spec['output_name']}: {stage} {event.message}", flush=True)
+                now = time.perf_counter()
+                if stage is not None:
+                    phases[f"{spec['output_name']}: {stage}"] = round(now - since, 1)
+                stage, since = event.stage, now
+                print(f"  {now - started:6.1f}s {spec['output_name']}: {stage} {event.message}",
+                      flush=True)
             if event.accuracy >= 0 and "finetune" in event.stage:
                 stages[f"{spec['output_name']}: {event.stage}"] = round(event.accuracy, 4)
         result = client.result(job)
@@ -84,13 +92,16 @@ async def main(args: argparse.Namespace) -> dict:
     from augserve.server.jobs.settings import JobSettings
     from augserve.server.stream.settings import StreamSettings
 
+    start = time.perf_counter()
     settings = CaseSettings(per_class=args.per_class, epochs=args.epochs,
                             finetune_epochs=args.finetune_epochs,
                             max_accuracy_drop=args.max_accuracy_drop)
     work = Path(tempfile.mkdtemp(prefix="augserve-resnet18-"))
     root, crops = work / "models", work / "crops"
     root.mkdir()
+    began = time.perf_counter()
     write_crops(crops, settings.per_class, settings.seed)
+    phases: dict[str, float] = {"write crops": round(time.perf_counter() - began, 1)}
     config = ServerConfig(
         port=0, metrics_port=0, model_repository=root, shutdown_grace_s=1.0,
         jobs=JobSettings(torch_threads=args.threads, state_dir=str(work / "journal")),
@@ -101,18 +112,23 @@ async def main(args: argparse.Namespace) -> dict:
     stages: dict[str, float] = {}
     try:
         print(f"crops in {crops}; server at {address}", flush=True)
-        fp32 = await asyncio.to_thread(run_job, address, train, stages)
+        fp32 = await asyncio.to_thread(run_job, address, train, stages, phases)
         try:
-            compressed = await asyncio.to_thread(run_job, address, small, stages)
+            compressed = await asyncio.to_thread(run_job, address, small, stages, phases)
         except grpc.RpcError as error:  # the gate refused it: FAILED_PRECONDITION, nothing written
             return {"error": f"{error.code().name}: {error.details()}", "finetune_top1": stages,
                     "fp32_top1": fp32["card"]["accuracy"]["after"]}
+        began = time.perf_counter()
         for name in (FP32, SMALL):  # what the reload after a job does, awaited here
             await server.repository.load(name)
+        phases["server load"] = round(time.perf_counter() - began, 1)
+        began = time.perf_counter()
         served = await asyncio.to_thread(latency_ms, address, [FP32, SMALL], args.rounds)
+        phases["tritonclient latency"] = round(time.perf_counter() - began, 1)
     finally:
         await server.stop()
-    seconds = {"train_fp32": fp32["seconds"], "prune_finetune_int8": compressed["seconds"]}
+    seconds = {"train_fp32": fp32["seconds"], "prune_finetune_int8": compressed["seconds"],
+               "phases": phases, "total": round(time.perf_counter() - start, 1)}
     out = summary(fp32["card"], compressed["card"],
                   {"fp32": served[FP32], "pruned_int8": served[SMALL]}, seconds, settings, stages)
     return {**out, "latency": "tritonclient gRPC, median ms"}
@@ -129,7 +145,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-accuracy-drop", type=float, default=defaults.max_accuracy_drop,
                         help="the gate (0.01 = 1 point, the jobs' default)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each job")
-    parser.add_argument("--rounds", type=int, default=10, help="latency rounds per model")
+    parser.add_argument("--rounds", type=int, default=5, help="latency rounds per model")
     parser.add_argument("--json", type=Path, help="also write the report here")
     options = parser.parse_args()
     outcome = asyncio.run(main(options))

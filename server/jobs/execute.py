@@ -152,7 +152,7 @@ def execute(spec: JobSpec, ctx: Context, cache_dir: str | None = None,
         if isinstance(step, Finetune):
             model.requires_grad_(True)
             fit(model, data, ctx, "finetune", step.epochs, step.lr, augment=step.augment,
-                batch_size=step.batch_size, salt=index)
+                batch_size=step.batch_size, salt=index, evaluate_every=step.evaluate_every)
         elif isinstance(step, Prune):
             model = run_prune(model, step, data, ctx)
         elif isinstance(step, Distill):

@@ -72,7 +72,8 @@ def run_prune(model: nn.Module, step: Prune, data: Dataset, ctx: Context) -> nn.
                 model = compress_(model, ChannelPruneConfig(min(ratio, 0.99), shape))
             kept = 1 - fraction
             fit(model, data, ctx, f"{stage} finetune", step.finetune_epochs, step.lr,
-                batch_size=step.batch_size, salt=index)
+                batch_size=step.batch_size, salt=index,
+                evaluate_every=step.evaluate_every)
         return model
     weights = _weights(model)
     masks: dict[str, torch.Tensor] = {}
@@ -91,7 +92,8 @@ def run_prune(model: nn.Module, step: Prune, data: Dataset, ctx: Context) -> nn.
             masks = {n: magnitude_mask(w, fraction) for n, w in weights.items()}
         apply_masks()
         fit(model, data, ctx, f"{stage} finetune", step.finetune_epochs, step.lr,
-            after_step=apply_masks, batch_size=step.batch_size, salt=index)
+            after_step=apply_masks, batch_size=step.batch_size, salt=index,
+            evaluate_every=step.evaluate_every)
     return model
 
 

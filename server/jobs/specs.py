@@ -77,15 +77,20 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Finetune:
-    """Train the current model (or a fresh baseline): `epochs` of Adam, batches of `batch_size`."""
+    """Train the current model (or a fresh baseline): `epochs` of Adam, batches of `batch_size`.
+
+    `evaluate_every`: held-out top-1 after every that many epochs and after the last (1:
+    every epoch; more saves the evaluations of a large model and validation set).
+    """
 
     epochs: int = 3
     lr: float = 1e-3
     augment: bool = False
     batch_size: int = 64
+    evaluate_every: int = 1
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "lr", "batch_size")
+        _positive(self, "epochs", "lr", "batch_size", "evaluate_every")
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Prune:
         finetune_epochs: epochs of fine-tuning after each stage.
         lr: fine-tuning learning rate.
         batch_size: fine-tuning images per step.
+        evaluate_every: held-out top-1 after every that many fine-tuning epochs and the last.
     """
 
     method: str = "channel"
@@ -112,6 +118,7 @@ class Prune:
     finetune_epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 64
+    evaluate_every: int = 1
 
     def __post_init__(self) -> None:
         if self.method not in ("channel", "global", "layer"):
@@ -123,7 +130,7 @@ class Prune:
             raise JobSpecError(f"prune.target_flops must be in [0, 1), got {self.target_flops}")
         if self.target_flops and self.method != "channel":
             raise JobSpecError("prune.target_flops needs method 'channel'")
-        _positive(self, "batch_size")
+        _positive(self, "batch_size", "evaluate_every")
         if self.stages < 1 or self.finetune_epochs < 0 or self.lr <= 0:
             raise JobSpecError("prune: stages >= 1, finetune_epochs >= 0 and lr > 0")
 

@@ -52,12 +52,14 @@ def fit(
     param_groups: Iterable[dict] | None = None, loss: Loss = cross_entropy,
     augment: bool = False, batch_size: int = 64, after_step: Callable[[], None] | None = None,
     salt: int = 0, frozen: nn.Module | None = None, shard: tuple[int, int] = (0, 1),
+    evaluate_every: int = 1,
 ) -> float:
     """Train `model` on `data.train_*`; return its final held-out accuracy.
 
     Args:
         model: trained in place (left in eval mode).
-        data: the dataset; accuracy is measured on its held-out split after each epoch.
+        data: the dataset; accuracy is measured on its held-out split after the epochs
+            `evaluate_every` picks.
         ctx: progress and cancellation (checked after every batch).
         stage: the stage name in progress events.
         epochs: passes over the training split.
@@ -71,13 +73,16 @@ def fit(
         frozen: a submodule kept in eval mode while training (a frozen backbone's BN).
         shard: (rank, world): train on that shard of each epoch (set by the Ray Train
             workers of `distributed.fit_on_ray`, whose `model` is DDP-wrapped).
+        evaluate_every: evaluate after every that many epochs and after the last (the
+            events of the epochs between carry the last accuracy measured, -1 before).
     """
     if ctx.workers > 1:
         from augserve.server.jobs.distributed import fit_on_ray
 
         return fit_on_ray(model, data, ctx, stage, epochs, lr, param_groups=param_groups,
                           loss=loss, augment=augment, batch_size=batch_size,
-                          after_step=after_step, salt=salt, frozen=frozen)
+                          after_step=after_step, salt=salt, frozen=frozen,
+                          evaluate_every=evaluate_every)
     rank, world = shard
     groups = list(param_groups) if param_groups is not None else [
         {"params": [p for p in model.parameters() if p.requires_grad]}
@@ -108,7 +113,8 @@ def fit(
             if ctx.emit(stage=stage, epoch=epoch + 1, epochs=epochs, step=step, steps=steps,
                         loss=total / seen, accuracy=acc):
                 ctx.check()
-        acc = evaluate(held_out, data.test_x, data.test_y)
+        if (epoch + 1) % evaluate_every == 0 or epoch + 1 == epochs:
+            acc = evaluate(held_out, data.test_x, data.test_y)
         ctx.emit(force=True, stage=stage, epoch=epoch + 1, epochs=epochs, step=steps,
                  steps=steps, loss=total / max(seen, 1), accuracy=acc)
         ctx.check()

@@ -71,6 +71,8 @@ def test_table_adds_the_resnet18_rows_and_the_case_specs_keep_the_default_gate(t
     train, small = (JobSpec.from_dict(s) for s in case_specs(str(tmp_path), "crops",
                                                              CaseSettings()))
     assert train.source.zoo == "resnet18" and train.steps[0].batch_size == 8
+    assert train.steps[0].evaluate_every == train.steps[0].epochs  # the last epoch only
     assert small.max_accuracy_drop == 0.01 and isinstance(small.steps[0], Prune)
+    assert small.steps[0].evaluate_every == small.steps[0].finetune_epochs
     write_crops(tmp_path / "crops", 2, photos=PHOTOS[:2], size=32)
     assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == sorted(PHOTOS[:2])
