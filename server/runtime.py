@@ -14,9 +14,9 @@ without GCS fault tolerance is a new cluster), and Ray's core worker ends the dr
 itself after 60 s without one.
 
 A node joining. `RayRuntime.watch_nodes` reads the live nodes every
-`ray_rebalance_poll_s`; when one joins, it calls `on_join` with them, which spreads the
-pools and the models' replicas back onto it (`ActorPool.rebalance`,
-`ModelRepository.rebalance`).
+`ray_rebalance_poll_s`; for two minutes after one joins, it calls `on_join` with them at
+every read, which spreads the pools and the models' replicas back onto it
+(`ActorPool.rebalance`, `ModelRepository.rebalance`; each does nothing once balanced).
 """
 
 from __future__ import annotations
@@ -83,12 +83,16 @@ class RayRuntime:
         return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
 
     async def watch_nodes(self, on_join: Callable[[set[str]], Awaitable[object]],
-                          interval_s: float) -> None:
-        """Every `interval_s`, until cancelled: `on_join(live nodes)` when a node has joined.
+                          interval_s: float, settle_s: float = 120.0) -> None:
+        """Every `interval_s`, until cancelled: `on_join(live nodes)` once a node has joined.
 
-        A read that fails (the cluster gone: `watch` handles that) counts as no change.
+        `on_join` is called again at every tick for `settle_s` after the join, since work
+        that can move may appear later (an actor whose replacement was still starting);
+        it must do nothing when nothing needs to move. A read that fails (the cluster
+        gone: `watch` handles that) counts as no change.
         """
         known: set[str] | None = None
+        spreading_until = 0.0
         while True:
             try:
                 alive = await asyncio.to_thread(self.alive_nodes)
@@ -97,6 +101,8 @@ class RayRuntime:
             if known is not None and alive is not None and alive - known:
                 log.info("node(s) %s joined the cluster; spreading work onto them",
                          ", ".join(sorted(alive - known)))
+                spreading_until = time.monotonic() + settle_s
+            if alive is not None and time.monotonic() < spreading_until:
                 try:
                     await on_join(alive)
                 except Exception:  # a failed move leaves work where it was; keep watching

@@ -177,6 +177,19 @@ class BatchQueue:
             if not item.future.done():
                 item.future.cancel()  # the dispatcher skips it
 
+    def swap(self, index: int, run: RunBatch) -> bool:
+        """Send replica `index`'s next batches to `run` (batches already sent finish there).
+
+        Returns:
+            False, changing nothing, if the replica is down (its restart owns the slot) or
+            the queue is closed.
+        """
+        replica = self._replicas[index]
+        if self._closed or not replica.alive:
+            return False
+        replica.run = run
+        return True
+
     async def close(self) -> None:
         """Stop taking requests, let queued and running batches finish, stop the dispatcher."""
         self._closed = True

@@ -8,7 +8,9 @@ gone raises `ReplicaDied`, which the batcher answers by starting a new one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,20 +49,35 @@ def unwrap_ray_error(error: Exception, model: str) -> AugserveError:
 
 @dataclass
 class ReplicaHandle:
-    """One running replica: its actor, its node and, on this node, its direct channel."""
+    """One running replica: its actor, its node and, on this node, its direct channel.
+
+    `pending` counts the batches sent to it and not answered yet.
+    """
 
     actor: Any
     model: str
     channel: ReplicaChannel | None = None
     node: str = ""
+    pending: int = 0
 
     def run(self, parts: list[list[np.ndarray]]
             ) -> Awaitable[tuple[list[np.ndarray], BatchTiming]]:
         """Send one batch now (see `batcher.RunBatch`), over the channel or a Ray call."""
         if self.channel is not None:
-            return self.channel.run(parts)
-        inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for arrays in parts]
-        return self._ray_outputs(self.actor.infer.remote(inputs))
+            sent = self.channel.run(parts)
+        else:
+            inputs = [arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+                      for arrays in parts]
+            sent = self._ray_outputs(self.actor.infer.remote(inputs))
+        self.pending += 1
+        return self._answered(sent)
+
+    async def _answered(self, sent: Awaitable[tuple[list[np.ndarray], BatchTiming]]
+                        ) -> tuple[list[np.ndarray], BatchTiming]:
+        try:
+            return await sent
+        finally:
+            self.pending -= 1
 
     async def _ray_outputs(self, reference: Any) -> tuple[list[np.ndarray], BatchTiming]:
         try:
@@ -73,6 +90,13 @@ class ReplicaHandle:
         if self.channel is not None:
             await self.channel.close()
         ray.kill(self.actor)
+
+    async def drain_and_stop(self, timeout_s: float) -> None:
+        """Once no batch sent to it is pending (or after `timeout_s`), stop it."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.stop()
 
 
 async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel | None:
@@ -96,21 +120,21 @@ async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel |
 
 async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: bool,
                         imports: AllowList | None = None,
-                        near_server: bool = False) -> ReplicaHandle:
+                        node: str | None = None) -> ReplicaHandle:
     """Start, warm up and connect one replica of the version in `folder`.
 
-    `imports` bounds where the model's architecture may be imported from. `near_server`
-    puts it on the server's node if that node has room (else where its placement allows):
-    the warm spares' place, since losing that node ends the server anyway.
+    `imports` bounds where the model's architecture may be imported from. `node` puts it
+    on that Ray node if the node has room (else where its placement allows): the server's
+    own node for the warm spares (losing that node ends the server anyway), or a node that
+    joined for a replica moved onto it.
 
     Raises:
         AugserveError: the replica failed to load or warm up (it is killed).
     """
     group = settings.instance_group
     placement = placement_options(group.placement)
-    if near_server:  # the placement's resources still apply; only the node is preferred
-        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=True)
+    if node is not None:  # the placement's resources still apply; only the node is preferred
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
     actor = (
         ray.remote(ModelReplica)
         .options(
@@ -123,12 +147,12 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
     )
     try:
         await actor.ready.remote()
-        node = await actor.node.remote()
+        where = await actor.node.remote()
         channel = await _open_channel(actor, settings)
     except (RayTaskError, RayActorError) as error:
         ray.kill(actor)
         raise unwrap_ray_error(error, settings.name) from None
     # Where it runs, in the log: placement is Ray's, and a node loss re-places replicas.
-    log.info("model %s: replica on node %s (%s)", settings.name, node,
+    log.info("model %s: replica on node %s (%s)", settings.name, where,
              "socket" if channel is not None else "Ray calls")
-    return ReplicaHandle(actor, settings.name, channel, node)
+    return ReplicaHandle(actor, settings.name, channel, where)

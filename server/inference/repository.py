@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import ray
 
 from augserve.kernels.resolve import AllowList
 from augserve.server.actors import rebalance_move
@@ -37,6 +39,9 @@ from augserve.server.paths import check_name, check_version, inside, is_name
 
 log = logging.getLogger(__name__)
 
+# How long a replica moved off a crowded node may take to answer the batches it holds.
+MOVE_DRAIN_S = 60.0
+
 
 @dataclass
 class LoadedVersion:
@@ -48,6 +53,7 @@ class LoadedVersion:
     queue: BatchQueue
     stats: ModelStats
     spares: SparePool
+    start: Callable[[str | None], Awaitable[ReplicaHandle]]  # one replica [on a node]
 
 
 @dataclass
@@ -171,9 +177,8 @@ class ModelRepository:
     async def _start_version(
         self, settings: ModelSettings, folder: Path, version: int
     ) -> LoadedVersion:
-        def start(near_server: bool = False) -> Awaitable[ReplicaHandle]:
-            return start_replica(settings, folder, self.allow_pickle, self.imports,
-                                 near_server)
+        def start(node: str | None = None) -> Awaitable[ReplicaHandle]:
+            return start_replica(settings, folder, self.allow_pickle, self.imports, node)
 
         started = await asyncio.gather(
             *(start() for _ in range(settings.instance_group.count)), return_exceptions=True
@@ -185,7 +190,8 @@ class ModelRepository:
             raise failure
         # Spares start once the version serves, in the background: loading waits for none.
         spares = SparePool(settings.name, self.settings.warm_spares, start,
-                           lambda: start(near_server=True), gate=self._gate)
+                           lambda: start(ray.get_runtime_context().get_node_id()),
+                           gate=self._gate)
 
         async def restart(index: int) -> RunBatch:
             await replicas[index].stop()
@@ -205,7 +211,7 @@ class ModelRepository:
             self.settings.max_replica_deaths,
             self.settings.no_replica_wait_s,
         )
-        return LoadedVersion(settings, version, replicas, queue, stats, spares)
+        return LoadedVersion(settings, version, replicas, queue, stats, spares, start)
 
     async def _stop_version(self, loaded: LoadedVersion) -> None:
         await loaded.queue.close()
@@ -232,33 +238,44 @@ class ModelRepository:
                 v: VersionState(name, v, "UNAVAILABLE", "unloaded") for v in model.states
             }
 
-    async def rebalance(self, alive: Collection[str]) -> list[str]:
-        """Reload each model whose spread replicas crowd one node while a live node has none.
+    async def rebalance(self, alive: Collection[str]) -> int:
+        """Move replicas of spread models off a crowded node onto a live node with none.
 
-        The reload starts the new replicas (Ray's SPREAD strategy puts them over every live
-        node), then swaps them in and drains the old ones, as `load` always does: no request
-        is dropped. A model that fails to reload keeps its replicas.
+        One replica at a time (`actors.rebalance_move`): a new one is started on the empty
+        node; once it is up it takes the old one's place in the batcher, and the old one
+        is stopped after the batches already sent to it are answered, so no request is
+        dropped or run twice. A move whose replica lands elsewhere is undone.
 
         Returns:
-            The names reloaded.
+            How many replicas moved.
         """
-        reloaded = []
-        for name, model in list(self._models.items()):
-            crowded = any(
-                loaded.settings.instance_group.placement == "spread"
-                and rebalance_move([r.node or None for r in loaded.replicas], alive)
-                for loaded in model.versions.values()
-            )
-            if not crowded or model.lock.locked():
-                continue
-            log.info("model %s: replicas crowd one node while another has none; reloading", name)
-            try:
-                await self.load(name)
-            except AugserveError as error:
-                log.warning("model %s kept its replicas: the reload failed (%s)", name, error)
-                continue
-            reloaded.append(name)
-        return reloaded
+        moved = 0
+        for model in list(self._models.values()):
+            for loaded in list(model.versions.values()):
+                if loaded.settings.instance_group.placement != "spread":
+                    continue
+                while move := rebalance_move([r.node or None for r in loaded.replicas], alive):
+                    if not await self._move(loaded, *move):
+                        break
+                    moved += 1
+        return moved
+
+    async def _move(self, loaded: LoadedVersion, index: int, node: str) -> bool:
+        name, old = loaded.settings.name, loaded.replicas[index]
+        try:
+            fresh = await loaded.start(node)
+        except AugserveError as error:
+            log.warning("model %s: no replica could start on node %s (%s)", name, node, error)
+            return False
+        if fresh.node != node or loaded.replicas[index] is not old \
+                or not loaded.queue.swap(index, fresh.run):
+            await fresh.stop()  # placed elsewhere, or the slot changed (died, unloaded)
+            return False
+        loaded.replicas[index] = fresh
+        log.info("model %s version %d: replica %d moved to node %s", name, loaded.version,
+                 index, node)
+        await old.drain_and_stop(MOVE_DRAIN_S)
+        return True
 
     async def unload_all(self) -> None:
         """Unload every loaded model (used at shutdown)."""

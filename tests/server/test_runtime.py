@@ -53,3 +53,19 @@ async def test_a_cluster_that_answers_again_within_the_grace_is_served_again():
         await asyncio.sleep(0.005)
     task.cancel()
     assert exits == []
+
+
+async def test_watch_nodes_spreads_only_after_a_join_and_for_the_settle_window(monkeypatch):
+    reads = iter([{"a"}, {"a"}, {"a", "b"}, {"a", "b"}, {"a", "b"}] + [{"a", "b"}] * 100)
+    monkeypatch.setattr(RayRuntime, "alive_nodes", staticmethod(lambda: next(reads)))
+    calls: list[set[str]] = []
+
+    async def on_join(alive: set[str]) -> None:
+        calls.append(alive)
+        if len(calls) == 1:
+            raise RuntimeError("a failed move")  # logged; the watch goes on
+
+    watching = asyncio.create_task(RayRuntime().watch_nodes(on_join, 0.01, settle_s=0.1))
+    await asyncio.sleep(0.5)
+    watching.cancel()
+    assert 2 <= len(calls) <= 15 and all(alive == {"a", "b"} for alive in calls)

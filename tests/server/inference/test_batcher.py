@@ -415,3 +415,21 @@ async def test_a_replacement_that_dies_while_starting_is_started_again():
     queue = BatchQueue([dying], 8, BatchingSettings(), ModelStats("m", "1"), restart=restart)
     np.testing.assert_array_equal((await queue.submit(rows(1.0), 5))[0], [[2.0]])
     assert attempts == [0, 0]
+
+
+async def test_a_swapped_replica_finishes_its_batch_and_the_next_go_to_the_new_one():
+    old, new = GatedReplica(), GatedReplica()
+    new.gate.set()
+    queue, _ = make_queue(old, max_batch_size=1)
+    first = asyncio.create_task(queue.submit(rows(1.0), 5))
+    await old.started.wait()
+    assert queue.swap(0, new)
+    second = asyncio.create_task(queue.submit(rows(2.0), 5))
+    await let_ready_tasks_run()
+    assert not first.done() and new.calls == []  # the slot's one batch in flight is the old's
+    old.gate.set()
+    np.testing.assert_array_equal((await first)[0], [[2.0]])  # answered where it was sent
+    np.testing.assert_array_equal((await second)[0], [[4.0]])
+    assert old.calls == [1] and new.calls == [1]
+    await queue.close()
+    assert not queue.swap(0, old)  # a closed queue keeps what it has
