@@ -43,6 +43,20 @@ U8_ZERO_POINT = ACTIVATION_LEVELS + 1
 #: The int8 GEMM under the C++ `int8_linear`: oneDNN where AMX tiles beat everything, else
 #: fbgemm (its AVX2 / AVX-512 kernels are faster than oneDNN's there, measured on an EPYC).
 ENGINE = "onednn" if torch.cpu._is_amx_tile_supported() else "fbgemm"
+#: On AMX, small GEMMs still go to fbgemm's AVX-512 VNNI kernels, which skip oneDNN's fixed
+#: cost per call: weights of at most this many elements (K * N) ...
+SMALL_WEIGHT = 1 << 18
+#: ... times rows (M * K * N) up to this. Measured on a 2-core AMX Xeon, K = N = 512: fbgemm
+#: 20 / 28 / 40 us against oneDNN's 35 / 35 / 45 us at M = 1 / 8 / 32, and slower from
+#: M = 64; at K = N >= 1024 oneDNN won at every M, 1 included.
+SMALL_GEMM = 1 << 23
+
+
+def gemm_engine(m: int, k: int, n: int) -> str:
+    """Which GEMM the C++ `int8_linear` runs for (M, K) @ (K, N): "onednn" or "fbgemm"."""
+    if ENGINE == "onednn" and k * n <= SMALL_WEIGHT and m * k * n <= SMALL_GEMM:
+        return "fbgemm"
+    return ENGINE
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,14 +144,20 @@ class Int8Weight:
         return zeros
 
     def prepare(self) -> bool:
-        """Build (first time on a machine) the C++ ops and pack for `ENGINE`; False: no ops.
+        """Build (first time on a machine) the C++ ops and pack for `gemm_engine`'s GEMMs.
+
+        Returns False where the ops are unavailable.
 
         Called when `Int8Linear` builds its weight, so neither the compile nor the packing
         happens inside a timed call.
         """
         self.native = self.qweight.device.type == "cpu" and native.load() is not None
         if self.native:
-            self.onednn_packed() if ENGINE == "onednn" else self.fbgemm_packed()
+            n, k = self.qweight.shape
+            if ENGINE == "onednn":
+                self.onednn_packed()
+            if gemm_engine(1, k, n) == "fbgemm":
+                self.fbgemm_packed()
         return self.native
 
     def dequantize(self) -> torch.Tensor:
@@ -303,11 +323,25 @@ def fused_cpu_op(
     if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
         bias = bias.float().contiguous()
     ops = torch.ops.augserve_int8
-    if ENGINE == "onednn":
-        return partial(_onednn_op, ops.onednn_linear, weight.onednn_packed(), weight.scale,
-                       weight.onednn_zeros(), bias, relu)
-    return partial(_fbgemm_op, ops.fbgemm_linear, weight.fbgemm_packed(), weight.scale, bias,
-                   relu)
+    n, k = weight.qweight.shape
+    fbgemm = None
+    if gemm_engine(1, k, n) == "fbgemm":
+        fbgemm = partial(_fbgemm_op, ops.fbgemm_linear, weight.fbgemm_packed(), weight.scale,
+                         bias, relu)
+    if ENGINE == "fbgemm":
+        return fbgemm
+    onednn = partial(_onednn_op, ops.onednn_linear, weight.onednn_packed(), weight.scale,
+                     weight.onednn_zeros(), bias, relu)
+    if fbgemm is None:
+        return onednn
+    return partial(_by_rows, fbgemm, onednn, SMALL_GEMM // (k * n))
+
+
+def _by_rows(
+    small: Callable[[torch.Tensor], torch.Tensor], large: Callable[[torch.Tensor], torch.Tensor],
+    max_small_rows: int, x2: torch.Tensor,
+) -> torch.Tensor:
+    return small(x2) if x2.shape[0] <= max_small_rows else large(x2)
 
 
 def _fbgemm_op(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from augserve.kernels.quant import native
+from augserve.kernels.quant import int8, native
 from augserve.kernels.quant.int8 import (
     ACTIVATION_LEVELS,
     ENGINE,
     INT8_REL_ERROR_BOUND,
     Int8Weight,
+    gemm_engine,
     int8_linear,
     int8_matmul_reference,
     quantize_per_token,
@@ -76,6 +77,28 @@ def test_int8_linear_runs_the_fused_op_and_keeps_the_error_bound():
     assert weight.native is True and (ENGINE in weight._packed)
     assert float((ours - torch.relu(x @ w.t() + b)).norm() / torch.relu(x @ w.t() + b).norm()) \
         < INT8_REL_ERROR_BOUND
+    xq, scale = quantize_per_token(x)
+    ref = int8_matmul_reference(xq, scale, weight.qweight, weight.scale, b, True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_engine_sends_only_small_gemms_to_fbgemm_on_amx(monkeypatch):
+    monkeypatch.setattr(int8, "ENGINE", "onednn")
+    assert gemm_engine(32, 512, 512) == "fbgemm"
+    assert gemm_engine(33, 512, 512) == "onednn"
+    assert gemm_engine(1, 1024, 1024) == "onednn"
+    monkeypatch.setattr(int8, "ENGINE", "fbgemm")
+    assert gemm_engine(4096, 4096, 4096) == "fbgemm"
+
+
+@needs_ops
+@pytest.mark.parametrize("m", [4, 32, 33, 64])
+def test_int8_linear_matches_the_reference_on_either_side_of_the_small_gemm_split(m):
+    torch.manual_seed(m)
+    weight = Int8Weight.from_float(torch.randn(512, 512))
+    x, b = torch.randn(m, 512), torch.randn(512)
+    ours = int8_linear(x, weight, b, relu=True)
+    assert gemm_engine(m, 512, 512) in weight._packed
     xq, scale = quantize_per_token(x)
     ref = int8_matmul_reference(xq, scale, weight.qweight, weight.scale, b, True)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
