@@ -1,7 +1,8 @@
 """The CPU fast path: a generic driver that runs a plan one image at a time.
 
 Each image goes through every stage before the next starts, in buffers reused from
-image to image (fresh 150 kB arrays would cost a page fault per 4 kB page): uint8
+image to image (fresh 150 kB arrays would cost a page fault per 4 kB page), and output
+batches recycled from call to call once released (`recycle`): uint8
 HWC through each stage's `fast_step` (the op's own OpenCV / numpy code). Colour
 stages give matrices instead (`colour_plan`), composed per image and applied
 lazily: a jitter step whose clamp can act is applied with one `cv2.transform` into
@@ -23,8 +24,11 @@ import torch
 
 from augserve.kernels.augment import apply_colour, mean_rgb
 from augserve.server.augment.ops.stage import ColourPlan, FastStep, Stage
+from augserve.server.augment.recycle import BatchRecycler
 
 _IDENTITY = np.eye(4)
+#: Output batches are reused once their tensors are gone (no page faults per call).
+_OUTPUTS = BatchRecycler()
 _NP_DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16,
               "bfloat16": np.float32}
 
@@ -88,7 +92,7 @@ def run_fast(
     np_dtype = _NP_DTYPES[dtype]
     outs: Any
     if len(set(shapes)) == 1:
-        batch = np.empty((n, *shapes[0]), np_dtype)
+        batch = _OUTPUTS.empty((n, *shapes[0]), np_dtype)
         outs = batch
     else:
         batch = None
