@@ -145,12 +145,14 @@ def _build(kind: str, args: dict[str, Any]) -> nn.Module:
 
 def load_compressed(
     directory: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
-    imports: AllowList | None = None,
+    imports: AllowList | None = None, static_batches: tuple[int, ...] = (),
 ) -> nn.Module:
     """Rebuild a model written by `save_compressed`; ready for inference (eval mode).
 
     With the PT2E method the int8 model is compiled, or loaded from the compile cache
-    under `cache_dir` (see `quant.model.cache_dir`), and returned as a `CompiledModel`.
+    under `cache_dir` (see `quant.model.cache_dir`), and returned as a `CompiledModel`;
+    each batch size in `static_batches` (within the spec's `max_batch`) also gets a
+    fixed-shape package (`ModelInt8Config.static_batches`).
     The spec's architecture is imported only if `imports` (default: `AllowList()`,
     augserve's own modules and torchvision's models) allows it.
 
@@ -175,9 +177,11 @@ def load_compressed(
         from augserve.kernels.quant.model import ModelInt8Config, quantize_model
 
         calibration = torch.load(path / "calibration.pt", weights_only=True)
+        max_batch = int(quant.get("max_batch", 1024))
         config = ModelInt8Config(
-            max_batch=int(quant.get("max_batch", 1024)),
+            max_batch=max_batch,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
+            static_batches=tuple(b for b in static_batches if 1 <= b <= max_batch),
         )
         return quantize_model(model, (calibration,), config)
     return model

@@ -79,7 +79,7 @@ def cpu_report() -> dict[str, Any]:
     """The `cpu` object: model, AMX-INT8 / AVX-512 VNNI, oneDNN's ISA, the target column."""
     import torch
 
-    from augserve.kernels.quant.int8 import ENGINE
+    from augserve.kernels.quant.int8 import ENGINE, SMALL_GEMM, SMALL_WEIGHT
 
     model, flags = _cpuinfo()
     amx = "amx_int8" in flags
@@ -89,7 +89,8 @@ def cpu_report() -> dict[str, Any]:
         "avx512_vnni": "avx512_vnni" in flags,
         "avx_vnni": "avx_vnni" in flags,
         "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
-        "int8_linear_engine": ENGINE,
+        "int8_linear_engine": ENGINE if ENGINE == "fbgemm" else (
+            f"onednn; fbgemm where K*N <= {SMALL_WEIGHT} and M*K*N <= {SMALL_GEMM}"),
         **_onednn_dispatch(),
         "targets_column": "amx_int8" if amx else "without_amx",
     }

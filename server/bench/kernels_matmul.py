@@ -1,6 +1,6 @@
 """Int8 matmul GOP/s for `augserve bench kernels`: ours vs fp32, bf16 and torch.ao dynamic.
 
-Beside them, the bare int8 GEMM ours is built on (`quant.int8.ENGINE`'s: fbgemm's
+Beside them, the bare int8 GEMM ours is built on (`quant.int8.gemm_engine`'s: fbgemm's
 int32-output GEMM, or `onednn_int8_gemm`, on activations quantized beforehand: no
 quantization, no epilogue), timed in the same rounds: the roof our int8 linear could reach
 with free quantization, paired against torch.ao as `int8_gemm_only_vs_torchao_m<M>_k<K>`.
@@ -86,13 +86,14 @@ def run_matmul(
 
 
 def _bare_gemm(x: Any, weight: Any) -> Callable[[], Any]:
-    """The GEMM alone under `int8_linear` for this CPU, on `x` quantized beforehand."""
+    """The GEMM alone under `int8_linear` for this CPU and shape, on `x` quantized beforehand."""
     import torch
 
     from augserve.kernels.quant import onednn_int8_gemm, quantize_per_token_u8
-    from augserve.kernels.quant.int8 import ACTIVATION_LEVELS, ENGINE
+    from augserve.kernels.quant.int8 import ACTIVATION_LEVELS, gemm_engine
 
-    if weight.native and ENGINE == "fbgemm":
+    n, k = weight.qweight.shape
+    if weight.native and gemm_engine(x.shape[0], k, n) == "fbgemm":
         x_u8, _ = torch.ops.augserve_int8.quantize_per_token_u8(x, ACTIVATION_LEVELS)
         return partial(torch.ops.augserve_int8.fbgemm_gemm, x_u8, weight.fbgemm_packed())
     x_u8, _ = quantize_per_token_u8(x)

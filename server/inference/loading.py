@@ -55,7 +55,9 @@ def load_module(settings: ModelSettings, version_dir: Path, allow_pickle: bool,
     elif platform == "augserve_compressed":
         from augserve.kernels.serialize import load_compressed
 
-        module = load_compressed(path, imports=imports)
+        # A full batch is the common one under load: it gets its own fixed-shape package.
+        full = (settings.max_batch_size,) if settings.max_batch_size > 1 else ()
+        module = load_compressed(path, imports=imports, static_batches=full)
     else:
         if not allow_pickle:
             raise FailedPrecondition(

@@ -70,3 +70,55 @@ def test_narrow_model_compiles_batch_folded_and_serves_odd_batches(tmp_path):
         model, (calibration,), ModelInt8Config(cache_dir=str(tmp_path), batch_fold=1)
     )
     assert unfolded.batch_fold == 1 and unfolded.package_path != compiled.package_path
+
+
+@torch.no_grad()
+def test_a_static_batch_gets_its_own_package_and_the_same_answers(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="static_batches"):
+        ModelInt8Config(max_batch=8, static_batches=(9,))
+    torch.manual_seed(1)
+    model = digits_cnn().eval()
+    calibration = torch.rand(6, 1, 8, 8)  # fewer rows than the static batch: repeated
+    spec = {
+        "architecture": "augserve.kernels.zoo:digits_cnn",
+        "quantization": {"method": "pt2e_x86_inductor", "max_batch": 64},
+    }
+    save_compressed(model, tmp_path / "model", spec, calibration)
+    cache = tmp_path / "cache"
+    cold = load_compressed(tmp_path / "model", cache_dir=cache, static_batches=(8, 512))
+    assert set(cold.static) == {8} and not cold.cache_hit  # 512 > max_batch: left out
+    assert len(list((cache / "aoti").glob("*.pt2"))) == 2
+    warm = load_compressed(tmp_path / "model", cache_dir=cache, static_batches=(8,))
+    assert warm.cache_hit and set(warm.static) == {8}
+    plain = load_compressed(tmp_path / "model", cache_dir=cache)
+    assert plain.cache_hit and plain.static == {}
+    x = torch.rand(8, 1, 8, 8)
+    got, dynamic = warm(x), plain(x)
+    torch.testing.assert_close(got, dynamic, rtol=1e-4, atol=1e-4)
+    ref = model(x)
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+    assert warm(x[:3]).shape == (3, 10)  # other sizes: the dynamic package
+
+
+@torch.no_grad()
+def test_one_channel_models_compile_widened_and_match_fp32_at_every_batch(tmp_path):
+    from torch import nn
+
+    from augserve.kernels.quant.single_channel import widen_single_channel
+
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10),
+    ).eval()
+    calibration = torch.rand(32, 1, 8, 8)
+    widened = widen_single_channel(model, calibration)
+    assert widened is not None and torch.allclose(widened(calibration), model(calibration))
+    assert widen_single_channel(resnet20().eval(), torch.rand(2, 3, 32, 32)) is None
+    compiled = quantize_model(model, (calibration,), ModelInt8Config(cache_dir=str(tmp_path)))
+    for n in (1, 5, 32):  # before the widening: 115% off fp32 (a dynamic-batch package bug)
+        x = torch.rand(n, 1, 8, 8)
+        ref = model(x)
+        assert float((compiled(x) - ref).norm() / ref.norm()) < 0.05
