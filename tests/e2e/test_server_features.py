@@ -60,6 +60,28 @@ async def test_prometheus_metrics_count_requests(server):
     assert "augserve_inference_queue_seconds_bucket" in text
 
 
+async def kill_first_replica_until_replaced(
+    loaded: object, images: np.ndarray, expected: np.ndarray, timeout_s: float,
+    interval_s: float,
+) -> object:
+    """Kill a loaded version's first replica, resubmitting `images` until another holds its slot.
+
+    Every answer meanwhile must equal `expected` (a batch that meets the dead replica is
+    requeued, never failed). Returns the killed actor.
+    """
+    killed = loaded.replicas[0].actor
+    ray.kill(killed)  # asynchronous: calls may succeed until the process is gone
+
+    async def served_and_replaced() -> bool:
+        again = await loaded.queue.submit([images], client_deadline_s=timeout_s)
+        np.testing.assert_allclose(again[0], expected, atol=1e-5)
+        return loaded.replicas[0].actor != killed
+
+    await async_wait_until(served_and_replaced, timeout_s, interval_s=interval_s,
+                           what="the killed replica replaced")
+    return killed
+
+
 def versioned_repository(root, source, policy):
     model = root / "multi"
     for version in (1, 2, 3):
@@ -124,16 +146,8 @@ async def test_both_transports_agree_and_a_killed_replica_costs_no_request(
         alone = [await loaded.queue.submit([images[i : i + 1]], 30) for i in range(3)]
         np.testing.assert_allclose(together[0], np.concatenate([a[0] for a in alone]), atol=1e-5)
 
-        killed = loaded.replicas[0].actor
-        ray.kill(killed)  # asynchronous: calls may succeed until the process is gone
         # The batch that meets the dead replica waits for its restart and reruns there:
         # no request fails.
-        async def served_and_replaced() -> bool:
-            again = await loaded.queue.submit([images], client_deadline_s=60)
-            np.testing.assert_allclose(again[0], together[0], atol=1e-5)
-            return loaded.replicas[0].actor != killed
-
-        await async_wait_until(served_and_replaced, 60, interval_s=0.05,
-                               what="the killed replica replaced")
+        await kill_first_replica_until_replaced(loaded, images, together[0], 60, 0.05)
     finally:
         await repository.unload("multi")

@@ -6,13 +6,12 @@ import json
 import time
 
 import numpy as np
-import ray
 
 from augserve.server.inference.repository import ModelRepository
 from augserve.server.inference.settings import InferenceSettings
 
 from ..waiting import async_wait_until
-from .test_server_features import versioned_repository
+from .test_server_features import kill_first_replica_until_replaced, versioned_repository
 
 # A promotion is a liveness call and a swap; a restart imports torch in a new process
 # (seconds on a quiet host). The bound leaves room for a loaded CI host, not for a restart.
@@ -34,18 +33,9 @@ async def test_a_warm_spare_takes_over_a_killed_replica(ray_session, model_repos
         images = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
         before = await loaded.queue.submit([images], client_deadline_s=30)
         spare = loaded.spares._ready[0].actor
-        killed = loaded.replicas[0].actor
         start = time.monotonic()
-        ray.kill(killed)  # asynchronous: calls may succeed until the process is gone
-
-        async def served_by_the_spare() -> bool:
-            # a batch that meets the dead replica is requeued and answered by the spare
-            after = await loaded.queue.submit([images], client_deadline_s=30)
-            np.testing.assert_allclose(after[0], before[0], atol=1e-5)
-            return loaded.replicas[0].actor != killed
-
-        await async_wait_until(served_by_the_spare, 30, interval_s=0.01,
-                               what="the killed replica replaced")
+        # a batch that meets the dead replica is requeued and answered by the spare
+        await kill_first_replica_until_replaced(loaded, images, before[0], 30, 0.01)
         assert loaded.replicas[0].actor == spare
         assert time.monotonic() - start < PROMOTED_WITHIN_S
         await async_wait_until(lambda: loaded.spares.ready == 1, 120, interval_s=0.05,
