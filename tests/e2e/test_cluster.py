@@ -240,11 +240,12 @@ async def test_overload_sheds_with_resource_exhausted_and_bounds_the_admitted_la
     x = np.ones(384, np.float32)
     async with AsyncInferClient(served.url) as client:
         stub = pb_grpc.GRPCInferenceServiceStub(client._channel)
-        alone = []
+        batches_alone, seconds_alone = await _compute_s(stub)
         for _ in range(10):
-            started = time.monotonic()
             await client.infer("slow", {"x": x}, timeout=30)
-            alone.append(time.monotonic() - started)
+        batches, seconds = await _compute_s(stub)
+        # the replica's own time per call, without the round trip: its capacity
+        alone = (seconds - seconds_alone) / (batches - batches_alone)
         latencies, codes = [], []
 
         async def one() -> None:
@@ -256,7 +257,7 @@ async def test_overload_sheds_with_resource_exhausted_and_bounds_the_admitted_la
                 codes.append(error.code())
 
         batches_before, seconds_before = await _compute_s(stub)
-        calls, interval = [], float(np.median(alone)) / 2  # twice what one replica can do
+        calls, interval = [], alone / 2  # twice what the one replica can do
         start = time.monotonic()
         for n in range(max(60, int(2.0 / interval))):  # on a fixed schedule: late ones catch up
             await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
