@@ -42,6 +42,9 @@ from augserve.server.errors import Unavailable
 log = logging.getLogger(__name__)
 
 Worker = TypeVar("Worker")
+# A moving actor that is not up by then is given up, and a later poll tries again: one
+# stream worker's move once stayed pending for minutes in a full test run, holding the rest.
+MOVE_START_TIMEOUT_S = 60.0
 
 
 def prepare_worker(threads: int) -> None:
@@ -183,12 +186,20 @@ class ActorPool(Generic[Worker]):
         self.in_flight = 0
         self.resubmitted = 0
         self._local: Worker | None = None
+        self._actor_class: Any = None
 
     def _new_actor(self, **placement: Any) -> Any:
-        """Start one actor of the pool's worker (`placement`: Ray options that place it)."""
+        """Start one actor of the pool's worker (`placement`: Ray options that place it).
+
+        The pool keeps one Ray actor class: Ray exports a class to the GCS at its first
+        actor, synchronously, so a class made anew per actor would block the event loop
+        (for up to 60 s) whenever the GCS is gone; later actors of a kept class do not.
+        """
         import ray
 
-        return ray.remote(self.worker).options(
+        if self._actor_class is None:
+            self._actor_class = ray.remote(self.worker)
+        return self._actor_class.options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_restarts=0,
             max_task_retries=0, **(placement or placement_options(self.placement)),
         ).remote(*self.worker_args)
@@ -306,12 +317,16 @@ class ActorPool(Generic[Worker]):
         old = self.actors[slot]
         fresh = self._new_actor(
             scheduling_strategy=NodeAffinitySchedulingStrategy(target, soft=True))
-        try:
+
+        async def located() -> str:
             await fresh.__ray_ready__.remote()
-            node = await fresh.__ray_call__.remote(node_of_worker)
-        except ray.exceptions.RayError as error:
+            return await fresh.__ray_call__.remote(node_of_worker)
+
+        try:
+            node = await asyncio.wait_for(located(), MOVE_START_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError) as error:
             log.warning("%s: a new actor for node %s did not start (%s)",
-                        self.worker.__name__, target, error)
+                        self.worker.__name__, target, type(error).__name__ + f": {error}")
             ray.kill(fresh)
             return False
         if node != target or slot >= len(self.actors) or self.actors[slot] is not old:

@@ -203,10 +203,12 @@ async def start_server(config: ServerConfig) -> RunningServer:
         config.ray_probe_interval_s, config.ray_lost_grace_s,
     ))  # fmt: skip
     if config.ray_rebalance_poll_s > 0:
-        async def spread_onto(alive: set[str]) -> None:
-            for pool in (augment_pool, stream.pool):
-                await pool.rebalance(alive)
-            await repository.rebalance(alive)
+        async def spread_onto(alive: set[str]) -> int:
+            # at once: each move waits for a new actor's process, tens of seconds when loaded
+            moved = await asyncio.gather(augment_pool.rebalance(alive),
+                                         stream.pool.rebalance(alive),
+                                         repository.rebalance(alive))
+            return sum(moved)
 
         running.nodes = asyncio.create_task(
             runtime.watch_nodes(spread_onto, config.ray_rebalance_poll_s))

@@ -14,9 +14,10 @@ without GCS fault tolerance is a new cluster), and Ray's core worker ends the dr
 itself after 60 s without one.
 
 A node joining. `RayRuntime.watch_nodes` reads the live nodes every
-`ray_rebalance_poll_s`; for two minutes after one joins, it calls `on_join` with them at
-every read, which spreads the pools and the models' replicas back onto it
-(`ActorPool.rebalance`, `ModelRepository.rebalance`; each does nothing once balanced).
+`ray_rebalance_poll_s`; from a join until two minutes pass without a move, it calls
+`on_join` with them at every read, which spreads the pools and the models' replicas back
+onto it, all at once (`ActorPool.rebalance`, `ModelRepository.rebalance`; each does nothing
+once balanced).
 """
 
 from __future__ import annotations
@@ -82,32 +83,34 @@ class RayRuntime:
         """The ids of the cluster's live nodes (a GCS read)."""
         return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
 
-    async def watch_nodes(self, on_join: Callable[[set[str]], Awaitable[object]],
+    async def watch_nodes(self, on_join: Callable[[set[str]], Awaitable[int]],
                           interval_s: float, settle_s: float = 120.0) -> None:
         """Every `interval_s`, until cancelled: `on_join(live nodes)` once a node has joined.
 
-        `on_join` is called again at every tick for `settle_s` after the join, since work
-        that can move may appear later (an actor whose replacement was still starting);
-        it must do nothing when nothing needs to move. A read that fails (the cluster
-        gone: `watch` handles that) counts as no change.
+        `on_join` returns how much it moved, and must move nothing when nothing needs to.
+        It is called again at every tick until `settle_s` have passed since the join or
+        since its last move, since work that can move may appear later (an actor whose
+        replacement was still starting) and moves take long on a loaded host. A read that
+        fails (the cluster gone: `watch` handles that) moves nothing.
         """
         known: set[str] | None = None
         spreading_until = 0.0
         while True:
             try:
-                alive = await asyncio.to_thread(self.alive_nodes)
+                alive: set[str] | None = await asyncio.to_thread(self.alive_nodes)
             except Exception:  # the GCS did not answer; `watch` decides what that means
-                alive = known
+                alive = None
             if known is not None and alive is not None and alive - known:
                 log.info("node(s) %s joined the cluster; spreading work onto them",
                          ", ".join(sorted(alive - known)))
                 spreading_until = time.monotonic() + settle_s
             if alive is not None and time.monotonic() < spreading_until:
                 try:
-                    await on_join(alive)
+                    if await on_join(alive):
+                        spreading_until = time.monotonic() + settle_s
                 except Exception:  # a failed move leaves work where it was; keep watching
                     log.exception("spreading work onto the joined node(s) failed")
-            known = alive
+            known = alive if alive is not None else known
             await asyncio.sleep(interval_s)
 
     async def watch(self, on_lost: Callable[[], Awaitable[None]],

@@ -9,6 +9,7 @@ gone raises `ReplicaDied`, which the batcher answers by starting a new one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable
@@ -118,6 +119,16 @@ async def _open_channel(actor: Any, settings: ModelSettings) -> ReplicaChannel |
     return channel
 
 
+@functools.cache
+def _replica_class() -> Any:
+    """The one Ray actor class of replicas, kept for the process's life.
+
+    Ray exports a class to the GCS synchronously at its first actor, so a class made per
+    replica would block the event loop whenever the GCS is gone.
+    """
+    return ray.remote(ModelReplica)
+
+
 async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: bool,
                         imports: AllowList | None = None,
                         node: str | None = None) -> ReplicaHandle:
@@ -136,7 +147,7 @@ async def start_replica(settings: ModelSettings, folder: Path, allow_pickle: boo
     if node is not None:  # the placement's resources still apply; only the node is preferred
         placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
     actor = (
-        ray.remote(ModelReplica)
+        _replica_class()
         .options(
             num_cpus=group.num_cpus,
             num_gpus=1 if group.kind == "gpu" else 0,

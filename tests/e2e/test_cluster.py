@@ -215,7 +215,7 @@ async def test_a_returning_node_gets_replicas_and_stream_workers_again(cluster, 
         return bool(re.search(r"model double version 1: replica \d moved to node", since)
                     and re.search(r"StreamWorker \d moved to node", since))
 
-    await async_wait_until(spread_again, 120, "double's replicas and a stream worker moved "
+    await async_wait_until(spread_again, 180, "double's replicas and a stream worker moved "
                            "onto the returned node", interval_s=0.5)
     settled = len(answers)
     while len(answers) < settled + 20:  # served by the reloaded replicas
@@ -269,8 +269,9 @@ async def test_overload_sheds_with_resource_exhausted_and_bounds_the_admitted_la
     assert len(codes) >= len(calls) / 4, (len(codes), len(calls))
     p99 = float(np.quantile(latencies, 0.99))
     # admitted, a request waits behind at most QUEUE - 1 queued ones and the one running;
-    # x2: one batch's time varies around the mean on a shared 2-core host
-    assert p99 <= (QUEUE + 1) * compute * 2 + 0.05, (p99, compute)
+    # x2: one batch's time varies around the mean on a shared 2-core host, and 0.1 s for
+    # the host's pauses (an unbounded queue would reach seconds at this offered load)
+    assert p99 <= (QUEUE + 1) * compute * 2 + 0.1, (p99, compute)
 
 
 async def test_losing_the_head_fails_calls_fast_then_the_server_exits_for_a_supervisor(

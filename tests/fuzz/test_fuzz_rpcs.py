@@ -1,6 +1,6 @@
 """Fuzz every RPC of one real server: bytes, tensor headers, pipelines and corrupt images.
 
-Each test draws inputs with hypothesis for its share of `AUGSERVE_FUZZ_SECONDS` (60 s in
+Each test draws inputs with hypothesis for its share of `AUGSERVE_FUZZ_SECONDS` (40 s in
 all by default; set it higher for a longer run). After every example:
 
 - the reply is OK or a status from the test's expected set: a client-caused error is never

@@ -77,6 +77,20 @@ async def test_a_call_whose_actor_dies_is_made_again_and_its_actor_replaced(flak
     assert len(flaky_pool.actors) == 2 and flaky_pool.in_flight == 0
 
 
+async def test_the_pool_sends_its_class_to_the_gcs_once_not_per_actor(flaky_pool, monkeypatch):
+    # an export waits on the GCS: with the head gone, one per new actor would hang the loop
+    import ray
+
+    manager = ray._private.worker.global_worker.function_actor_manager
+    exports = []
+    export = manager.export_actor_class
+    monkeypatch.setattr(manager, "export_actor_class",
+                        lambda *args: exports.append(args) or export(*args))
+    call = flaky_pool.call("echo", 3, 1)  # the pool's two actors, then a replacement
+    assert await flaky_pool.result(call, max_retries=3) == 3
+    assert flaky_pool.resubmitted == 1 and len(exports) == 1
+
+
 async def test_a_call_that_loses_more_actors_than_its_retries_is_unavailable(flaky_pool):
     call = flaky_pool.call("echo", 7, 10)
     with pytest.raises(Unavailable, match="call lost 3 workers"):
@@ -222,3 +236,15 @@ async def test_a_new_actor_that_lands_off_its_target_is_dropped(flaky_pool):
     # a node that does not exist: the soft affinity puts the new actor here instead
     assert not await flaky_pool._move(1, "ab" * 28)
     assert flaky_pool.actors == before and flaky_pool.moved == 0
+
+
+async def test_a_new_actor_that_does_not_come_up_in_time_is_given_up(flaky_pool, monkeypatch):
+    import augserve.server.actors as actors
+
+    flaky_pool.start()
+    await async_wait_until(lambda: all(flaky_pool.nodes), 60, "the actors' nodes known")
+    before, here = list(flaky_pool.actors), flaky_pool.nodes[0]
+    monkeypatch.setattr(actors, "MOVE_START_TIMEOUT_S", 0.0)  # no new process is up at once
+    assert not await flaky_pool._move(1, here)
+    assert flaky_pool.actors == before and flaky_pool.moved == 0
+    assert await flaky_pool.result(flaky_pool.call("echo", 5, 0), 0) == 5

@@ -60,12 +60,46 @@ async def test_watch_nodes_spreads_only_after_a_join_and_for_the_settle_window(m
     monkeypatch.setattr(RayRuntime, "alive_nodes", staticmethod(lambda: next(reads)))
     calls: list[set[str]] = []
 
-    async def on_join(alive: set[str]) -> None:
+    async def on_join(alive: set[str]) -> int:
         calls.append(alive)
         if len(calls) == 1:
             raise RuntimeError("a failed move")  # logged; the watch goes on
+        return 0
 
     watching = asyncio.create_task(RayRuntime().watch_nodes(on_join, 0.01, settle_s=0.1))
     await asyncio.sleep(0.5)
     watching.cancel()
     assert 2 <= len(calls) <= 15 and all(alive == {"a", "b"} for alive in calls)
+
+
+async def test_watch_nodes_keeps_spreading_while_moves_happen_and_not_on_failed_reads(
+        monkeypatch):
+    def reads():
+        yield {"a"}
+        yield {"a", "b"}
+        while True:
+            yield {"a", "b"}
+            yield None  # the GCS did not answer
+
+    answers = reads()
+
+    def alive_nodes() -> set[str]:
+        alive = next(answers)
+        if alive is None:
+            raise ConnectionError("GCS unreachable")
+        return alive
+
+    monkeypatch.setattr(RayRuntime, "alive_nodes", staticmethod(alive_nodes))
+    calls: list[float] = []
+
+    async def on_join(alive: set[str]) -> int:
+        assert alive == {"a", "b"}
+        calls.append(asyncio.get_running_loop().time())
+        return 1 if len(calls) <= 20 else 0  # moves long past the first settle window
+
+    watching = asyncio.create_task(RayRuntime().watch_nodes(on_join, 0.01, settle_s=0.1))
+    await asyncio.sleep(1.0)
+    watching.cancel()
+    # 20 moving calls (every other tick: the failed reads call nothing), then 0.1 s more
+    assert 21 <= len(calls) <= 40, len(calls)
+    assert calls[-1] - calls[0] > 0.3
