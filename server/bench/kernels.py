@@ -49,7 +49,8 @@ class KernelsReport(BenchReport):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `augserve bench kernels`."""
     parser.add_argument("--quick", action="store_true",
-                        help="smoke mode: K=N=512 only, ResNet-20 only, few repeats")
+                        help="smoke mode: K=N=512 only, ResNet-20 only, few repeats, "
+                             "no fixed-shape int8 packages")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=0,
                         help="timed rounds per measurement (0: 30 full, 5 quick)")
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> BenchReport:
     ks = (512,) if args.quick else (512, 2048)
     models = ("resnet20",) if args.quick else ("resnet20", "resnet18")
     figures, linear = run_matmul((1, 32, 256), ks, repeats * 2)
-    model_figures, model_ratios = run_models(models, (1, 32), repeats, args.cache_dir)
+    model_figures, model_ratios = run_models(models, (1, 32), repeats, args.cache_dir,
+                                             static=not args.quick)
     figures.update(model_figures)
     cpu = cpu_report()
     report = KernelsReport(

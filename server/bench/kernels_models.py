@@ -6,7 +6,8 @@ Variants (batch 1 and 32, per model):
   AOTInductor with freezing, dynamic batch, on-disk package cache; batch-folded by 2 when a
   conv has fewer than 16 outputs, i.e. the pruned ResNet-20; `int8_batch_fold_*` says which),
   configured as the server loads it for `max_batch_size` = the largest batch timed: that
-  batch also gets a fixed-shape package (`static_batches`), smaller ones run the dynamic one.
+  batch also gets a fixed-shape package (`static_batches`), smaller ones run the dynamic one
+  (not with `--quick`, a smoke run: dynamic packages only).
 - `pruned50`: 50% of the channels of every dependency group physically removed, eager fp32.
 - `pruned50_int8`: the pruned model through the same int8 path.
 - `peer_bf16_cl`: bf16 autocast with channels_last (eager).
@@ -68,9 +69,13 @@ PAIRS = {
 
 
 def run_models(
-    models: tuple[str, ...], batches: tuple[int, ...], repeats: int, cache_dir: str | None
+    models: tuple[str, ...], batches: tuple[int, ...], repeats: int, cache_dir: str | None,
+    static: bool = True,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Latency (ms) and throughput (img/s) per model, batch and variant, plus load times.
+
+    `static`: our int8 variants also get a fixed-shape package for the largest batch, as
+    served (off: dynamic-batch packages only, half the compile time, for smoke runs).
 
     Returns:
         (figures, paired ratios keyed `<pair>_b<batch>_<model>` for the `PAIRS`).
@@ -84,7 +89,8 @@ def run_models(
     scratch = tempfile.TemporaryDirectory(prefix="augserve-bench-cache-")
     try:
         for name in models:
-            _run_model(name, batches, repeats, cache_dir or scratch.name, figures, ratios)
+            _run_model(name, batches, repeats, cache_dir or scratch.name, figures, ratios,
+                       static)
     finally:
         scratch.cleanup()
     return figures, ratios
@@ -92,7 +98,7 @@ def run_models(
 
 def _run_model(
     name: str, batches: tuple[int, ...], repeats: int, root: str,
-    figures: dict[str, Any], ratios: dict[str, float],
+    figures: dict[str, Any], ratios: dict[str, float], static: bool,
 ) -> None:
     import torch
 
@@ -107,7 +113,7 @@ def _run_model(
     pruned = compress_(copy.deepcopy(model), ChannelPruneConfig(0.5, (1, 3, hw, hw)))
     figures[f"params_{name}_fp32"] = sum(p.numel() for p in model.parameters())
     figures[f"params_{name}_pruned50"] = sum(p.numel() for p in pruned.parameters())
-    config = ModelInt8Config(cache_dir=root, static_batches=(max(batches),))
+    config = ModelInt8Config(cache_dir=root, static_batches=(max(batches),) if static else ())
     compiled: dict[str, Callable[[Any], Any]] = {}
     for variant, source in (("int8", model), ("pruned50_int8", pruned)):
         cold = quantize_model(source, (calib,), config)
