@@ -34,7 +34,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from augserve.server.errors import Unavailable
@@ -90,6 +90,27 @@ def placement_options(placement: str) -> dict[str, Any]:
     if placement == "pack":
         return {}
     return {"resources": {placement: 0.001}}
+
+
+def spread_targets(count: int, nodes: Sequence[Mapping[str, Any]],
+                   needs: Mapping[str, float]) -> list[str | None]:
+    """The node to prefer for each of `count` spread actors, from `ray.nodes()`'s entries.
+
+    Round robin over the live nodes whose total resources hold one actor's `needs`
+    (e.g. {"CPU": 0.5}), in node-id order, so that `count` replicas land one per node
+    before any node gets a second. Ray's own SPREAD strategy spreads all of a cluster's
+    work together, so a model's two replicas started between other actors can land on
+    one node. None for each (Ray's choice) when fewer than two nodes can hold one.
+    """
+    fit = sorted(
+        node["NodeID"] for node in nodes
+        if node.get("Alive")
+        and all(node.get("Resources", {}).get(name, 0.0) >= amount
+                for name, amount in needs.items() if amount > 0)
+    )
+    if len(fit) < 2:
+        return [None] * count
+    return [fit[i % len(fit)] for i in range(count)]
 
 
 def node_of_worker(_worker: object) -> str:

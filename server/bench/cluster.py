@@ -204,7 +204,7 @@ class RayCluster:
         """Stop every node (worker first), then remove the nodes' temp folders."""
         for group in (self.worker, self.head):
             if group is not None:
-                group.stop(5.0)
+                group.stop(2.0)  # a node whose head is gone may sit on SIGTERM
         self.worker = self.head = None
         shutil.rmtree(self._temp, ignore_errors=True)
 

@@ -200,7 +200,7 @@ def faces_accuracy(port: int) -> dict[str, float]:
 def run(args: argparse.Namespace) -> BenchReport:
     """Run every phase (see the module docstring) and return the report."""
     if args.quick:
-        args.duration, args.warmup, args.rounds = 2.0, 1.0, 1
+        args.duration, args.warmup, args.rounds = 1.5, 0.5, 1
     report = BenchReport("preprocess", environment={
         **host_environment(), "concurrency": args.concurrency,
         "client_processes": args.client_processes, "replica_threads": args.threads,
@@ -242,8 +242,8 @@ def run(args: argparse.Namespace) -> BenchReport:
             mean_batch = served_stats["rows"] / max(1, served_stats["batches"])
             batch = max(1, round(mean_batch))
             isolated = isolated_replica_cpu_per_image(port, metrics_port, jpegs, batch,
-                                                      2.0 if args.quick else 5.0)
-        standalone = standalone_cpu_per_image(jpegs, batch, 2.0 if args.quick else 5.0)
+                                                      1.0 if args.quick else 5.0)
+        standalone = standalone_cpu_per_image(jpegs, batch, 1.0 if args.quick else 5.0)
     served_cpu = preprocess["cpu_s"] / max(1.0, preprocess["images"])
     ratios = [a["requests_per_s"] / b["requests_per_s"] for a, b in pairs]
     model_ns = [(s1["infer_ns"] / max(1, s1["requests"]), sv["infer_ns"] / max(1, sv["requests"]))

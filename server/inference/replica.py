@@ -108,6 +108,15 @@ class ModelReplica:
 
     def __init__(self, settings: ModelSettings, version_dir: str, allow_pickle: bool,
                  imports: AllowList | None = None) -> None:
+        self._channel: ReplicaChannelServer | None = None
+        self._load_error: Exception | None = None
+        try:
+            self._load(settings, version_dir, allow_pickle, imports)
+        except Exception as error:  # raised by ready(): Ray keeps no cause of an __init__'s error
+            self._load_error = error
+
+    def _load(self, settings: ModelSettings, version_dir: str, allow_pickle: bool,
+              imports: AllowList | None) -> None:
         group = settings.instance_group
         lower_priority(group.nice)
         self.threads = group.threads
@@ -123,8 +132,6 @@ class ModelReplica:
             ImagePreprocessor(settings.preprocess, settings.outputs, self.device)
             if settings.preprocess is not None else None
         )
-        self.load_finished = time.monotonic()
-        self._channel: ReplicaChannelServer | None = None
 
     def node(self) -> str:
         """The Ray node id this replica runs on."""
@@ -141,7 +148,12 @@ class ModelReplica:
 
         A model with `[preprocess]` is warmed with its own tensor, then its preprocessing
         path runs once on a generated image (every view).
+
+        Raises:
+            Exception: what loading the model raised (an AugserveError keeps its status).
         """
+        if self._load_error is not None:
+            raise self._load_error
         for batch_size in self.settings.warmup_batch_sizes:
             inputs = []
             for spec in self.settings.inputs:

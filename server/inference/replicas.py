@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 def unwrap_ray_error(error: Exception, model: str) -> AugserveError:
     """The AugserveError behind a Ray task or actor error of a replica of `model`."""
-    creation_error = getattr(error, "cause", None)
-    if isinstance(error, RayActorError) and isinstance(creation_error, RayTaskError):
-        error = creation_error  # the replica's __init__ raised: report that error
     if isinstance(error, RayTaskError) and isinstance(error.cause, AugserveError):
         return error.cause
     if isinstance(error, RayTaskError) and error.cause is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import ray
 
 from augserve.kernels.resolve import AllowList
-from augserve.server.actors import rebalance_move
+from augserve.server.actors import rebalance_move, spread_targets
 from augserve.server.errors import (
     AugserveError,
     FailedPrecondition,
@@ -158,9 +158,7 @@ class ModelRepository:
                     self._check_tree(folder / str(version) / settings.model_filename, name)
                 for version in selected:
                     model.states[str(version)] = VersionState(name, str(version), "LOADING")
-                fresh = {
-                    v: await self._start_version(settings, folder / str(v), v) for v in selected
-                }
+                fresh = await self._start_versions(settings, folder, selected)
             except AugserveError as error:
                 loading = [s for s in model.states.values() if s.state == "LOADING"]
                 for state in loading:
@@ -174,15 +172,34 @@ class ModelRepository:
         await asyncio.gather(*(self._stop_version(loaded) for loaded in old.values()))
         log.info("model %s ready, versions %s", name, sorted(fresh))
 
+    async def _start_versions(self, settings: ModelSettings, folder: Path,
+                              versions: list[int]) -> dict[int, LoadedVersion]:
+        """Start every selected version at once; if one fails, stop the others and raise."""
+        started = await asyncio.gather(
+            *(self._start_version(settings, folder / str(v), v) for v in versions),
+            return_exceptions=True,
+        )
+        failure = next((r for r in started if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await asyncio.gather(
+                *(self._stop_version(r) for r in started if isinstance(r, LoadedVersion))
+            )
+            raise failure
+        return dict(zip(versions, started, strict=True))
+
     async def _start_version(
         self, settings: ModelSettings, folder: Path, version: int
     ) -> LoadedVersion:
         def start(node: str | None = None) -> Awaitable[ReplicaHandle]:
             return start_replica(settings, folder, self.allow_pickle, self.imports, node)
 
-        started = await asyncio.gather(
-            *(start() for _ in range(settings.instance_group.count)), return_exceptions=True
-        )
+        group = settings.instance_group
+        targets: list[str | None] = [None] * group.count
+        if group.placement == "spread" and group.count > 1:  # one per node first
+            needs = {"CPU": group.num_cpus, "GPU": 1.0 if group.kind == "gpu" else 0.0}
+            targets = spread_targets(group.count, await asyncio.to_thread(ray.nodes), needs)
+        started = await asyncio.gather(*(start(node) for node in targets),
+                                       return_exceptions=True)
         replicas = [r for r in started if isinstance(r, ReplicaHandle)]
         failure = next((r for r in started if isinstance(r, BaseException)), None)
         if failure is not None:

@@ -22,6 +22,7 @@ from augserve.clients.augment import AugmentClient
 from augserve.clients.infer import InferClient
 from augserve.clients.jobs import JobClient
 from augserve.clients.loader import RemoteLoader
+from tests.e2e.conftest import ServeProcess
 from tests.waiting import wait_until
 
 
@@ -44,14 +45,17 @@ def tokens():
             "infer": token_new("infer-only", "infer")}
 
 
-@pytest.fixture
-def served_auth(serve_process, model_repository, tmp_path, tokens):
-    path = tmp_path / "tokens.toml"
+@pytest.fixture(scope="module")
+def served_auth(model_repository, tmp_path_factory, tokens):
+    """One server for the module: the rotation test, which changes its tokens, runs last."""
+    work = tmp_path_factory.mktemp("auth-served")
+    path = work / "tokens.toml"
     path.write_text(tokens["all"][1] + tokens["infer"][1])
-    serve = serve_process(model_repository, tmp_path, "--auth-tokens", str(path),
-                          "--load-model", "digits")
+    serve = ServeProcess(model_repository, work, "--auth-tokens", str(path),
+                         "--load-model", "digits")
     serve.tokens_path = path
-    return serve
+    yield serve
+    serve.terminate()
 
 
 def test_token_new_refuses_an_unknown_scope():

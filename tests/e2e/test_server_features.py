@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 
@@ -12,9 +13,10 @@ import pytest
 import ray
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ray.exceptions import RayActorError
 
 from augserve.clients.infer import AsyncInferClient
-from augserve.server.errors import NotFound
+from augserve.server.errors import Internal, NotFound
 from augserve.server.inference.repository import ModelRepository
 
 from ..waiting import async_wait_until
@@ -114,6 +116,29 @@ async def test_version_policies(ray_session, model_repository, tmp_path, policy,
         assert index == {(str(v), "READY") for v in served}
     finally:
         await repository.unload("multi")
+
+
+async def test_versions_load_together_and_one_that_fails_stops_the_others(
+        ray_session, model_repository, tmp_path, monkeypatch):
+    root = versioned_repository(tmp_path, model_repository / "digits", {"all": True})
+    (root / "multi" / "2" / "model.pt2").write_bytes(b"not an exported program")
+    repository = ModelRepository(root)
+    stopped = []
+    stop = repository._stop_version
+
+    async def recorded_stop(loaded):
+        stopped.append(loaded)
+        await stop(loaded)
+
+    monkeypatch.setattr(repository, "_stop_version", recorded_stop)
+    with pytest.raises(Internal, match="model 'multi' raised BadZipFile: File is not a zip"):
+        await repository.load("multi")
+    assert sorted(loaded.version for loaded in stopped) == [1, 3]
+    for replica in (r for loaded in stopped for r in loaded.replicas):
+        with pytest.raises(RayActorError):  # stopped, not left running
+            await asyncio.wait_for(replica.actor.node.remote(), 30)
+    assert {(r.version, r.state) for r in repository.index()} == {
+        (v, "UNAVAILABLE") for v in ("1", "2", "3")}
 
 
 async def test_pickle_loads_with_the_opt_in(ray_session, model_repository):

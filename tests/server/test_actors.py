@@ -15,6 +15,7 @@ from augserve.server.actors import (
     check_placement,
     placement_options,
     rebalance_move,
+    spread_targets,
 )
 from augserve.server.augment.pool import AugmentPool
 from augserve.server.augment.settings import AugmentSettings
@@ -199,6 +200,30 @@ def test_bad_placement_is_named(placement):
 def test_rebalance_move_takes_one_worker_off_a_crowded_node_onto_an_empty_one(
         nodes, alive, move):
     assert rebalance_move(nodes, alive) == move
+
+
+def _node(name: str, alive: bool = True, **resources: float) -> dict:
+    return {"NodeID": name, "Alive": alive, "Resources": resources}
+
+
+CPU_HALF = {"CPU": 0.5, "GPU": 0.0}
+
+
+@pytest.mark.parametrize(("count", "nodes", "needs", "targets"), [
+    (2, [_node("b", CPU=1), _node("a", CPU=1)], CPU_HALF, ["a", "b"]),  # in id order
+    (3, [_node("a", CPU=1), _node("b", CPU=1)], CPU_HALF, ["a", "b", "a"]),
+    (2, [_node("a", CPU=0), _node("b", CPU=1), _node("c", CPU=1)], CPU_HALF, ["b", "c"]),
+    (2, [_node("a", CPU=1), _node("b", False, CPU=1), _node("c", CPU=1)], CPU_HALF,
+     ["a", "c"]),
+    (2, [_node("a", CPU=1), _node("b", CPU=1, GPU=1), _node("c", CPU=1, GPU=1)],
+     {"CPU": 0.5, "GPU": 1.0}, ["b", "c"]),
+    (2, [_node("a", CPU=1), _node("b", CPU=1, GPU=1)], {"CPU": 0.5, "GPU": 1.0},
+     [None, None]),  # one node can hold one: Ray's choice
+    (2, [_node("a", CPU=1)], CPU_HALF, [None, None]),
+])
+def test_spread_targets_put_replicas_one_per_node_that_can_hold_one(count, nodes, needs,
+                                                                    targets):
+    assert spread_targets(count, nodes, needs) == targets
 
 
 async def test_a_moved_actor_finishes_its_calls_and_its_slot_goes_to_the_new_one(flaky_pool):

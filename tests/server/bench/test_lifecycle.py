@@ -95,3 +95,28 @@ def test_sigterm_raises_system_exit_inside_the_block():
         os.kill(os.getpid(), signal.SIGTERM)
     assert exit_info.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# A bench's shape: its children in a ProcessGroup's block, waiting there when Ctrl-C comes.
+BENCH = textwrap.dedent("""
+    import sys, time
+    from augserve.server.bench import lifecycle
+    lifecycle.GRACE_S = lifecycle.LEFTOVER_GRACE_S = 0.5
+    with lifecycle.exit_on_sigterm(), lifecycle.ProcessGroup(
+            [sys.executable, "-c", sys.argv[1], sys.argv[2]]):
+        time.sleep(600)
+""")
+
+
+def test_ctrl_c_in_a_bench_stops_the_tree_it_started(tmp_path):
+    pids = tmp_path / "pids"
+    bench = lifecycle.ProcessGroup([sys.executable, "-c", BENCH, STUBBORN, str(pids)])
+    try:
+        lifecycle.wait_for(lambda: pids.exists() and bool(pids.read_text()), 60,
+                           lambda: bench.process.poll() is not None, "the bench's children")
+        tree = [p.pid for p in bench.descendants()] + [*map(int, pids.read_text().split())]
+        os.kill(bench.pid, signal.SIGINT)
+        assert bench.process.wait(60) != 0  # KeyboardInterrupt
+        lifecycle.wait_for(lambda: not _alive(tree), 10, what="the bench's tree to be reaped")
+    finally:
+        bench.stop()
