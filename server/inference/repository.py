@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import ray
 
@@ -72,6 +73,20 @@ class _Model:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
     states: dict[str, VersionState] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+Started = TypeVar("Started")
+
+
+async def _all_or_none(starts: list[Awaitable[Started]],
+                       stop: Callable[[Started], Awaitable[None]]) -> list[Started]:
+    """Await every start at once; if one fails, stop those that started and raise its error."""
+    started = await asyncio.gather(*starts, return_exceptions=True)
+    failure = next((r for r in started if isinstance(r, BaseException)), None)
+    if failure is not None:
+        await asyncio.gather(*(stop(r) for r in started if not isinstance(r, BaseException)))
+        raise failure
+    return started
 
 
 class ModelRepository:
@@ -175,16 +190,10 @@ class ModelRepository:
     async def _start_versions(self, settings: ModelSettings, folder: Path,
                               versions: list[int]) -> dict[int, LoadedVersion]:
         """Start every selected version at once; if one fails, stop the others and raise."""
-        started = await asyncio.gather(
-            *(self._start_version(settings, folder / str(v), v) for v in versions),
-            return_exceptions=True,
+        started = await _all_or_none(
+            [self._start_version(settings, folder / str(v), v) for v in versions],
+            self._stop_version,
         )
-        failure = next((r for r in started if isinstance(r, BaseException)), None)
-        if failure is not None:
-            await asyncio.gather(
-                *(self._stop_version(r) for r in started if isinstance(r, LoadedVersion))
-            )
-            raise failure
         return dict(zip(versions, started, strict=True))
 
     async def _start_version(
@@ -198,13 +207,7 @@ class ModelRepository:
         if group.placement == "spread" and group.count > 1:  # one per node first
             needs = {"CPU": group.num_cpus, "GPU": 1.0 if group.kind == "gpu" else 0.0}
             targets = spread_targets(group.count, await asyncio.to_thread(ray.nodes), needs)
-        started = await asyncio.gather(*(start(node) for node in targets),
-                                       return_exceptions=True)
-        replicas = [r for r in started if isinstance(r, ReplicaHandle)]
-        failure = next((r for r in started if isinstance(r, BaseException)), None)
-        if failure is not None:
-            await asyncio.gather(*(replica.stop() for replica in replicas))
-            raise failure
+        replicas = await _all_or_none([start(node) for node in targets], ReplicaHandle.stop)
         # Spares start once the version serves, in the background: loading waits for none.
         spares = SparePool(settings.name, self.settings.warm_spares, start,
                            lambda: start(ray.get_runtime_context().get_node_id()),
