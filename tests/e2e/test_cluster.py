@@ -215,8 +215,12 @@ async def test_a_returning_node_gets_replicas_and_stream_workers_again(cluster, 
         return bool(re.search(r"model double version 1: replica \d moved to node", since)
                     and re.search(r"StreamWorker \d moved to node", since))
 
-    await async_wait_until(spread_again, 180, "double's replicas and a stream worker moved "
-                           "onto the returned node", interval_s=0.5)
+    try:
+        await async_wait_until(spread_again, 180, "double's replicas and a stream worker "
+                               "moved onto the returned node", interval_s=0.5)
+    except AssertionError as error:  # what the server did since the join says which half hung
+        raise AssertionError(f"{error}; the server's log since:\n{after_the_join()[-4000:]}"
+                             ) from None
     settled = len(answers)
     while len(answers) < settled + 20:  # served by the reloaded replicas
         await asyncio.sleep(0.05)
