@@ -351,7 +351,10 @@ class ActorPool(Generic[Worker]):
             ray.kill(fresh)
             return False
         if node != target or slot >= len(self.actors) or self.actors[slot] is not old:
-            ray.kill(fresh)  # placed elsewhere, or the slot changed (died, shut down) meanwhile
+            # placed elsewhere (the target had no room), or the slot changed meanwhile
+            log.info("%s %d: the new actor for node %s started on %s or its slot changed; "
+                     "not moved", self.worker.__name__, slot, target, node)
+            ray.kill(fresh)
             return False
         self.actors[slot], self.started[slot], self.nodes[slot] = fresh, True, node
         old.__ray_terminate__.remote()  # exits once the calls already sent to it are done
